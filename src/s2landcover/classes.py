@@ -1,0 +1,102 @@
+"""The class table: source codes -> class index 1..K, names, colours, water flags.
+
+Index 0 is reserved for "no data / ignore" in masks, chips and predictions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+NODATA_CLASS = 0
+
+
+def hex_to_rgb(color: str) -> tuple[int, int, int]:
+    """'#RRGGBB' -> (r, g, b) with 0..255 integers."""
+    color = color.lstrip("#")
+    return int(color[0:2], 16), int(color[2:4], 16), int(color[4:6], 16)
+
+
+@dataclass(frozen=True)
+class ClassTable:
+    """Classes 1..K of a run (index order), with their source codes, names and colours."""
+
+    names: tuple[str, ...]
+    colors: tuple[str, ...]  # '#RRGGBB', one per class
+    codes: tuple[tuple[int, ...], ...]  # source codes per class
+    water: tuple[bool, ...]
+
+    @classmethod
+    def from_config(cls, classes: Sequence[Mapping[str, Any]]) -> ClassTable:
+        """Build from the validated ``classes`` list of the config (any order of entries)."""
+        ordered = sorted(classes, key=lambda c: c["index"])
+        return cls(
+            names=tuple(c["name"] for c in ordered),
+            colors=tuple(c.get("color", "#808080") for c in ordered),
+            codes=tuple(tuple(c["codes"]) for c in ordered),
+            water=tuple(bool(c.get("water", False)) for c in ordered),
+        )
+
+    @property
+    def num_classes(self) -> int:
+        """K, the number of real classes (not counting no data)."""
+        return len(self.names)
+
+    @property
+    def indices(self) -> list[int]:
+        """Class indices 1..K."""
+        return list(range(1, self.num_classes + 1))
+
+    @property
+    def water_indices(self) -> list[int]:
+        """Indices of the classes that count as water."""
+        return [i for i, w in zip(self.indices, self.water, strict=True) if w]
+
+    def code_to_index(self) -> dict[int, int]:
+        """Mapping source code -> class index."""
+        return {code: i for i, codes in zip(self.indices, self.codes, strict=True) for code in codes}
+
+    def lookup_table(self, size: int = 256, unknown: int = 255) -> np.ndarray:
+        """A uint8 array ``lut`` with ``lut[code] = class index`` (``unknown`` for unmapped codes).
+
+        ``size`` must exceed the largest source code (256 for uint8 maps, 65536 for uint16).
+        """
+        lut = np.full(size, unknown, dtype=np.uint8)
+        for code, index in self.code_to_index().items():
+            if code < size:
+                lut[code] = index
+        return lut
+
+    def colormap(self) -> dict[int, tuple[int, int, int, int]]:
+        """GDAL colour table entries {value: (r, g, b, alpha)}; 0 (no data) is transparent black."""
+        table = {NODATA_CLASS: (0, 0, 0, 0)}
+        for index, color in zip(self.indices, self.colors, strict=True):
+            table[index] = (*hex_to_rgb(color), 255)
+        return table
+
+    def rgb_array(self) -> np.ndarray:
+        """(K + 1, 3) float array of colours in 0..1, row 0 for no data (white), for plotting."""
+        rows = [(1.0, 1.0, 1.0)] + [tuple(v / 255 for v in hex_to_rgb(c)) for c in self.colors]
+        return np.asarray(rows, dtype=float)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able form (stored in checkpoints and raster tags)."""
+        return {
+            "names": list(self.names),
+            "colors": list(self.colors),
+            "codes": [list(c) for c in self.codes],
+            "water": list(self.water),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ClassTable:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            names=tuple(data["names"]),
+            colors=tuple(data["colors"]),
+            codes=tuple(tuple(c) for c in data["codes"]),
+            water=tuple(data["water"]),
+        )

@@ -1,0 +1,1 @@
+"""File access: the only subpackage that opens files (rasters, chip stores, tables, checkpoints)."""
