@@ -1,0 +1,20 @@
+# Land-cover mapping from Sentinel-2: scenes + a land-cover map -> chips -> U-Net -> a land-cover
+# GeoTIFF per scene. Stages and files: see README.md and workflow/rules/.
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/scenes.smk"
+include: "workflow/rules/masks.smk"
+include: "workflow/rules/chips.smk"
+include: "workflow/rules/training.smk"
+include: "workflow/rules/prediction.smk"
+include: "workflow/rules/evaluation.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        final_outputs(),

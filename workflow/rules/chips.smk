@@ -1,0 +1,74 @@
+# Chips: tile each scene, filter the chips, split them. Paths carry the tile size.
+
+
+rule tile_scene:
+    conda:
+        CONDA_ENV
+    input:
+        scene=f"{RESULTS}/scenes/{{scene}}.tif",
+        mask=f"{RESULTS}/masks/{{scene}}.tif",
+    output:
+        # The chip store of the contract (README): written as one folder, renamed into place at the end.
+        index=f"{RESULTS}/chips/size{{tile}}/{{scene}}/index.parquet",
+        images=f"{RESULTS}/chips/size{{tile}}/{{scene}}/images.npy",
+        masks=f"{RESULTS}/chips/size{{tile}}/{{scene}}/masks.npy",
+        meta=f"{RESULTS}/chips/size{{tile}}/{{scene}}/meta.json",
+    params:
+        config=cfg("chips", "classes"),
+        out_dir=lambda wildcards, output: str(Path(output.index).parent),
+    log:
+        f"{LOGS}/tile_scene/size{{tile}}/{{scene}}.log",
+    benchmark:
+        f"{BENCHMARKS}/tile_scene/size{{tile}}/{{scene}}.tsv"
+    threads: 4
+    resources:
+        mem_mb=3000,
+        runtime=60,
+    shell:
+        "s2lc tile --config-json {params.config:q} --tile-size {wildcards.tile}"
+        " --scene-name {wildcards.scene} --scene {input.scene} --mask {input.mask}"
+        " --out-dir {params.out_dir} --threads {threads} 2> {log}"
+
+
+rule filter_chips:
+    conda:
+        CONDA_ENV
+    input:
+        chip_indexes,
+    output:
+        selected=f"{RESULTS}/chips/size{{tile}}/selected.parquet",
+    params:
+        config=cfg("filter", "classes"),
+    log:
+        f"{LOGS}/filter_chips/size{{tile}}.log",
+    benchmark:
+        f"{BENCHMARKS}/filter_chips/size{{tile}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    shell:
+        "s2lc filter --config-json {params.config:q} --index {input} --out {output.selected} 2> {log}"
+
+
+rule split_chips:
+    conda:
+        CONDA_ENV
+    input:
+        f"{RESULTS}/chips/size{{tile}}/selected.parquet",
+    output:
+        split=f"{RESULTS}/splits/size{{tile}}/split.parquet",
+        footprints=f"{RESULTS}/splits/size{{tile}}/footprints.gpkg",
+    params:
+        config=cfg("split", "classes"),
+        out_dir=lambda wildcards, output: str(Path(output.split).parent),
+    log:
+        f"{LOGS}/split_chips/size{{tile}}.log",
+    benchmark:
+        f"{BENCHMARKS}/split_chips/size{{tile}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    shell:
+        "s2lc split --config-json {params.config:q} --selected {input} --out-dir {params.out_dir} 2> {log}"

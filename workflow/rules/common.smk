@@ -1,0 +1,87 @@
+# Configuration validation, wildcard constraints and input functions shared by all rules.
+import sys
+
+from s2landcover.config import ConfigError, config_subset, validate_config
+
+try:
+    _validated = validate_config(config, source="config (config.yaml and --config overrides)")
+except ConfigError as error:
+    # A user mistake: one clear message, no traceback, nothing written.
+    sys.stderr.write(f"Configuration error: {error}\n")
+    sys.exit(1)
+config.clear()
+config.update(_validated)
+
+SCENES = [scene["name"] for scene in config["scenes"]]
+SCENE_SOURCES = {scene["name"]: scene["source"] for scene in config["scenes"]}
+TILE = config["tile_size"]
+MODEL = config["model"]["name"]
+RESULTS = "results"
+LOGS = f"{RESULTS}/logs"
+BENCHMARKS = f"{RESULTS}/benchmarks"
+# Named conda environment used with --use-conda (create it once: conda env create -f environment.yml).
+CONDA_ENV = "s2landcover"
+
+
+wildcard_constraints:
+    scene="|".join(SCENES),
+    tile=r"\d+",
+    model=r"[A-Za-z0-9_.-]+",
+
+
+def cfg(*sections):
+    """JSON of the config sections a job reads (its params): changing them re-runs the job."""
+    return config_subset(config, list(sections))
+
+
+def scene_product(wildcards):
+    """What ingest reads for a scene the workflow makes (demo) or fetches (stac); [] otherwise."""
+    kind = SCENE_SOURCES[wildcards.scene]["type"]
+    if kind == "demo":
+        return f"{RESULTS}/demo/{wildcards.scene}.SAFE"
+    if kind == "stac":
+        return f"{RESULTS}/downloads/{wildcards.scene}"
+    return []
+
+
+def scene_product_arg(wildcards, input):
+    """The --source-path argument of ingest for workflow-made products."""
+    return f"--source-path {input.product}" if input.get("product") else ""
+
+
+def scl_output_arg(wildcards, output):
+    return f"--scl-out {output.scl}" if output.get("scl") else ""
+
+
+def mask_source(wildcards):
+    """The land-cover map: the demo's 1 m map, or the configured file."""
+    source = config["mask"]["source"]
+    return f"{RESULTS}/demo/landcover_1m.tif" if source == "demo" else source
+
+
+def chip_indexes(wildcards):
+    return expand(
+        "{results}/chips/size{tile}/{scene}/index.parquet",
+        results=RESULTS,
+        tile=wildcards.tile,
+        scene=SCENES,
+    )
+
+
+def final_outputs():
+    """Everything the default target builds: a prediction per scene and the evaluation report."""
+    prefix = f"size{TILE}/{MODEL}"
+    return [
+        *expand(f"{RESULTS}/predictions/{prefix}/{{scene}}.tif", scene=SCENES),
+        f"{RESULTS}/evaluation/{prefix}/report.html",
+    ]
+
+
+def chip_stores(wildcards):
+    return expand(
+        "{results}/chips/size{tile}/{scene}/{name}",
+        results=RESULTS,
+        tile=wildcards.tile,
+        scene=SCENES,
+        name=["index.parquet", "images.npy", "masks.npy", "meta.json"],
+    )

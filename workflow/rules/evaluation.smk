@@ -1,0 +1,37 @@
+# Evaluation: per-class metrics over the full scenes, plots and one report per run.
+
+
+rule evaluate_model:
+    conda:
+        CONDA_ENV
+    input:
+        predictions=expand(
+            "{results}/predictions/size{{tile}}/{{model}}/{scene}.tif",
+            results=RESULTS,
+            scene=SCENES,
+        ),
+        masks=expand("{results}/masks/{scene}.tif", results=RESULTS, scene=SCENES),
+        scenes=expand("{results}/scenes/{scene}.tif", results=RESULTS, scene=SCENES),
+        split=f"{RESULTS}/splits/size{{tile}}/split.parquet",
+        metrics=f"{RESULTS}/models/size{{tile}}/{{model}}/metrics.csv",
+    output:
+        report=f"{RESULTS}/evaluation/size{{tile}}/{{model}}/report.html",
+        metrics=f"{RESULTS}/evaluation/size{{tile}}/{{model}}/metrics.json",
+    params:
+        config=cfg("evaluation", "classes"),
+        chips_root=lambda wildcards: f"{RESULTS}/chips/size{wildcards.tile}",
+        model_dir=lambda wildcards, input: str(Path(input.metrics).parent),
+        out_dir=lambda wildcards, output: str(Path(output.report).parent),
+    log:
+        f"{LOGS}/evaluate_model/size{{tile}}/{{model}}.log",
+    benchmark:
+        f"{BENCHMARKS}/evaluate_model/size{{tile}}/{{model}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=60,
+    shell:
+        "s2lc evaluate --config-json {params.config:q} --predictions {input.predictions}"
+        " --masks {input.masks} --scenes {input.scenes} --split {input.split}"
+        " --chips-root {params.chips_root} --model-dir {params.model_dir}"
+        " --out-dir {params.out_dir} 2> {log}"

@@ -1,0 +1,24 @@
+# The land-cover map onto each scene's exact grid (GDAL warper, streaming).
+
+
+rule downsample_mask:
+    conda:
+        CONDA_ENV
+    input:
+        source=mask_source,
+        scene=f"{RESULTS}/scenes/{{scene}}.tif",
+    output:
+        f"{RESULTS}/masks/{{scene}}.tif",
+    params:
+        config=cfg("mask", "classes"),
+    log:
+        f"{LOGS}/downsample_mask/{{scene}}.log",
+    benchmark:
+        f"{BENCHMARKS}/downsample_mask/{{scene}}.tsv"
+    threads: 4
+    resources:
+        mem_mb=2000,
+        runtime=120,
+    shell:
+        "s2lc downsample-mask --config-json {params.config:q} --source {input.source}"
+        " --scene {input.scene} --out {output} --threads {threads} 2> {log}"
