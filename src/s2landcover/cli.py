@@ -91,6 +91,14 @@ def _download(args: argparse.Namespace, config: dict[str, Any]) -> dict:
     return download_scene(scene["source"], config["bands"], config["download"], args.out_dir)
 
 
+@_stage("download-mask", "cut ESA WorldCover to the downloaded scenes' bounds (the mask of STAC runs)")
+def _download_mask(args: argparse.Namespace, config: dict[str, Any]) -> dict:
+    from s2landcover.download import download_worldcover_for_scenes
+
+    out = download_worldcover_for_scenes(args.download_dirs, args.out, args.year, config["download"])
+    return {"worldcover": str(out)}
+
+
 @_stage("ingest", "turn a scene product into the 10 m scene stack")
 def _ingest(args: argparse.Namespace, config: dict[str, Any]) -> dict:
     from s2landcover.ingest import ingest_scene
@@ -211,6 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("download")
     p.add_argument("--scene", required=True, help="scene name (a source of type stac)")
     p.add_argument("--out-dir", required=True, help="folder for the band files")
+    p = add("download-mask")
+    p.add_argument("--download-dirs", nargs="+", required=True, help="download folders of the scenes")
+    p.add_argument("--year", type=int, default=2021, help="WorldCover year (2020 or 2021)")
+    p.add_argument("--out", required=True, help="output GeoTIFF of WorldCover over the scenes")
     p = add("ingest")
     p.add_argument("--scene", required=True, help="scene name in the scene table")
     p.add_argument("--out", required=True, help="output scene stack GeoTIFF")

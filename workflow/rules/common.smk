@@ -14,6 +14,7 @@ config.update(_validated)
 
 SCENES = [scene["name"] for scene in config["scenes"]]
 SCENE_SOURCES = {scene["name"]: scene["source"] for scene in config["scenes"]}
+STAC_SCENES = [name for name, source in SCENE_SOURCES.items() if source["type"] == "stac"]
 TILE = config["tile_size"]
 MODEL = config["model"]["name"]
 RESULTS = "results"

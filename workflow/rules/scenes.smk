@@ -64,6 +64,32 @@ rule download_scene:
         " --out-dir {output} 2> {log}"
 
 
+rule download_mask:
+    conda:
+        CONDA_ENV
+    input:
+        expand(f"{RESULTS}/downloads/{{scene}}", scene=STAC_SCENES),
+    output:
+        f"{RESULTS}/downloads/worldcover_{{year}}.tif",
+    params:
+        config=cfg("download"),
+    wildcard_constraints:
+        year=r"20\d\d",
+    log:
+        f"{LOGS}/download_mask/worldcover_{{year}}.log",
+    benchmark:
+        f"{BENCHMARKS}/download_mask/worldcover_{{year}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=120,
+        downloads=1,
+    retries: 2
+    shell:
+        "s2lc download-mask --config-json {params.config:q} --download-dirs {input}"
+        " --year {wildcards.year} --out {output} 2> {log}"
+
+
 rule ingest_scene:
     conda:
         CONDA_ENV
