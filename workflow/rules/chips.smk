@@ -7,6 +7,7 @@ rule tile_scene:
     input:
         scene=f"{RESULTS}/scenes/{{scene}}.tif",
         mask=f"{RESULTS}/masks/{{scene}}.tif",
+        scl=scl_band,
     output:
         # The chip store of the contract (README): written as one folder, renamed into place at the end.
         index=f"{RESULTS}/chips/size{{tile}}/{{scene}}/index.parquet",
@@ -16,6 +17,7 @@ rule tile_scene:
     params:
         config=cfg("chips", "classes"),
         out_dir=lambda wildcards, output: str(Path(output.index).parent),
+        scl=scl_input_arg,
     log:
         f"{LOGS}/tile_scene/size{{tile}}/{{scene}}.log",
     benchmark:
@@ -27,7 +29,7 @@ rule tile_scene:
     shell:
         "s2lc tile --config-json {params.config:q} --tile-size {wildcards.tile}"
         " --scene-name {wildcards.scene} --scene {input.scene} --mask {input.mask}"
-        " --out-dir {params.out_dir} --threads {threads} 2> {log}"
+        " {params.scl} --out-dir {params.out_dir} --threads {threads} 2> {log}"
 
 
 rule filter_chips:
@@ -37,6 +39,7 @@ rule filter_chips:
         chip_indexes,
     output:
         selected=f"{RESULTS}/chips/size{{tile}}/selected.parquet",
+        summary=f"{RESULTS}/chips/size{{tile}}/filter_summary.json",
     params:
         config=cfg("filter", "classes"),
     log:
@@ -59,6 +62,7 @@ rule split_chips:
     output:
         split=f"{RESULTS}/splits/size{{tile}}/split.parquet",
         footprints=f"{RESULTS}/splits/size{{tile}}/footprints.gpkg",
+        summary=f"{RESULTS}/splits/size{{tile}}/split_summary.json",
     params:
         config=cfg("split", "classes"),
         out_dir=lambda wildcards, output: str(Path(output.split).parent),
@@ -71,4 +75,5 @@ rule split_chips:
         mem_mb=1000,
         runtime=10,
     shell:
-        "s2lc split --config-json {params.config:q} --selected {input} --out-dir {params.out_dir} 2> {log}"
+        "s2lc split --config-json {params.config:q} --selected {input}"
+        " --out-dir {params.out_dir} 2> {log}"

@@ -54,6 +54,23 @@ def scl_output_arg(wildcards, output):
     return f"--scl-out {output.scl}" if output.get("scl") else ""
 
 
+def scl_band(wildcards):
+    """The scene classification band on the 10 m grid, when ingest carries it."""
+    return f"{RESULTS}/scenes/{wildcards.scene}_scl.tif" if config["ingest"]["include_scl"] else []
+
+
+def scl_input_arg(wildcards, input):
+    return f"--scl {input.scl}" if input.get("scl") else ""
+
+
+def ingest_outputs():
+    """The scene stack, and the SCL band beside it when ingest.include_scl is set."""
+    outputs = {"stack": f"{RESULTS}/scenes/{{scene}}.tif"}
+    if config["ingest"]["include_scl"]:
+        outputs["scl"] = f"{RESULTS}/scenes/{{scene}}_scl.tif"
+    return outputs
+
+
 def mask_source(wildcards):
     """The land-cover map: the demo's 1 m map, or the configured file."""
     source = config["mask"]["source"]

@@ -96,10 +96,11 @@ rule ingest_scene:
     input:
         product=scene_product,
     output:
-        stack=f"{RESULTS}/scenes/{{scene}}.tif",
+        **ingest_outputs(),
     params:
         config=cfg("scenes", "bands", "ingest"),
         product=scene_product_arg,
+        scl=scl_output_arg,
     log:
         f"{LOGS}/ingest_scene/{{scene}}.log",
     benchmark:
@@ -110,4 +111,4 @@ rule ingest_scene:
         runtime=60,
     shell:
         "s2lc ingest --config-json {params.config:q} --scene {wildcards.scene}"
-        " {params.product} --out {output.stack} 2> {log}"
+        " {params.product} --out {output.stack} {params.scl} 2> {log}"
