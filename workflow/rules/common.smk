@@ -20,8 +20,8 @@ MODEL = config["model"]["name"]
 RESULTS = "results"
 LOGS = f"{RESULTS}/logs"
 BENCHMARKS = f"{RESULTS}/benchmarks"
-# Named conda environment used with --use-conda (create it once: conda env create -f environment.yml).
-CONDA_ENV = "s2landcover"
+# The software of every rule (used with --use-conda; relative to workflow/rules/).
+CONDA_ENV = "../../environment.yml"
 
 
 wildcard_constraints:
