@@ -1,0 +1,207 @@
+"""The file side of mask downsampling: reading a land-cover map window by window onto a target grid.
+
+Two ways to fill one output window, both through GDAL:
+
+- :meth:`MaskSource.warp_window`: GDAL's warper (a ``WarpedVRT`` of the open source onto the
+  window, so GDAL reads only the source blocks the window needs), any CRS, nearest or mode.
+- :meth:`MaskSource.read_decimated`: a decimated nearest read (``DatasetReader.read`` with
+  ``out_shape``), which GDAL serves straight from the source blocks. Valid only when the source
+  grid is aligned with the target grid at an integer factor
+  (:func:`s2landcover.masks.aligned_decimation`).
+
+Sources are opened with ``OVERVIEW_LEVEL=NONE``: GDAL would otherwise answer a decimated read
+(and ``gdalwarp`` a downsampling warp) from the source's overviews, which for a class map are a
+different, resampled map (measured on the WorldCover COG: 3 % of pixels differ). Each thread gets
+its own dataset handle (GDAL datasets are not thread-safe).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
+
+from s2landcover.classes import ClassTable
+from s2landcover.io.rasters import (
+    Grid,
+    atomic_path,
+    geotiff_profile,
+    grid_of,
+    open_raster,
+    write_category_names,
+    write_class_metadata,
+)
+
+# GDAL's block cache is one per process and defaults to 5 % of RAM (6 GB on a 128 GB node); fixing
+# it makes the memory bound of mask downsampling independent of the machine.
+GDAL_CACHE_MB = 256
+# Memory the warper may use per warp call (source + destination chunk), MB; gdalwarp's default.
+WARP_MEMORY_MB = 64
+# Error threshold (source pixels) standing for 0, i.e. an exact coordinate transform.
+EXACT_TOLERANCE = 1e-9
+SOURCE_OPEN_OPTIONS = {"OVERVIEW_LEVEL": "NONE"}
+
+
+@dataclass(frozen=True)
+class MaskSourceInfo:
+    """What the checks and the window planner need to know about a land-cover map file."""
+
+    path: str
+    driver: str
+    grid: Grid
+    count: int
+    dtype: str
+    nodata: float | None
+    block_shape: tuple[int, int]  # (rows, cols) of the source's blocks
+
+
+def gdal_env() -> rasterio.Env:
+    """The GDAL settings under which masks are downsampled (fixed block cache size)."""
+    # rasterio applies GDAL_CACHEMAX at once (GDALSetCacheMax64, in bytes) and restores it on exit
+    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 1024 * 1024)
+
+
+def inspect_mask_source(path: str | Path) -> MaskSourceInfo:
+    """Describe a land-cover map (missing or unreadable file -> InputError)."""
+    with open_raster(path, **SOURCE_OPEN_OPTIONS) as src:
+        return MaskSourceInfo(
+            path=str(path),
+            driver=src.driver,
+            grid=grid_of(src),
+            count=src.count,
+            dtype=src.dtypes[0],
+            nodata=src.nodata,
+            block_shape=tuple(src.block_shapes[0]) if src.count else (0, 0),
+        )
+
+
+class MaskSource:
+    """A land-cover map opened once per thread, read window by window onto a target grid.
+
+    Memory per call: the output window in the working dtype, plus for :meth:`warp_window` at most
+    ``WARP_MEMORY_MB`` of warper buffers; source blocks pass through GDAL's block cache (one per
+    process, ``GDAL_CACHE_MB``).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._local = threading.local()
+        self._handles: list[rasterio.DatasetReader] = []
+        self._lock = threading.Lock()
+
+    def _dataset(self) -> rasterio.DatasetReader:
+        dataset = getattr(self._local, "dataset", None)
+        if dataset is None:
+            dataset = open_raster(self.path, **SOURCE_OPEN_OPTIONS)
+            self._local.dataset = dataset
+            with self._lock:
+                self._handles.append(dataset)
+        return dataset
+
+    def read_decimated(self, source_window: Window, out_shape: tuple[int, int]) -> np.ndarray:
+        """Nearest decimated read of ``source_window`` (source pixels) into ``out_shape`` (rows,
+        cols).
+
+        GDAL takes source pixel ``floor((i + 0.5) * factor)`` of the window for output pixel ``i``,
+        as the warper does on an aligned grid; the window must lie inside the source.
+        """
+        return self._dataset().read(
+            1, window=source_window, out_shape=out_shape, resampling=Resampling.nearest
+        )
+
+    def warp_window(
+        self,
+        target_crs: CRS,
+        window_transform: Affine,
+        shape: tuple[int, int],
+        dtype: str,
+        fill_value: int,
+        resampling: Resampling,
+        error_threshold: float,
+    ) -> np.ndarray:
+        """Warp the source onto one output window (``shape`` rows, cols; ``window_transform`` in
+        ``target_crs`` units) with GDAL's warper.
+
+        Pixels the source does not cover, and pixels whose source is the file's nodata value, get
+        ``fill_value``. ``error_threshold`` is gdalwarp's ``-et`` (source pixels; 0 = exact).
+        """
+        dataset = self._dataset()
+        # rasterio's WarpedVRT honours the error threshold (its reproject() always approximates);
+        # GDAL's approximator with a 1e-9 px bound is, in effect, the exact transform.
+        with WarpedVRT(
+            dataset,
+            crs=target_crs,
+            transform=window_transform,
+            width=shape[1],
+            height=shape[0],
+            src_nodata=dataset.nodata,
+            nodata=fill_value,
+            dtype=dtype,
+            resampling=resampling,
+            tolerance=max(error_threshold, EXACT_TOLERANCE),
+            warp_mem_limit=WARP_MEMORY_MB,
+            init_dest_nodata=True,
+        ) as warped:
+            return warped.read(1)
+
+    def close(self) -> None:
+        """Close every per-thread handle."""
+        with self._lock:
+            for dataset in self._handles:
+                dataset.close()
+            self._handles.clear()
+
+
+@contextlib.contextmanager
+def open_mask_source(path: str | Path) -> Iterator[MaskSource]:
+    """A :class:`MaskSource` closed on exit."""
+    source = MaskSource(path)
+    try:
+        yield source
+    finally:
+        source.close()
+
+
+def overview_factors(width: int, height: int, smallest: int = 256) -> list[int]:
+    """Overview factors 2, 4, 8, ... until the smaller side falls below ``smallest`` px."""
+    factors = []
+    factor = 2
+    while min(width, height) // factor >= smallest:
+        factors.append(factor)
+        factor *= 2
+    return factors
+
+
+@contextlib.contextmanager
+def write_mask(
+    out_path: str | Path,
+    grid: Grid,
+    classes: ClassTable,
+    overview_resampling: Resampling = Resampling.nearest,
+) -> Iterator[rasterio.io.DatasetWriter]:
+    """Open a class-raster GeoTIFF on ``grid`` for window writes; finish it atomically.
+
+    The file is uint8, nodata 0, tiled and DEFLATE-compressed, with the class colour table, class
+    names (tags and ``.aux.xml`` category names) and overviews (``overview_resampling``). Nothing
+    appears at ``out_path`` unless the block completes.
+    """
+    profile = geotiff_profile(grid, count=1, dtype="uint8", nodata=0)
+    with atomic_path(out_path) as tmp:
+        with rasterio.open(tmp, "w", **profile) as dst:
+            write_class_metadata(dst, classes)
+            yield dst
+            factors = overview_factors(grid.width, grid.height)
+            if factors:
+                dst.build_overviews(factors, overview_resampling)
+                dst.update_tags(ns="rio_overview", resampling=overview_resampling.name)
+        write_category_names(tmp, classes)
