@@ -1,0 +1,427 @@
+"""``evaluate_model``: per-class metrics of predicted land-cover maps against the masks; report.
+
+Metrics come from confusion matrices (rows = reference class, columns = predicted class, classes
+1..K; pixels where either map holds 0 = no data are left out) accumulated window by window over the
+full scenes, so memory is bounded by one window whatever the scene size. They are reported for
+areas of the split: ``val``, ``test`` and ``train`` (the union of the chip windows of that split: a
+pixel covered by several overlapping chips counts once) and ``whole_scene`` (every valid pixel,
+which includes the training areas, so it flatters the model).
+
+Outputs in ``results/evaluation/size{tile}/{model}/``: ``metrics.json``, ``confusion_matrix.png``,
+``training_curves.png``, ``samples.png``, ``overview_<scene>.png`` and ``report.html``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from rasterio.windows import Window
+
+from s2landcover.classes import ClassTable
+from s2landcover.errors import InputError
+from s2landcover.io import evaluation_io as eio
+
+log = logging.getLogger(__name__)
+
+SPLIT_AREAS = ("val", "test", "train")
+WHOLE_SCENE = "whole_scene"
+AREAS = (*SPLIT_AREAS, WHOLE_SCENE)
+AREA_LABELS = {
+    "val": "validation chips",
+    "test": "test chips",
+    "train": "training chips",
+    WHOLE_SCENE: "whole scene (includes training areas)",
+}
+DEFAULT_WINDOW_SIZE = 1024
+
+
+# --- confusion matrices -------------------------------------------------------------------------
+
+
+def pair_codes(reference: np.ndarray, prediction: np.ndarray) -> np.ndarray:
+    """Flat uint16 codes ``reference * 256 + prediction`` of two class rasters (uint8 values).
+
+    Every (reference, prediction) pair of uint8 values has its own code, so values above K need
+    no masking here: :func:`counts_of_codes` drops them when it cuts the table to 0..K.
+    """
+    if reference.shape != prediction.shape:
+        raise ValueError(f"reference {reference.shape} and prediction {prediction.shape} differ")
+    codes = _as_uint8(reference).ravel().astype(np.uint16)
+    codes <<= 8
+    codes |= _as_uint8(prediction).ravel()
+    return codes
+
+
+def _as_uint8(labels: np.ndarray) -> np.ndarray:
+    # Other integer types: values outside 0..255 become 255, which is never a class (K < 255).
+    if labels.dtype == np.uint8:
+        return labels
+    return np.where((labels < 0) | (labels > 255), 255, labels).astype(np.uint8)
+
+
+def counts_of_codes(
+    codes: np.ndarray, num_classes: int, where: np.ndarray | None = None
+) -> np.ndarray:
+    """(K + 1)² int64 table of :func:`pair_codes` codes (where ``where``, flat bool, is True)."""
+    selected = codes if where is None else codes[where]
+    table = np.bincount(selected, minlength=65536).reshape(256, 256)
+    size = num_classes + 1
+    return table[:size, :size].astype(np.int64)
+
+
+def confusion_counts(
+    reference: np.ndarray,
+    prediction: np.ndarray,
+    num_classes: int,
+    where: np.ndarray | None = None,
+) -> np.ndarray:
+    """Counts of (reference, prediction) pairs as a (K + 1)² int64 table, no data (0) included.
+
+    Row ``r`` / column ``p`` counts pixels with reference ``r`` and prediction ``p`` (0..K) of two
+    uint8 class rasters. Pixels outside ``where`` (bool, same shape) and values above K are not
+    counted.
+    """
+    codes = pair_codes(reference, prediction)
+    return counts_of_codes(codes, num_classes, None if where is None else where.ravel())
+
+
+def class_confusion(full_counts: np.ndarray) -> np.ndarray:
+    """The K x K confusion matrix of classes 1..K (no-data row and column dropped)."""
+    return full_counts[1:, 1:]
+
+
+def confusion_matrix(
+    reference: np.ndarray, prediction: np.ndarray, num_classes: int, where: np.ndarray | None = None
+) -> np.ndarray:
+    """K x K confusion matrix (rows = reference 1..K, cols = prediction 1..K), no data excluded."""
+    return class_confusion(confusion_counts(reference, prediction, num_classes, where))
+
+
+def metrics_from_confusion(matrix: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
+    """Per-class and overall metrics of a K x K confusion matrix (rows reference, cols prediction).
+
+    Per class: IoU = TP / (TP + FP + FN), F1 (= Dice) = 2 TP / (2 TP + FP + FN), precision
+    TP / (TP + FP), recall TP / (TP + FN), support (reference pixels) and predicted pixels; a ratio
+    with a zero denominator is NaN. ``miou`` and ``mean_f1`` average the classes present in the
+    reference or the prediction (NaN classes left out); ``overall_accuracy`` = trace / total.
+    """
+    matrix = np.asarray(matrix, dtype=np.int64)
+    if matrix.shape != (len(class_names), len(class_names)):
+        raise ValueError(
+            f"confusion matrix {matrix.shape} does not match {len(class_names)} classes"
+        )
+    tp = np.diag(matrix).astype(float)
+    support = matrix.sum(axis=1).astype(float)
+    predicted = matrix.sum(axis=0).astype(float)
+    fp, fn = predicted - tp, support - tp
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = tp / (tp + fp + fn)
+        f1 = 2 * tp / (2 * tp + fp + fn)
+        precision = tp / predicted
+        recall = tp / support
+    total = int(matrix.sum())
+    per_class = {
+        name: {
+            "index": i + 1,
+            "iou": float(iou[i]),
+            "f1": float(f1[i]),
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "support": int(support[i]),
+            "predicted": int(predicted[i]),
+        }
+        for i, name in enumerate(class_names)
+    }
+    present = (support + predicted) > 0
+    return {
+        "pixels": total,
+        "overall_accuracy": float(tp.sum() / total) if total else float("nan"),
+        "miou": float(iou[present].mean()) if present.any() else float("nan"),
+        "mean_f1": float(f1[present].mean()) if present.any() else float("nan"),
+        "per_class": per_class,
+        "confusion_matrix": matrix.tolist(),
+    }
+
+
+def area_metrics(full_counts: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
+    """:func:`metrics_from_confusion` of a full (K + 1)² table, plus the no-data bookkeeping.
+
+    ``reference_without_prediction``: pixels with a reference class but prediction 0 (the scene had
+    no data there); ``prediction_without_reference``: predicted pixels where the mask is 0.
+    """
+    result = metrics_from_confusion(class_confusion(full_counts), class_names)
+    result["reference_without_prediction"] = int(full_counts[1:, 0].sum())
+    result["prediction_without_reference"] = int(full_counts[0, 1:].sum())
+    return result
+
+
+# --- areas of the split -----------------------------------------------------------------------
+
+
+def chip_windows(split_table: pd.DataFrame, scene: str, split: str) -> np.ndarray:
+    """(n, 4) int64 (row_off, col_off, height, width) of the chips of ``scene`` in ``split``."""
+    rows = split_table[(split_table["scene"] == scene) & (split_table["split"] == split)]
+    return rows[["row_off", "col_off", "height", "width"]].to_numpy(dtype=np.int64).reshape(-1, 4)
+
+
+def area_mask(window: Window, chips: np.ndarray) -> np.ndarray:
+    """Bool (h, w) mask of the pixels of ``window`` covered by at least one chip window.
+
+    ``chips`` is (n, 4) (row_off, col_off, height, width) in the same pixel grid as ``window``.
+    Overlapping chips set the same pixels, so each pixel counts once. Memory: one bool window.
+    """
+    row0, col0 = int(window.row_off), int(window.col_off)
+    height, width = int(window.height), int(window.width)
+    mask = np.zeros((height, width), dtype=bool)
+    if len(chips) == 0:
+        return mask
+    top = np.clip(chips[:, 0] - row0, 0, height)
+    bottom = np.clip(chips[:, 0] + chips[:, 2] - row0, 0, height)
+    left = np.clip(chips[:, 1] - col0, 0, width)
+    right = np.clip(chips[:, 1] + chips[:, 3] - col0, 0, width)
+    for t, b, lft, r in zip(top, bottom, left, right, strict=True):
+        if b > t and r > lft:
+            mask[t:b, lft:r] = True
+    return mask
+
+
+def accumulate_area_counts(
+    blocks: Iterable[tuple[Window, np.ndarray, np.ndarray]],
+    chips_by_area: Mapping[str, np.ndarray],
+    num_classes: int,
+) -> dict[str, np.ndarray]:
+    """Sum full (K + 1)² confusion tables over ``(window, reference, prediction)`` blocks, per area.
+
+    ``chips_by_area`` maps an area name to its (n, 4) chip windows; the area ``whole_scene`` (every
+    pixel) is always added. Memory: one block and one bool mask at a time.
+    """
+    size = num_classes + 1
+    totals = {
+        name: np.zeros((size, size), dtype=np.int64) for name in [*chips_by_area, WHOLE_SCENE]
+    }
+    for window, reference, prediction in blocks:
+        codes = pair_codes(reference, prediction)
+        totals[WHOLE_SCENE] += counts_of_codes(codes, num_classes)
+        for name, chips in chips_by_area.items():
+            mask = area_mask(window, chips)
+            if mask.any():
+                totals[name] += counts_of_codes(codes, num_classes, mask.ravel())
+    return totals
+
+
+# --- sample chips ---------------------------------------------------------------------------------
+
+
+def select_sample_chips(
+    split_table: pd.DataFrame, count: int, num_classes: int
+) -> tuple[pd.DataFrame, str]:
+    """Up to ``count`` chips to show, from the val split (else test, else train), and that split.
+
+    Chips with more classes present (``px_1..px_K`` columns, when there) and fewer no-data pixels
+    come first; scenes take turns so each appears; chips overlapping one already chosen are taken
+    only when nothing else is left. Deterministic for a given table.
+    """
+    for split in ("val", "test", "train"):
+        chips = split_table[split_table["split"] == split].copy()
+        if len(chips):
+            break
+    else:
+        return split_table.iloc[:0], "none"
+    if count <= 0:
+        return split_table.iloc[:0], split
+    px = [f"px_{i}" for i in range(1, num_classes + 1) if f"px_{i}" in chips.columns]
+    chips["_classes"] = (chips[px] > 0).sum(axis=1) if px else 0
+    chips["_valid"] = chips["valid_fraction"] if "valid_fraction" in chips.columns else 1.0
+    sort_by = ["_classes", "_valid", "scene", "row_off", "col_off"]
+    chips = chips.sort_values(sort_by, ascending=[False, False, True, True, True], kind="stable")
+    chips["_rank"] = chips.groupby("scene").cumcount()
+    chips = chips.sort_values(
+        ["_rank", "_classes", "_valid", "scene"], ascending=[True, False, False, True]
+    )
+    chips = chips.drop(columns=["_classes", "_valid", "_rank"])
+    picked = _without_overlaps(chips, count)
+    if len(picked) < count:
+        picked += [i for i in range(len(chips)) if i not in set(picked)][: count - len(picked)]
+    chosen = chips.iloc[picked]
+    return chosen.sort_values(["scene", "row_off", "col_off"]).reset_index(drop=True), split
+
+
+def _without_overlaps(chips: pd.DataFrame, count: int) -> list[int]:
+    """Positions of up to ``count`` chips, in table order, none overlapping an earlier pick."""
+    picked: list[int] = []
+    boxes: list[tuple[str, int, int, int, int]] = []
+    columns = ["scene", "row_off", "col_off", "height", "width"]
+    for position, (scene, row, col, height, width) in enumerate(
+        chips[columns].itertuples(index=False)
+    ):
+        if any(
+            s == scene and row < r + h and r < row + height and col < c + w and c < col + width
+            for s, r, c, h, w in boxes
+        ):
+            continue
+        picked.append(position)
+        boxes.append((scene, row, col, height, width))
+        if len(picked) == count:
+            break
+    return picked
+
+
+# --- the stage ------------------------------------------------------------------------------------
+
+
+def _check_scenes(
+    predictions: Mapping[str, Path], masks: Mapping[str, Path], scenes: Mapping[str, Path]
+) -> list[str]:
+    names = sorted(predictions)
+    if not names:
+        raise InputError("evaluate: no prediction given; expected one predicted GeoTIFF per scene")
+    for label, paths in (("mask", masks), ("scene stack", scenes)):
+        missing = [n for n in names if n not in paths]
+        if missing:
+            raise InputError(
+                f"evaluate: no {label} for scene(s) {missing}; got {label}s for {sorted(paths)} "
+                f"(files are matched by name: {{scene}}.tif)"
+            )
+    return names
+
+
+def evaluate_model(
+    predictions: Mapping[str, Path],
+    masks: Mapping[str, Path],
+    scenes: Mapping[str, Path],
+    split_path: str | Path,
+    chips_root: str | Path,
+    model_dir: str | Path,
+    out_dir: str | Path,
+    classes: ClassTable,
+    evaluation_cfg: Mapping[str, Any],
+    window_size: int = DEFAULT_WINDOW_SIZE,
+) -> dict[str, Any]:
+    """Evaluate the predicted maps of a run against the masks; write metrics, figures, report.
+
+    Keys of ``predictions``, ``masks`` and ``scenes`` are scene names; the rasters of one scene
+    share one grid (pixel windows of ``split.parquet`` are in that grid). ``chips_root`` is accepted
+    for the workflow's interface: chip windows come from the split table, pixels from the rasters.
+    Memory: one ``window_size``² window of two uint8 rasters plus the sample chips and the decimated
+    overviews (``evaluation.overview_size`` pixels a side), independent of scene size.
+    Returns a summary: mIoU and overall accuracy per area and the paths written.
+    """
+    from s2landcover import plots, report
+
+    del chips_root  # windows come from the split table; the chip store holds the same pixels
+    out_dir = Path(out_dir)
+    names = _check_scenes(predictions, masks, scenes)
+    split_table = eio.read_split_table(split_path)
+    class_names = list(classes.names)
+    k = classes.num_classes
+
+    per_scene_counts: dict[str, dict[str, np.ndarray]] = {}
+    for scene in names:
+        chips_by_area = {area: chip_windows(split_table, scene, area) for area in SPLIT_AREAS}
+        blocks = eio.iter_label_windows(predictions[scene], masks[scene], window_size)
+        per_scene_counts[scene] = accumulate_area_counts(blocks, chips_by_area, k)
+        log.info(
+            "evaluated %s: %d valid pixels",
+            scene,
+            int(per_scene_counts[scene][WHOLE_SCENE][1:, 1:].sum()),
+        )
+
+    totals = {area: sum(per_scene_counts[s][area] for s in names) for area in AREAS}
+    metrics: dict[str, Any] = {
+        "classes": [
+            {"index": i, "name": n, "color": c}
+            for i, n, c in zip(classes.indices, classes.names, classes.colors, strict=True)
+        ],
+        "class_names": class_names,
+        "confusion_matrix_layout": (
+            "rows = reference class 1..K, columns = predicted class 1..K, no data excluded"
+        ),
+        "area_descriptions": {
+            "val": "union of the validation chip windows (a pixel counts once)",
+            "test": "union of the test chip windows (a pixel counts once)",
+            "train": "union of the training chip windows (a pixel counts once)",
+            WHOLE_SCENE: "every pixel with a reference class and a prediction; "
+            "includes training areas",
+        },
+        "areas": {area: area_metrics(totals[area], class_names) for area in AREAS},
+        "scenes": {
+            scene: {
+                area: area_metrics(per_scene_counts[scene][area], class_names) for area in AREAS
+            }
+            for scene in names
+        },
+    }
+
+    figures: dict[str, bytes] = {}
+    figures["confusion_matrix.png"] = plots.figure_png(
+        plots.confusion_matrix_figure(
+            {
+                AREA_LABELS[a]: np.asarray(metrics["areas"][a]["confusion_matrix"])
+                for a in ("val", "test", WHOLE_SCENE)
+                if metrics["areas"][a]["pixels"] > 0 or a == WHOLE_SCENE
+            },
+            class_names,
+        )
+    )
+    training = eio.read_training_metrics(model_dir)
+    if training is not None:
+        figures["training_curves.png"] = plots.figure_png(
+            plots.training_curves_figure(training, class_names, classes.colors)
+        )
+    else:
+        log.warning("no metrics.csv in %s: training curves skipped", model_dir)
+
+    overview_size = int(evaluation_cfg.get("overview_size", 1024))
+    stretches: dict[str, np.ndarray] = {}
+    for scene in names:
+        reflectance, valid = eio.read_true_colour_overview(scenes[scene], overview_size)
+        stretches[scene] = plots.percentile_limits(reflectance, valid)
+        overview = plots.overview_figure(
+            plots.true_colour(reflectance, valid, stretches[scene]),
+            eio.read_labels_overview(predictions[scene], overview_size),
+            eio.read_labels_overview(masks[scene], overview_size),
+            classes,
+            title=f"{scene}: whole scene (decimated)",
+        )
+        figures[f"overview_{scene}.png"] = plots.figure_png(overview)
+
+    sample_table, sample_split = select_sample_chips(
+        split_table[split_table["scene"].isin(names)], int(evaluation_cfg.get("sample_chips", 6)), k
+    )
+    if len(sample_table):
+        samples = []
+        for chip in sample_table.itertuples(index=False):
+            window = Window(int(chip.col_off), int(chip.row_off), int(chip.width), int(chip.height))
+            reflectance, valid = eio.read_true_colour(scenes[chip.scene], window)
+            samples.append(
+                plots.SampleChip(
+                    title=f"{chip.scene} r{int(chip.row_off)} c{int(chip.col_off)}",
+                    true_colour=plots.true_colour(reflectance, valid, stretches[chip.scene]),
+                    reference=eio.read_labels(masks[chip.scene], window),
+                    prediction=eio.read_labels(predictions[chip.scene], window),
+                )
+            )
+        figures["samples.png"] = plots.figure_png(
+            plots.sample_chips_figure(samples, classes, split=sample_split)
+        )
+
+    for name, data in figures.items():
+        eio.write_bytes(out_dir / name, data)
+    metrics["figures"] = sorted(figures)
+    eio.write_json_file(metrics, out_dir / "metrics.json")
+    html = report.report_html(
+        metrics, figures, title=f"Land-cover evaluation: {out_dir.parent.name}/{out_dir.name}"
+    )
+    eio.write_text_file(out_dir / "report.html", html)
+    summary = {
+        f"{area}_{key}": metrics["areas"][area][key]
+        for area in AREAS
+        for key in ("miou", "overall_accuracy")
+    }
+    summary["report"] = str(out_dir / "report.html")
+    return summary

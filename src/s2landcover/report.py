@@ -1,0 +1,161 @@
+"""The evaluation report: one self-contained HTML page (figures embedded as base64 PNG).
+
+:func:`report_html` builds the page from the ``metrics.json`` content and the PNG bytes of the
+figures; it opens no file (the stage writes it with :mod:`s2landcover.io.evaluation_io`). The page
+opens in any browser, offline, and can be mailed or archived as one file.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Mapping, Sequence
+from html import escape
+from typing import Any
+
+KEY_AREAS = ("val", "test", "train", "whole_scene")
+TABLE_AREAS = ("val", "test", "whole_scene")
+AREA_TITLES = {
+    "val": "Validation area",
+    "test": "Test area",
+    "train": "Training area",
+    "whole_scene": "Whole scene (includes training areas)",
+}
+FIGURE_CAPTIONS = {
+    "confusion_matrix.png": "Confusion matrices normalised by reference class (rows sum to 1).",
+    "training_curves.png": "Training curves: losses, validation mIoU and accuracy, IoU per class.",
+    "samples.png": "Sample chips: Sentinel-2 true colour (B04, B03, B02; 2-98 % stretch) | "
+    "ground truth | prediction, in the class colours of the config.",
+}
+WHOLE_SCENE_NOTE = (
+    "Whole-scene figures include the training areas, where the model has seen the labels: they "
+    "are optimistic. Judge the model by the validation and test areas (the union of the chip "
+    "windows of those splits, each pixel counted once)."
+)
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1500px; padding: 0 1em;
+  color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th { background: #f2f2f2; }
+td.name, th.name { text-align: left; }
+.swatch { display: inline-block; width: 0.9em; height: 0.9em; border: 1px solid #555;
+  margin-right: 0.4em; vertical-align: middle; }
+.note { background: #fff6d6; border-left: 4px solid #e0b000; padding: 0.6em 1em; }
+figure { margin: 1em 0 2em; }
+figure img { max-width: 100%; border: 1px solid #ddd; }
+figcaption { color: #555; font-size: 0.9em; }
+"""
+
+
+def _number(value: Any, percent: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "&ndash;"
+    if percent:
+        return f"{100 * value:.1f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.3f}"
+
+
+def key_numbers_table(areas: Mapping[str, Mapping[str, Any]]) -> str:
+    """HTML table: mIoU, overall accuracy, mean F1 and pixel count per area."""
+    rows = [
+        "<tr><th class='name'>area</th><th>mIoU</th><th>overall accuracy</th><th>mean F1</th>"
+        "<th>pixels</th></tr>"
+    ]
+    for area in KEY_AREAS:
+        if area not in areas:
+            continue
+        m = areas[area]
+        rows.append(
+            f"<tr><td class='name'>{escape(AREA_TITLES.get(area, area))}</td>"
+            f"<td>{_number(m['miou'])}</td>"
+            f"<td>{_number(m['overall_accuracy'])}</td><td>{_number(m['mean_f1'])}</td>"
+            f"<td>{_number(m['pixels'])}</td></tr>"
+        )
+    return "<table>" + "".join(rows) + "</table>"
+
+
+def per_class_table(area_metrics: Mapping[str, Any], colors: Sequence[str]) -> str:
+    """HTML table of IoU, F1, precision, recall, reference and predicted pixels per class."""
+    rows = [
+        "<tr><th class='name'>class</th><th>IoU</th><th>F1 / Dice</th><th>precision</th>"
+        "<th>recall</th>"
+        "<th>reference px</th><th>predicted px</th></tr>"
+    ]
+    for i, (name, m) in enumerate(area_metrics["per_class"].items()):
+        color = colors[i] if i < len(colors) else "#808080"
+        rows.append(
+            f"<tr><td class='name'><span class='swatch' style='background:{escape(color)}'></span>"
+            f"{m['index']} {escape(name)}</td><td>{_number(m['iou'])}</td>"
+            f"<td>{_number(m['f1'])}</td>"
+            f"<td>{_number(m['precision'])}</td><td>{_number(m['recall'])}</td>"
+            f"<td>{_number(m['support'])}</td><td>{_number(m['predicted'])}</td></tr>"
+        )
+    rows.append(
+        f"<tr><th class='name'>mean of present classes</th><th>{_number(area_metrics['miou'])}</th>"
+        f"<th>{_number(area_metrics['mean_f1'])}</th><th></th><th></th>"
+        f"<th>{_number(area_metrics['pixels'])}</th><th></th></tr>"
+    )
+    accuracy = _number(area_metrics["overall_accuracy"])
+    return "<table>" + "".join(rows) + f"</table><p>Overall accuracy: {accuracy}</p>"
+
+
+def per_scene_table(scenes: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
+    """HTML table of mIoU and overall accuracy per scene and area."""
+    header = "".join(f"<th>{escape(AREA_TITLES[a])} mIoU</th><th>OA</th>" for a in TABLE_AREAS)
+    rows = [f"<tr><th class='name'>scene</th>{header}</tr>"]
+    for scene, areas in scenes.items():
+        cells = "".join(
+            f"<td>{_number(areas[a]['miou'])}</td><td>{_number(areas[a]['overall_accuracy'])}</td>"
+            for a in TABLE_AREAS
+            if a in areas
+        )
+        rows.append(f"<tr><td class='name'>{escape(scene)}</td>{cells}</tr>")
+    return "<table>" + "".join(rows) + "</table>"
+
+
+def _figure(name: str, png: bytes, caption: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return (
+        f"<figure id='{escape(name)}'><img alt='{escape(name)}' src='data:image/png;base64,{data}'>"
+        f"<figcaption>{escape(name)}: {escape(caption)}</figcaption></figure>"
+    )
+
+
+def report_html(metrics: Mapping[str, Any], figures: Mapping[str, bytes], title: str) -> str:
+    """The report page: key numbers, per-class tables per area, per-scene table and all figures."""
+    colors = [c["color"] for c in metrics.get("classes", [])]
+    areas = metrics["areas"]
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>{escape(title)}</title><style>{STYLE}</style></head><body>",
+        f"<h1>{escape(title)}</h1>",
+        "<h2>Key numbers</h2>",
+        key_numbers_table(areas),
+        f"<p class='note'>{escape(WHOLE_SCENE_NOTE)}</p>",
+        "<p>Metrics are computed over the full predicted scenes against the reference masks, "
+        "pixels where either holds no data (0) left out. The same numbers are in "
+        "<code>metrics.json</code>.</p>",
+    ]
+    for area in TABLE_AREAS:
+        if area in areas:
+            parts += [
+                f"<h2>Per class: {escape(AREA_TITLES[area])}</h2>",
+                per_class_table(areas[area], colors),
+            ]
+    if metrics.get("scenes"):
+        parts += ["<h2>Per scene</h2>", per_scene_table(metrics["scenes"])]
+    parts.append("<h2>Figures</h2>")
+    ordered = [n for n in FIGURE_CAPTIONS if n in figures] + sorted(
+        n for n in figures if n not in FIGURE_CAPTIONS
+    )
+    for name in ordered:
+        caption = FIGURE_CAPTIONS.get(name, "")
+        if name.startswith("overview_"):
+            scene = name.removeprefix("overview_").removesuffix(".png")
+            caption = f"Scene {scene}, decimated: true colour | prediction | reference mask."
+        parts.append(_figure(name, figures[name], caption))
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
