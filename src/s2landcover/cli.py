@@ -108,7 +108,9 @@ def _ingest(args: argparse.Namespace, config: dict[str, Any]) -> dict:
         if source["type"] == "stac":
             source = {"type": "band_files"}
         source["path"] = args.source_path
-    return ingest_scene(source, config["bands"], args.out, config["ingest"], scl_out_path=args.scl_out)
+    return ingest_scene(
+        source, config["bands"], args.out, config["ingest"], scl_out_path=args.scl_out, threads=args.threads
+    )
 
 
 @_stage("downsample-mask", "warp the land-cover map onto a scene's grid")
@@ -228,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output scene stack GeoTIFF")
     p.add_argument("--source-path", help="product path made by the workflow (demo, download)")
     p.add_argument("--scl-out", help="also write the scene classification band here")
+    p.add_argument("--threads", type=int, help="reading/resampling threads (default: CPUs, at most 4)")
     p = add("downsample-mask")
     p.add_argument("--source", required=True, help="land-cover map (any GDAL raster)")
     p.add_argument("--scene", required=True, help="scene stack whose grid the mask takes")

@@ -111,4 +111,4 @@ rule ingest_scene:
         runtime=60,
     shell:
         "s2lc ingest --config-json {params.config:q} --scene {wildcards.scene}"
-        " {params.product} --out {output.stack} {params.scl} 2> {log}"
+        " {params.product} --out {output.stack} {params.scl} --threads {threads} 2> {log}"
