@@ -34,7 +34,6 @@ def test_repository_configs_are_valid():
 
 
 def test_every_schema_key_has_type_description_default():
-    from s2landcover.config import load_schema
 
     def walk(schema: dict, where: str) -> None:
         for name, sub in schema.get("properties", {}).items():
@@ -47,8 +46,14 @@ def test_every_schema_key_has_type_description_default():
         if "items" in schema and isinstance(schema["items"], dict):
             walk(schema["items"], where + "[]")
 
-    required_without_default = {"scenes[].name", "scenes[].source", "scenes[].source.type",
-                                "classes[].index", "classes[].name", "classes[].codes"}
+    required_without_default = {
+        "scenes[].name",
+        "scenes[].source",
+        "scenes[].source.type",
+        "classes[].index",
+        "classes[].name",
+        "classes[].codes",
+    }
     walk(load_config.__globals__["load_schema"](), "")
 
 
@@ -61,7 +66,12 @@ def test_every_schema_key_has_type_description_default():
         ({"tile_size": 0}, "tile_size = 0 is out of range"),
         ({"split": {"fractions": {"train": 0.7, "val": 0.2}}}, "split.fractions must sum to 1"),
         (
-            {"classes": [{"index": 1, "name": "A", "codes": [1, 2]}, {"index": 2, "name": "B", "codes": [2]}]},
+            {
+                "classes": [
+                    {"index": 1, "name": "A", "codes": [1, 2]},
+                    {"index": 2, "name": "B", "codes": [2]},
+                ]
+            },
             "source code 2 is listed for both 'A' and 'B'",
         ),
         ({"classes": [{"index": 2, "name": "A", "codes": [1]}]}, "indices must be 1..1"),
@@ -89,7 +99,12 @@ def _write_config(tmp_path: Path, override: dict) -> Path:
         ({"tile_size": 0}, "tile_size = 0 is out of range"),
         ({"split": {"fractions": {"train": 0.5, "val": 0.2, "test": 0.2}}}, "must sum to 1"),
         (
-            {"classes": [{"index": 1, "name": "A", "codes": [5]}, {"index": 2, "name": "B", "codes": [5]}]},
+            {
+                "classes": [
+                    {"index": 1, "name": "A", "codes": [5]},
+                    {"index": 2, "name": "B", "codes": [5]},
+                ]
+            },
             "source code 5 is listed for both",
         ),
         ({"unknown_section": 1}, "unknown key(s) 'unknown_section'"),
@@ -101,9 +116,22 @@ def test_snakemake_stops_with_message_and_writes_nothing(tmp_path, override, exp
     workdir = tmp_path / "run"
     workdir.mkdir()
     result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
-         "--directory", str(workdir), "--configfile", str(config), "--cores", "1"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(ROOT / "Snakefile"),
+            "--directory",
+            str(workdir),
+            "--configfile",
+            str(config),
+            "--cores",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode != 0
     assert expected in result.stderr
@@ -115,7 +143,9 @@ def test_cli_reports_config_error_without_traceback(tmp_path):
     config = _write_config(tmp_path, {"tile_size": 0})
     result = subprocess.run(
         [sys.executable, "-m", "s2landcover.cli", "validate-config", "--config", str(config)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert "tile_size = 0 is out of range" in result.stderr

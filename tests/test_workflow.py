@@ -42,9 +42,20 @@ def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.Compl
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return subprocess.run(
-        [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
-         "--directory", str(workdir), *args],
-        capture_output=True, text=True, timeout=timeout, env=env,
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(ROOT / "Snakefile"),
+            "--directory",
+            str(workdir),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
     )
 
 
@@ -75,9 +86,14 @@ def finished_run(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("workflow")
     write_config(workdir)
     result = snakemake(workdir, "--cores", "2")
-    logs = "\n".join(
-        f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted((workdir / "results/logs").rglob("*.log"))
-    ) if (workdir / "results/logs").exists() else ""
+    logs = (
+        "\n".join(
+            f"--- {p}\n{p.read_text()[-3000:]}"
+            for p in sorted((workdir / "results/logs").rglob("*.log"))
+        )
+        if (workdir / "results/logs").exists()
+        else ""
+    )
     assert result.returncode == 0, result.stderr[-5000:] + logs
     return workdir
 
@@ -89,9 +105,19 @@ def test_dry_run_on_fresh_checkout_lists_every_stage(tmp_path):
 
 def test_lint_is_clean():
     result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--lint", "--snakefile", str(ROOT / "Snakefile"),
-         "--directory", str(ROOT)],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--lint",
+            "--snakefile",
+            str(ROOT / "Snakefile"),
+            "--directory",
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Lints for" not in result.stdout + result.stderr
@@ -119,8 +145,14 @@ def test_tile_size_change_reruns_tiling_and_downstream_only(finished_run):
         jobs = planned_jobs(finished_run)
     finally:
         write_config(finished_run)
-    assert {"tile_scene", "filter_chips", "split_chips", "train_model", "predict_scene",
-            "evaluate_model"} <= jobs
+    assert {
+        "tile_scene",
+        "filter_chips",
+        "split_chips",
+        "train_model",
+        "predict_scene",
+        "evaluate_model",
+    } <= jobs
     assert not jobs & {"make_demo_landcover", "make_demo_scene", "ingest_scene", "downsample_mask"}
 
 
@@ -136,14 +168,16 @@ def test_filter_threshold_change_reruns_filter_and_downstream_only(finished_run)
 
 
 def test_slurm_profile_resolves_every_rules_resources(tmp_path):
-    """The SLURM profile parses and gives each job a partition, memory, runtime (GPUs for the GPU rules)."""
+    """The SLURM profile parses; each job gets partition, memory, runtime (GPUs where needed)."""
     pytest.importorskip("snakemake_executor_plugin_slurm")
     write_config(tmp_path)
     result = snakemake(tmp_path, "-n", "--workflow-profile", str(ROOT / "workflow/profiles/slurm"))
     assert result.returncode == 0, result.stderr + result.stdout
     text = result.stdout + result.stderr
     jobs = re.findall(r"^(?:localrule|rule) (\w+):\n(.*?)\n\n", text, re.M | re.S)
-    resources = {name: re.search(r"resources: (.*)", body).group(1) for name, body in jobs if name != "all"}
+    resources = {
+        name: re.search(r"resources: (.*)", body).group(1) for name, body in jobs if name != "all"
+    }
     assert set(resources) == ALL_STAGES
     for name, line in resources.items():
         assert "slurm_partition=" in line and "mem_mb=" in line and "runtime=" in line, (name, line)

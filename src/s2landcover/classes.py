@@ -57,7 +57,9 @@ class ClassTable:
 
     def code_to_index(self) -> dict[int, int]:
         """Mapping source code -> class index."""
-        return {code: i for i, codes in zip(self.indices, self.codes, strict=True) for code in codes}
+        return {
+            code: i for i, codes in zip(self.indices, self.codes, strict=True) for code in codes
+        }
 
     def lookup_table(self, size: int = 256, unknown: int = 255) -> np.ndarray:
         """A uint8 array ``lut`` with ``lut[code] = class index`` (``unknown`` for unmapped codes).

@@ -80,7 +80,9 @@ def _make_demo_scene(args: argparse.Namespace, config: dict[str, Any]) -> None:
     from s2landcover.demo import make_demo_scene
 
     scene = _scene_entry(config, args.scene)
-    make_demo_scene(args.out, args.landcover, config["demo"], scene["name"], scene["date"], config["bands"])
+    make_demo_scene(
+        args.out, args.landcover, config["demo"], scene["name"], scene["date"], config["bands"]
+    )
 
 
 @_stage("download", "search a STAC API and download one scene's band assets")
@@ -91,11 +93,15 @@ def _download(args: argparse.Namespace, config: dict[str, Any]) -> dict:
     return download_scene(scene["source"], config["bands"], config["download"], args.out_dir)
 
 
-@_stage("download-mask", "cut ESA WorldCover to the downloaded scenes' bounds (the mask of STAC runs)")
+@_stage(
+    "download-mask", "cut ESA WorldCover to the downloaded scenes' bounds (the mask of STAC runs)"
+)
 def _download_mask(args: argparse.Namespace, config: dict[str, Any]) -> dict:
     from s2landcover.download import download_worldcover_for_scenes
 
-    out = download_worldcover_for_scenes(args.download_dirs, args.out, args.year, config["download"])
+    out = download_worldcover_for_scenes(
+        args.download_dirs, args.out, args.year, config["download"]
+    )
     return {"worldcover": str(out)}
 
 
@@ -109,7 +115,12 @@ def _ingest(args: argparse.Namespace, config: dict[str, Any]) -> dict:
             source = {"type": "band_files"}
         source["path"] = args.source_path
     return ingest_scene(
-        source, config["bands"], args.out, config["ingest"], scl_out_path=args.scl_out, threads=args.threads
+        source,
+        config["bands"],
+        args.out,
+        config["ingest"],
+        scl_out_path=args.scl_out,
+        threads=args.threads,
     )
 
 
@@ -173,7 +184,12 @@ def _predict(args: argparse.Namespace, config: dict[str, Any]) -> dict:
     from s2landcover.predict import predict_scene
 
     return predict_scene(
-        args.checkpoint, args.scene, args.out, config["prediction"], device=args.device, threads=args.threads
+        args.checkpoint,
+        args.scene,
+        args.out,
+        config["prediction"],
+        device=args.device,
+        threads=args.threads,
     )
 
 
@@ -207,8 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
         handler = _HANDLERS[name]
         p = sub.add_parser(name, help=handler.help_text, description=handler.help_text)  # type: ignore[attr-defined]
         group = p.add_mutually_exclusive_group()
-        group.add_argument("--config", default="config.yaml", help="YAML configuration (default: config.yaml)")
-        group.add_argument("--config-json", help="configuration sections as JSON (used by the workflow)")
+        group.add_argument(
+            "--config", default="config.yaml", help="YAML configuration (default: config.yaml)"
+        )
+        group.add_argument(
+            "--config-json", help="configuration sections as JSON (used by the workflow)"
+        )
         return p
 
     add("validate-config")
@@ -222,7 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scene", required=True, help="scene name (a source of type stac)")
     p.add_argument("--out-dir", required=True, help="folder for the band files")
     p = add("download-mask")
-    p.add_argument("--download-dirs", nargs="+", required=True, help="download folders of the scenes")
+    p.add_argument(
+        "--download-dirs", nargs="+", required=True, help="download folders of the scenes"
+    )
     p.add_argument("--year", type=int, default=2021, help="WorldCover year (2020 or 2021)")
     p.add_argument("--out", required=True, help="output GeoTIFF of WorldCover over the scenes")
     p = add("ingest")
@@ -230,7 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output scene stack GeoTIFF")
     p.add_argument("--source-path", help="product path made by the workflow (demo, download)")
     p.add_argument("--scl-out", help="also write the scene classification band here")
-    p.add_argument("--threads", type=int, help="reading/resampling threads (default: CPUs, at most 4)")
+    p.add_argument(
+        "--threads", type=int, help="reading/resampling threads (default: CPUs, at most 4)"
+    )
     p = add("downsample-mask")
     p.add_argument("--source", required=True, help="land-cover map (any GDAL raster)")
     p.add_argument("--scene", required=True, help="scene stack whose grid the mask takes")
@@ -242,14 +266,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", required=True, help="mask GeoTIFF on the scene's grid")
     p.add_argument("--scl", help="scene classification band (optional)")
     p.add_argument("--out-dir", required=True, help="chip store folder of this scene")
-    p.add_argument("--tile-size", type=int, help="chip side in pixels (default: tile_size of the config)")
+    p.add_argument(
+        "--tile-size", type=int, help="chip side in pixels (default: tile_size of the config)"
+    )
     p.add_argument("--threads", type=int, default=1)
     p = add("filter")
-    p.add_argument("--index", nargs="+", required=True, help="index.parquet of each scene's chip store")
+    p.add_argument(
+        "--index", nargs="+", required=True, help="index.parquet of each scene's chip store"
+    )
     p.add_argument("--out", required=True, help="output selected.parquet")
     p = add("split")
     p.add_argument("--selected", required=True, help="selected.parquet from filter")
-    p.add_argument("--out-dir", required=True, help="output folder (split.parquet, footprints.gpkg)")
+    p.add_argument(
+        "--out-dir", required=True, help="output folder (split.parquet, footprints.gpkg)"
+    )
     p = add("train")
     p.add_argument("--split", required=True, help="split.parquet")
     p.add_argument("--chips-root", required=True, help="results/chips/size{tile}")

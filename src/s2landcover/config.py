@@ -66,7 +66,9 @@ def _describe(error: jsonschema.ValidationError, schema: dict[str, Any]) -> str:
     where = _key_path(error.absolute_path)
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
-        extra = sorted(set(error.instance) - set(allowed)) if isinstance(error.instance, dict) else []
+        extra = (
+            sorted(set(error.instance) - set(allowed)) if isinstance(error.instance, dict) else []
+        )
         return (
             f"unknown key(s) {', '.join(map(repr, extra))} in {where}; "
             f"allowed keys: {', '.join(allowed)}"
@@ -78,7 +80,8 @@ def _describe(error: jsonschema.ValidationError, schema: dict[str, Any]) -> str:
     if error.validator in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
         return f"{where} = {error.instance!r} is out of range: {error.message}{hint}"
     if error.validator == "type":
-        return f"{where} = {error.instance!r} has the wrong type: expected {error.validator_value}{hint}"
+        expected = error.validator_value
+        return f"{where} = {error.instance!r} has the wrong type: expected {expected}{hint}"
     if error.validator == "required":
         return f"{where}: {error.message}"
     return f"{where}: {error.message}{hint}"
@@ -90,7 +93,8 @@ def _check_semantics(config: dict[str, Any]) -> None:
     total = fractions["train"] + fractions["val"] + fractions["test"]
     if not math.isclose(total, 1.0, abs_tol=1e-6):
         raise ConfigError(
-            f"split.fractions must sum to 1, got train {fractions['train']} + val {fractions['val']}"
+            f"split.fractions must sum to 1, got train {fractions['train']}"
+            f" + val {fractions['val']}"
             f" + test {fractions['test']} = {total:g}"
         )
     if config["split"]["method"] != "scene" and fractions["train"] <= 0:
@@ -100,7 +104,8 @@ def _check_semantics(config: dict[str, Any]) -> None:
     indices = [c["index"] for c in classes]
     if sorted(indices) != list(range(1, len(classes) + 1)):
         raise ConfigError(
-            f"classes: indices must be 1..{len(classes)} with none missing or repeated, got {indices}"
+            f"classes: indices must be 1..{len(classes)} with none missing or repeated, "
+            f"got {indices}"
         )
     seen: dict[int, str] = {}
     for entry in classes:
@@ -141,7 +146,9 @@ def _check_semantics(config: dict[str, Any]) -> None:
         )
     window = config["prediction"]["window"]
     if window is not None and window % 32:
-        raise ConfigError(f"prediction.window = {window} must be a multiple of 32 (U-Net downsampling)")
+        raise ConfigError(
+            f"prediction.window = {window} must be a multiple of 32 (U-Net downsampling)"
+        )
 
 
 def validate_config(config: Mapping[str, Any], source: str = "config") -> dict[str, Any]:

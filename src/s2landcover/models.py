@@ -25,7 +25,7 @@ def segmentation_architectures() -> list[str]:
 
 
 def encoder_names() -> list[str]:
-    """Encoder names known to segmentation-models-pytorch (e.g. resnet18, resnet34, efficientnet-b0)."""
+    """Encoder names known to segmentation-models-pytorch (resnet18, resnet34, ...)."""
     return sorted(smp.encoders.get_encoder_names())
 
 
@@ -89,16 +89,23 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path, in_channels: int)
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unreadable file is a user error here
+    except Exception as error:
         raise InputError(f"model.encoder_weights: cannot read {path}: {error}") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     own = encoder.state_dict()
     for key, value in list(state.items()):
-        if key in own and value.ndim == 4 and own[key].ndim == 4 and value.shape[1] != own[key].shape[1]:
+        if (
+            key in own
+            and value.ndim == 4
+            and own[key].ndim == 4
+            and value.shape[1] != own[key].shape[1]
+        ):
             repeats = -(-in_channels // value.shape[1])
-            state[key] = value.repeat(1, repeats, 1, 1)[:, :in_channels] * (value.shape[1] / in_channels)
+            state[key] = value.repeat(1, repeats, 1, 1)[:, :in_channels] * (
+                value.shape[1] / in_channels
+            )
     missing, unexpected = encoder.load_state_dict(state, strict=False)
     if len(missing) > len(own) // 2:
         raise InputError(
@@ -110,7 +117,7 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path, in_channels: int)
 def to_reflectance(
     stored: np.ndarray, scales: Sequence[float], offsets: Sequence[float]
 ) -> np.ndarray:
-    """Stored band values (C, H, W) -> surface reflectance (float32), ``stored * scale + offset``."""
+    """Stored band values (C, H, W) -> surface reflectance (float32): stored * scale + offset."""
     scale = np.asarray(scales, dtype=np.float32)[:, None, None]
     offset = np.asarray(offsets, dtype=np.float32)[:, None, None]
     return stored.astype(np.float32) * scale + offset

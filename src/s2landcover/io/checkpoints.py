@@ -1,7 +1,7 @@
 """The model checkpoint: weights plus everything prediction needs, loadable without pickle.
 
-A checkpoint is a ``torch.save`` file holding only tensors and plain JSON-able values, read back with
-``torch.load(..., weights_only=True)`` so that opening a file never runs code from it::
+A checkpoint is a ``torch.save`` file holding only tensors and plain JSON-able values, read back
+with ``torch.load(..., weights_only=True)`` so that opening a file never runs code from it::
 
     {"format": "s2landcover-model", "version": 1,
      "state_dict": {name: tensor}, "metadata": {...}}
@@ -38,7 +38,9 @@ REQUIRED_METADATA = (
 )
 
 
-def save_model_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
+def save_model_checkpoint(
+    path: str | Path, state_dict: dict[str, torch.Tensor], metadata: dict[str, Any]
+) -> None:
     """Write a checkpoint atomically (a temporary file renamed at the end)."""
     missing = [key for key in REQUIRED_METADATA if key not in metadata]
     if missing:
@@ -64,15 +66,20 @@ def load_model_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], di
         raise InputError(f"checkpoint {path} does not exist")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - corrupt or foreign files all end here
-        raise InputError(f"checkpoint {path} cannot be read (corrupt or not a torch file): {error}") from None
+    except Exception as error:
+        raise InputError(
+            f"checkpoint {path} cannot be read (corrupt or not a torch file): {error}"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise InputError(
-            f"checkpoint {path} is not an s2landcover model (expected format {CHECKPOINT_FORMAT!r}); "
+            f"checkpoint {path} is not an s2landcover model "
+            f"(expected format {CHECKPOINT_FORMAT!r}); "
             "use the model.pt written by train_model"
         )
     if payload.get("version") != CHECKPOINT_VERSION:
-        raise InputError(f"checkpoint {path} has version {payload.get('version')}, expected {CHECKPOINT_VERSION}")
+        raise InputError(
+            f"checkpoint {path} has version {payload.get('version')}, expected {CHECKPOINT_VERSION}"
+        )
     metadata = payload.get("metadata", {})
     missing = [key for key in REQUIRED_METADATA if key not in metadata]
     if missing:

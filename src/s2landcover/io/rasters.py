@@ -86,9 +86,14 @@ class Grid:
 
 
 def open_raster(path: str | Path, mode: str = "r", **kwargs: Any) -> rasterio.DatasetReader:
-    """Open a raster with rasterio, turning a missing or unreadable file into an :class:`InputError`."""
+    """Open a raster with rasterio; a missing or unreadable file becomes an :class:`InputError`."""
     path = str(path)
-    if mode == "r" and "://" not in path and not path.startswith("/vsi") and not os.path.exists(path):
+    if (
+        mode == "r"
+        and "://" not in path
+        and not path.startswith("/vsi")
+        and not os.path.exists(path)
+    ):
         raise InputError(f"raster file {path} does not exist")
     try:
         return rasterio.open(path, mode, **kwargs)
@@ -131,7 +136,9 @@ def geotiff_profile(grid: Grid, count: int, dtype: str, nodata: float | None, **
     return profile
 
 
-def write_class_metadata(dataset: rasterio.io.DatasetWriter, classes: ClassTable, band: int = 1) -> None:
+def write_class_metadata(
+    dataset: rasterio.io.DatasetWriter, classes: ClassTable, band: int = 1
+) -> None:
     """Embed the class table in an open class raster: colour table, band description, class names.
 
     The colour table is what QGIS shows as the paletted style; class names go into the GDAL metadata
