@@ -71,6 +71,15 @@ def ingest_outputs():
     return outputs
 
 
+def prediction_outputs():
+    """The class map, and its confidence band beside it when prediction.confidence is set."""
+    prefix = f"{RESULTS}/predictions/size{{tile}}/{{model}}/{{scene}}"
+    outputs = {"classes": f"{prefix}.tif"}
+    if config["prediction"]["confidence"]:
+        outputs["confidence"] = f"{prefix}_confidence.tif"
+    return outputs
+
+
 def mask_source(wildcards):
     """The land-cover map: the demo's 1 m map, or the configured file."""
     source = config["mask"]["source"]

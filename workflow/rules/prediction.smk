@@ -8,7 +8,7 @@ rule predict_scene:
         model=f"{RESULTS}/models/size{{tile}}/{{model}}/model.pt",
         scene=f"{RESULTS}/scenes/{{scene}}.tif",
     output:
-        f"{RESULTS}/predictions/size{{tile}}/{{model}}/{{scene}}.tif",
+        **prediction_outputs(),
     params:
         config=cfg("prediction"),
     log:
@@ -22,4 +22,4 @@ rule predict_scene:
         gpu=1,
     shell:
         "s2lc predict --config-json {params.config:q} --checkpoint {input.model}"
-        " --scene {input.scene} --out {output} --threads {threads} 2> {log}"
+        " --scene {input.scene} --out {output.classes} --threads {threads} 2> {log}"

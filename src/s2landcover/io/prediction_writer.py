@@ -1,0 +1,268 @@
+"""Files of whole-scene prediction: the scene's bands by name, row bands read in order, and the
+streamed uint8 output raster turned into a Cloud-Optimized GeoTIFF.
+
+Reading: :func:`inspect_scene_bands` matches the model's band names to the scene's band
+descriptions (never by position) and collects each band's GDAL scale and offset (stored value ->
+reflectance) and the no-data value; :func:`read_row_bands` yields bands of rows of those bands in
+model order, one read per band of rows (so overlapping windows do not read a block twice).
+
+Writing: :class:`StreamingRasterWriter` receives finished rows in order, buffers them to whole block
+rows, writes them to a tiled stage GeoTIFF beside the output, and at the end copies the stage to a
+COG with GDAL's COG driver (overviews built from the stage, internal tiles, DEFLATE) at a temporary
+name that is renamed to the output only when everything succeeded (:func:`atomic_path`). Memory: one
+block row (block height x scene width bytes) plus GDAL's block cache; never the scene height.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from rasterio.windows import Window
+
+from s2landcover.classes import ClassTable
+from s2landcover.errors import InputError
+from s2landcover.io.rasters import (
+    BLOCK_SIZE,
+    Grid,
+    atomic_path,
+    geotiff_profile,
+    grid_of,
+    open_raster,
+    write_category_names,
+    write_class_metadata,
+)
+
+
+@dataclass(frozen=True)
+class SceneBands:
+    """Where the model's bands are in a scene stack and how their stored values become reflectance.
+
+    ``indexes`` are 1-based band indexes of the file, in the model's band order; ``scales`` and
+    ``offsets`` are the scene's own (reflectance = stored * scale + offset); ``nodata`` is the
+    stored no-data value (None when the file declares none). ``grid`` is in the scene's CRS.
+    """
+
+    path: str
+    names: tuple[str, ...]
+    indexes: tuple[int, ...]
+    scales: tuple[float, ...]
+    offsets: tuple[float, ...]
+    nodata: float | None
+    grid: Grid
+
+
+def inspect_scene_bands(scene_path: str | Path, band_names: Sequence[str]) -> SceneBands:
+    """Find ``band_names`` (the model's bands, in model order) among the scene's band descriptions.
+
+    Raises:
+        InputError: when the scene cannot be read, has no band names, or lacks one of the bands.
+    """
+    with open_raster(scene_path) as src:
+        descriptions = list(src.descriptions)
+        by_name = {name: i + 1 for i, name in enumerate(descriptions) if name}
+        if not by_name:
+            raise InputError(
+                f"scene {scene_path} has no band descriptions; expected the band names "
+                f"{list(band_names)} as descriptions (the scene stack written by ingest has them)"
+            )
+        missing = [name for name in band_names if name not in by_name]
+        if missing:
+            raise InputError(
+                f"scene {scene_path} lacks band(s) {missing} that the model needs; the scene has "
+                f"{[d for d in descriptions if d]}, the model was trained on {list(band_names)}"
+            )
+        indexes = tuple(by_name[name] for name in band_names)
+        scales = tuple(float(src.scales[i - 1]) for i in indexes)
+        offsets = tuple(float(src.offsets[i - 1]) for i in indexes)
+        nodata = src.nodatavals[indexes[0] - 1]
+        return SceneBands(
+            path=str(scene_path),
+            names=tuple(band_names),
+            indexes=indexes,
+            scales=scales,
+            offsets=offsets,
+            nodata=None if nodata is None else float(nodata),
+            grid=grid_of(src),
+        )
+
+
+def read_row_bands(
+    scene: SceneBands, row_starts: Sequence[int], band_height: int
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(row_off, stored)`` per start: rows ``[row_off, row_off + band_height)`` (clipped to
+    the scene) of the model's bands, ``stored`` shaped (C, rows, scene width), the file's dtype.
+
+    Opens its own dataset handle, so it may run in a reader thread. Memory: one band of rows.
+    """
+    with open_raster(scene.path) as src:
+        for row_off in row_starts:
+            rows = min(band_height, scene.grid.height - row_off)
+            window = Window(0, row_off, scene.grid.width, rows)
+            yield row_off, src.read(indexes=list(scene.indexes), window=window)
+
+
+def bounded_block_cache(width: int, bands: int, itemsize: int = 2) -> rasterio.Env:
+    """A rasterio environment whose GDAL block cache holds about three block rows of the scene
+    (its ``bands`` of ``itemsize`` bytes plus the uint8 output) and never more than that.
+
+    GDAL's default cache (5 % of RAM) keeps every block read or written until it is full, so the
+    memory of a run would grow with the scene height up to that size; bounding it keeps peak memory
+    a function of the scene width. Three block rows avoid decoding a block twice when consecutive
+    bands of rows share a block row.
+    """
+    block_row = BLOCK_SIZE * width * (bands * itemsize + 2)
+    return rasterio.Env(GDAL_CACHEMAX=max(64 * 2**20, 3 * block_row))
+
+
+def cog_block_size(grid: Grid) -> int:
+    """Internal tile side of the COG: 512, smaller for small rasters so that they still get at
+    least one overview level (GDAL's COG driver adds overviews while the image exceeds a tile)."""
+    side = 512
+    while side > 64 and min(grid.width, grid.height) <= side:
+        side //= 2
+    return side
+
+
+class StreamingRasterWriter:
+    """Write a single-band uint8 raster row band by row band, ending as a Cloud-Optimized GeoTIFF.
+
+    Use as a context manager; call :meth:`write_rows` with consecutive bands of rows from the top
+    (any heights). On a clean exit the stage file becomes a COG at ``out_path`` (atomically, with
+    ``<out_path>.aux.xml`` holding category names when ``classes`` is given); on an error nothing is
+    left at ``out_path`` and the stage file is removed.
+
+    Args:
+        out_path: the final GeoTIFF.
+        grid: the output grid (the scene's CRS, transform, width, height).
+        classes: class table for a class raster (colour table, names); None for other bands.
+        description: band description.
+        nodata: the no-data value written in the file (0).
+        overview_resampling: GDAL resampling of the overviews ("MODE" or "NEAREST" for classes).
+    """
+
+    def __init__(
+        self,
+        out_path: str | Path,
+        grid: Grid,
+        classes: ClassTable | None = None,
+        description: str | None = None,
+        nodata: int = 0,
+        overview_resampling: str = "NEAREST",
+    ) -> None:
+        self.out_path = Path(out_path)
+        self.grid = grid
+        self.classes = classes
+        self.description = description
+        self.nodata = nodata
+        self.overview_resampling = overview_resampling
+        self._stack = contextlib.ExitStack()
+        self._dataset: Any = None
+        self._tmp: Path | None = None
+        self._stage: Path | None = None
+        self._rows_written = 0
+        self._buffer: np.ndarray | None = None
+        self._buffered = 0
+
+    def __enter__(self) -> StreamingRasterWriter:
+        self._tmp = self._stack.enter_context(atomic_path(self.out_path))
+        # The stage is not a sidecar of the temporary name: atomic_path would rename those.
+        self._stage = self.out_path.with_name(
+            f".{self.out_path.name}.{uuid.uuid4().hex[:8]}.stage.tif"
+        )
+        profile = geotiff_profile(self.grid, 1, "uint8", self.nodata, compress="zstd", zstd_level=1)
+        profile.pop("zlevel", None)
+        profile.pop("predictor", None)
+        self._dataset = rasterio.open(self._stage, "w", **profile)
+        if self.classes is not None:
+            write_class_metadata(self._dataset, self.classes)
+        elif self.description:
+            self._dataset.set_band_description(1, self.description)
+        self._buffer = np.zeros((profile["blockysize"], self.grid.width), dtype=np.uint8)
+        return self
+
+    def write_rows(self, row_off: int, rows: np.ndarray) -> None:
+        """Write rows ``[row_off, row_off + len(rows))`` (uint8, shape (n, scene width)); bands of
+        rows must come in order without gaps. Rows are buffered to whole block rows so that
+        no compressed block is written twice."""
+        if row_off != self._rows_written + self._buffered:
+            raise ValueError(
+                f"rows must come in order: got row {row_off}, "
+                f"expected {self._rows_written + self._buffered}"
+            )
+        if rows.shape[-1] != self.grid.width or row_off + rows.shape[0] > self.grid.height:
+            raise ValueError(
+                f"rows {row_off}..{row_off + rows.shape[0]} x {rows.shape[-1]} "
+                f"do not fit {self.grid.describe()}"
+            )
+        assert self._buffer is not None
+        done = 0
+        while done < rows.shape[0]:
+            take = min(rows.shape[0] - done, self._buffer.shape[0] - self._buffered)
+            self._buffer[self._buffered : self._buffered + take] = rows[done : done + take]
+            self._buffered += take
+            done += take
+            if (
+                self._buffered == self._buffer.shape[0]
+                or self._rows_written + self._buffered == self.grid.height
+            ):
+                self._flush()
+
+    def _flush(self) -> None:
+        if self._buffered == 0:
+            return
+        assert self._buffer is not None
+        window = Window(0, self._rows_written, self.grid.width, self._buffered)
+        self._dataset.write(self._buffer[: self._buffered], 1, window=window)
+        self._rows_written += self._buffered
+        self._buffered = 0
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        try:
+            if exc_type is None:
+                self._flush()
+                if self._rows_written != self.grid.height:
+                    raise RuntimeError(
+                        f"only {self._rows_written} of {self.grid.height} rows were written"
+                    )
+            self._dataset.close()
+            if exc_type is None:
+                assert self._tmp is not None and self._stage is not None
+                rasterio.shutil.copy(
+                    str(self._stage),
+                    str(self._tmp),
+                    driver="COG",
+                    COMPRESS="DEFLATE",
+                    LEVEL=6,
+                    PREDICTOR="YES",
+                    BLOCKSIZE=cog_block_size(self.grid),
+                    OVERVIEW_RESAMPLING=self.overview_resampling,
+                    BIGTIFF="IF_SAFER",
+                    NUM_THREADS="ALL_CPUS",
+                )
+                if self.classes is not None:
+                    write_category_names(self._tmp, self.classes)
+        except BaseException as error:
+            self._cleanup_stage()
+            self._stack.__exit__(type(error), error, error.__traceback__)
+            raise
+        self._cleanup_stage()
+        return bool(self._stack.__exit__(exc_type, exc, tb))
+
+    def _cleanup_stage(self) -> None:
+        if self._stage is not None:
+            self._stage.unlink(missing_ok=True)
+            Path(f"{self._stage}.aux.xml").unlink(missing_ok=True)

@@ -1,0 +1,766 @@
+"""Whole-scene prediction: overlapping windows, blended logits, streamed to a land-cover COG.
+
+A scene (the stack of ``results/scenes/{scene}.tif``) is cut into square windows of ``window``
+pixels (the model's tile size rounded up to a multiple of 32 unless configured) that overlap by
+``overlap`` (a fraction of the window). Every window's logits are weighted by a smooth window
+(Hann by default: high in the centre, near zero at the edges) and summed; each pixel's blended
+logits are the weighted mean over the windows covering it, so the class of a pixel near a window
+edge is decided mostly by the neighbouring window that sees it near its centre: no seams.
+
+Edges: the last window of a row or column is shifted inside the scene (it overlaps its neighbour
+more) instead of reaching past the scene and being zero-padded; only a scene smaller than a window
+along an axis is padded, by reflection, up to the next multiple of 32. Pixels where every band holds
+the scene's no-data value are set to 0 after normalisation (the band mean, as in training) and get
+class 0 in the output.
+
+Streaming: windows are visited row by row. A reader thread reads one band of rows (window height x
+scene width) per window row and cuts it into normalised windows, batched; the main thread runs the
+network (``torch.inference_mode``; on CUDA with bf16/fp16 autocast and channels_last) and adds the
+weighted logits into a row-band accumulator (K x window height x scene width, float32, on the
+inference device). When the next window row starts at row r, every row above r is final: its classes
+(argmax + 1) go to a writer thread that streams them into a tiled GeoTIFF, converted to a COG at the
+end. Peak memory therefore grows with the window and the scene width, never with the scene height:
+about ``4 * (K + 1) * window * width`` bytes for the accumulator, ``2 * 4 * C * window * width``
+for the read and normalised row band, the queued batches and the network's activations.
+
+Logit channel ``i`` is class ``i + 1``; the output holds 1..K and 0 where the scene has no data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from s2landcover.classes import ClassTable
+from s2landcover.errors import InputError
+from s2landcover.models import build_segmentation_model
+
+log = logging.getLogger(__name__)
+
+SIDE_MULTIPLE = 32  # smp U-Nets (5 down-samplings) need sides divisible by 32
+BLEND_KINDS = ("hann", "cosine", "uniform")
+CONFIDENCE_SUFFIX = "_confidence"
+
+
+# --------------------------------------------------------------------------------------------
+# Window grid and blend weights
+
+
+def round_up(value: int, multiple: int = SIDE_MULTIPLE) -> int:
+    """The smallest multiple of ``multiple`` that is >= ``value``."""
+    return -(-value // multiple) * multiple
+
+
+def window_side(prediction_cfg: Mapping[str, Any], tile_size: int) -> int:
+    """Window side in pixels: ``prediction.window`` or the model's tile size, rounded up to 32."""
+    window = prediction_cfg.get("window") or tile_size
+    return round_up(int(window))
+
+
+def window_stride(window: int, overlap: float) -> int:
+    """Distance between window starts for an overlap fraction (0 = windows touch)."""
+    if not 0 <= overlap < 1:
+        raise InputError(f"prediction.overlap is {overlap}; expected a fraction in [0, 1)")
+    return max(1, round(window * (1 - overlap)))
+
+
+def window_starts(length: int, window: int, stride: int, shift: int = 0) -> list[int]:
+    """Window start offsets along one axis of ``length`` pixels, all windows inside the axis.
+
+    Windows start at ``shift + k * stride`` (k any integer) where that lies inside ``(0, length -
+    window)``, plus the first at 0 and the last at ``length - window`` (shifted inside rather than
+    reaching past the edge), so consecutive starts are at most ``stride`` apart and every pixel is
+    covered. An axis not longer than the window has one window at 0 (padded by the caller).
+    """
+    last = length - window
+    if last <= 0:
+        return [0]
+    first = shift % stride
+    inner = range(first if first > 0 else stride, last, stride)
+    return [0, *inner, last]
+
+
+@dataclass(frozen=True)
+class WindowGrid:
+    """The windows over a scene of ``height`` x ``width`` pixels (scene pixel coordinates).
+
+    ``window_height`` / ``window_width`` are the sides the network sees: the window, or (along an
+    axis shorter than the window) that axis rounded up to 32 and filled by reflection.
+    """
+
+    height: int
+    width: int
+    window_height: int
+    window_width: int
+    row_starts: tuple[int, ...]
+    col_starts: tuple[int, ...]
+
+    @classmethod
+    def for_scene(
+        cls, height: int, width: int, window: int, stride: int, shift: int = 0
+    ) -> WindowGrid:
+        """The grid for a scene; ``shift`` moves the inner window starts by that many pixels along
+        both axes (0 in production; half a window to test for seams)."""
+        window_height = min(window, round_up(height))
+        window_width = min(window, round_up(width))
+        return cls(
+            height=height,
+            width=width,
+            window_height=window_height,
+            window_width=window_width,
+            row_starts=tuple(window_starts(height, window_height, stride, shift)),
+            col_starts=tuple(window_starts(width, window_width, stride, shift)),
+        )
+
+    @property
+    def count(self) -> int:
+        """Number of windows."""
+        return len(self.row_starts) * len(self.col_starts)
+
+    def windows(self) -> Iterator[tuple[int, int]]:
+        """(row_off, col_off) of every window, row by row."""
+        for row in self.row_starts:
+            for col in self.col_starts:
+                yield row, col
+
+
+def blend_weights_1d(length: int, kind: str = "hann") -> np.ndarray:
+    """Weights along one window axis (float32, all > 0 so that every pixel has weight).
+
+    ``hann``: sin^2(pi (i + 0.5) / n); ``cosine``: sin(pi (i + 0.5) / n); ``uniform``: 1.
+    Sampling at pixel centres keeps the edge weights small but positive.
+    """
+    centres = (np.arange(length, dtype=np.float64) + 0.5) / length
+    if kind == "hann":
+        weights = np.sin(np.pi * centres) ** 2
+    elif kind == "cosine":
+        weights = np.sin(np.pi * centres)
+    elif kind == "uniform":
+        weights = np.ones(length)
+    else:
+        raise InputError(f"prediction.blend is {kind!r}; expected one of {list(BLEND_KINDS)}")
+    return weights.astype(np.float32)
+
+
+def blend_weights(height: int, width: int, kind: str = "hann") -> np.ndarray:
+    """2-D weight window (height, width), the outer product of the 1-D weights."""
+    return np.outer(blend_weights_1d(height, kind), blend_weights_1d(width, kind)).astype(
+        np.float32
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Network input and inference
+
+
+def normalized_input(
+    stored: np.ndarray,
+    scales: Sequence[float],
+    offsets: Sequence[float],
+    mean: Sequence[float],
+    std: Sequence[float],
+    nodata: float | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stored values (C, H, W) -> (network input float32 (C, H, W), valid bool (H, W)).
+
+    Input = (stored * scale + offset - mean) / std; pixels where every band equals ``nodata`` are
+    invalid and set to 0 (the band mean), as in training.
+    """
+    # The arithmetic of models.to_reflectance and models.normalize, in place (one float32 copy of
+    # the band instead of five: this runs on every band of rows of the scene).
+    image = stored.astype(np.float32)
+    image *= np.asarray(scales, dtype=np.float32)[:, None, None]
+    image += np.asarray(offsets, dtype=np.float32)[:, None, None]
+    image -= np.asarray(mean, dtype=np.float32)[:, None, None]
+    image /= np.asarray(std, dtype=np.float32)[:, None, None]
+    if nodata is None:
+        return image, np.ones(stored.shape[1:], dtype=bool)
+    valid = (stored != nodata).any(axis=0)
+    np.multiply(image, valid[None], out=image)
+    return image, valid
+
+
+def pad_to(array: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Pad the last two axes at the bottom/right to (height, width) by reflection (symmetric, so
+    that a one-pixel axis also works)."""
+    pad_h, pad_w = height - array.shape[-2], width - array.shape[-1]
+    if pad_h <= 0 and pad_w <= 0:
+        return array
+    pads = [(0, 0)] * (array.ndim - 2) + [(0, max(0, pad_h)), (0, max(0, pad_w))]
+    return np.pad(array, pads, mode="symmetric")
+
+
+def dihedral_transforms() -> list[tuple[int, bool]]:
+    """The 8 flips/rotations of a square as (quarter turns, horizontal flip)."""
+    return [(k, flip) for k in range(4) for flip in (False, True)]
+
+
+def infer_logits(model: nn.Module, batch: torch.Tensor, tta: bool = False) -> torch.Tensor:
+    """Logits (B, K, H, W) float32 of a normalised batch (B, C, H, W); with ``tta`` the mean of the
+    logits over the 8 flips/rotations, each mapped back to the original orientation."""
+    if not tta:
+        return model(batch).float()
+    total: torch.Tensor | None = None
+    for turns, flip in dihedral_transforms():
+        x = torch.rot90(batch, turns, dims=(2, 3)) if turns else batch
+        x = torch.flip(x, dims=(3,)) if flip else x
+        y = model(x).float()
+        y = torch.flip(y, dims=(3,)) if flip else y
+        y = torch.rot90(y, -turns, dims=(2, 3)) if turns else y
+        total = y if total is None else total + y
+    assert total is not None
+    return total / len(dihedral_transforms())
+
+
+# --------------------------------------------------------------------------------------------
+# Row-band accumulator
+
+
+class RowBandAccumulator:
+    """Weighted logit sums for a band of scene rows (K x band height x scene width, float32).
+
+    Windows are added in row order; :meth:`release` returns the finished rows at the top (those no
+    later window touches) as classes and moves the band down. Lives on the inference device.
+    """
+
+    def __init__(
+        self, num_classes: int, band_height: int, width: int, device: torch.device | str = "cpu"
+    ) -> None:
+        self.num_classes = num_classes
+        self.band_height = band_height
+        self.width = width
+        self.top = 0  # scene row of band row 0
+        self.logit_sum = torch.zeros(num_classes, band_height, width, device=device)
+        self.weight_sum = torch.zeros(band_height, width, device=device)
+        self.valid = torch.zeros(band_height, width, dtype=torch.bool, device=device)
+
+    def add(
+        self,
+        logits: torch.Tensor,
+        weights: torch.Tensor,
+        valid: torch.Tensor,
+        row_off: int,
+        col_off: int,
+    ) -> None:
+        """Add one window's logits (K, h, w) times ``weights`` (h, w) at scene (row_off, col_off);
+        ``valid`` (h, w) marks pixels with data. Parts beyond the scene (padding) are cut off."""
+        row = row_off - self.top
+        if row < 0:
+            raise ValueError(
+                f"window at row {row_off} is above the band (top {self.top}): "
+                "windows must come in row order"
+            )
+        h = min(logits.shape[-2], self.band_height - row)
+        w = min(logits.shape[-1], self.width - col_off)
+        self.logit_sum[:, row : row + h, col_off : col_off + w].addcmul_(
+            logits[:, :h, :w], weights[:h, :w]
+        )
+        self.weight_sum[row : row + h, col_off : col_off + w] += weights[:h, :w]
+        self.valid[row : row + h, col_off : col_off + w] = valid[:h, :w]
+
+    def release(
+        self, upto: int, confidence: bool = False
+    ) -> tuple[int, np.ndarray, np.ndarray | None]:
+        """Finish scene rows ``[top, upto)``: (row_off, classes uint8 (n, width), confidence).
+
+        Classes are argmax + 1 of the blended logits, 0 where the scene has no data. Confidence is
+        the largest softmax probability of the blended logits x 255 (uint8, 0 where no data).
+        """
+        n = min(upto - self.top, self.band_height)
+        row_off = self.top
+        logit_sum = self.logit_sum[:, :n]
+        valid = self.valid[:n]
+        # weight_sum > 0, so the class of the largest sum is that of the largest mean;
+        # max(dim=0).indices is several times faster than argmax(dim=0) on CPU.
+        classes = (logit_sum.max(dim=0).indices + 1).to(torch.uint8)
+        classes = torch.where(valid, classes, torch.zeros_like(classes))
+        conf_np = None
+        if confidence:
+            mean_logits = logit_sum / self.weight_sum[:n].clamp_min(1e-30)
+            prob = torch.softmax(mean_logits, dim=0).amax(dim=0)
+            conf = torch.where(
+                valid, (prob * 255).round().clamp(1, 255), torch.zeros_like(prob)
+            ).to(torch.uint8)
+            conf_np = conf.cpu().numpy()
+        classes_np = classes.cpu().numpy()
+        keep = self.band_height - n
+        if keep > 0:
+            self.logit_sum[:, :keep] = self.logit_sum[:, n:].clone()
+            self.weight_sum[:keep] = self.weight_sum[n:].clone()
+            self.valid[:keep] = self.valid[n:].clone()
+        self.logit_sum[:, keep:] = 0
+        self.weight_sum[keep:] = 0
+        self.valid[keep:] = False
+        self.top += n
+        return row_off, classes_np, conf_np
+
+
+# --------------------------------------------------------------------------------------------
+# Threads: a prefetching producer and a background consumer
+
+
+_DONE = object()
+
+
+class _Failure:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def prefetch(make_items: Callable[[], Iterable[Any]], depth: int = 2) -> Iterator[Any]:
+    """Iterate ``make_items()`` in a background thread, at most ``depth`` items ahead.
+
+    Errors in the thread are re-raised in the consumer; leaving the loop early stops the thread.
+    """
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            for item in make_items():
+                if not put(item):
+                    return
+            put(_DONE)
+        except BaseException as error:
+            put(_Failure(error))
+
+    thread = threading.Thread(target=run, name="prediction-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = items.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failure):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+class BackgroundConsumer:
+    """Call ``consume(item)`` for each :meth:`put` item in a background thread (bounded queue).
+
+    :meth:`close` waits for the queue to drain and re-raises an error of the thread; an error is
+    also raised at the next :meth:`put`.
+    """
+
+    def __init__(
+        self, consume: Callable[[Any], None], depth: int = 4, name: str = "prediction-writer"
+    ) -> None:
+        self._consume = consume
+        self._items: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._items.get()
+            if item is _DONE:
+                return
+            if self._error is None:
+                try:
+                    self._consume(item)
+                except BaseException as error:
+                    self._error = error
+
+    def put(self, item: Any) -> None:
+        """Queue an item (blocks while the queue is full)."""
+        if self._error is not None:
+            raise self._error
+        self._items.put(item)
+
+    def close(self) -> None:
+        """Finish the queued items and stop the thread; re-raise its error if any."""
+        self._items.put(_DONE)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
+# --------------------------------------------------------------------------------------------
+# The streaming pipeline on arrays (no files): batches in, finished rows out
+
+
+@dataclass(frozen=True)
+class InputNormalization:
+    """How stored values become network input: the scene's scales/offsets, the model's mean/std."""
+
+    scales: tuple[float, ...]
+    offsets: tuple[float, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    nodata: float | None
+
+
+def window_batches(
+    row_bands: Iterable[tuple[int, np.ndarray]],
+    grid: WindowGrid,
+    norm: InputNormalization,
+    batch_size: int,
+) -> Iterator[tuple[list[tuple[int, int]], np.ndarray, np.ndarray]]:
+    """Cut bands of rows (``(row_off, stored (C, rows, width))``, one per row of windows, in order)
+    into batches ``(offsets, input (B, C, h, w) float32, valid (B, h, w) bool)``."""
+    offsets: list[tuple[int, int]] = []
+    images: list[np.ndarray] = []
+    valids: list[np.ndarray] = []
+    for row_off, stored in row_bands:
+        image, valid = normalized_input(
+            stored, norm.scales, norm.offsets, norm.mean, norm.std, norm.nodata
+        )
+        image = pad_to(image, grid.window_height, grid.window_width)
+        valid = pad_to(valid, grid.window_height, grid.window_width)
+        for col_off in grid.col_starts:
+            cols = slice(col_off, col_off + grid.window_width)
+            offsets.append((row_off, col_off))
+            images.append(image[:, :, cols])
+            valids.append(valid[:, cols])
+            if len(offsets) == batch_size:
+                yield offsets, np.stack(images), np.stack(valids)
+                offsets, images, valids = [], [], []
+    if offsets:
+        yield offsets, np.stack(images), np.stack(valids)
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """bf16 (or fp16 where bf16 is not supported) on CUDA; None (float32) elsewhere."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def blend_rows(
+    model: nn.Module,
+    batches: Iterable[tuple[list[tuple[int, int]], np.ndarray, np.ndarray]],
+    grid: WindowGrid,
+    num_classes: int,
+    emit_rows: Callable[[tuple[int, np.ndarray, np.ndarray | None]], None],
+    device: torch.device | str = "cpu",
+    blend: str = "hann",
+    tta: bool = False,
+    confidence: bool = False,
+    on_batch: Callable[[int], None] | None = None,
+) -> None:
+    """Run ``model`` on window batches in row order and emit finished rows, top to bottom.
+
+    ``emit_rows`` receives ``(row_off, classes uint8 (n, width), confidence uint8 or None)``
+    covering the whole scene exactly once, in order. Memory: the accumulator (K + 1 float32 and one
+    bool per pixel of a window-high band of the scene) plus one batch.
+    """
+    device = torch.device(device)
+    accumulator = RowBandAccumulator(num_classes, grid.window_height, grid.width, device)
+    weights = torch.from_numpy(blend_weights(grid.window_height, grid.window_width, blend)).to(
+        device
+    )
+    amp = autocast_dtype(device)
+    channels_last = device.type == "cuda"
+    with torch.inference_mode():
+        for offsets, images, valids in batches:
+            x = torch.from_numpy(images).to(device, non_blocking=True)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                logits = infer_logits(model, x, tta=tta)
+            valid = torch.from_numpy(valids).to(device)
+            for i, (row_off, col_off) in enumerate(offsets):
+                if row_off > accumulator.top:
+                    emit_rows(accumulator.release(row_off, confidence))
+                accumulator.add(logits[i], weights, valid[i], row_off, col_off)
+            if on_batch is not None:
+                on_batch(len(offsets))
+        emit_rows(accumulator.release(grid.height, confidence))
+
+
+def stitch_in_memory(
+    model: nn.Module,
+    image: np.ndarray,
+    grid: WindowGrid,
+    num_classes: int,
+    blend: str = "hann",
+    tta: bool = False,
+    batch_size: int = 4,
+) -> np.ndarray:
+    """Reference: blended logits (K, H, W) of a whole normalised image held in memory.
+
+    The way many tools stitch (one score array for the whole scene): memory grows with the scene
+    area (4 K bytes per pixel plus the image). Used to check the streaming accumulator and as the
+    baseline of the benchmark; never used for production.
+    """
+    height, width = image.shape[1:]
+    logit_sum = np.zeros((num_classes, height, width), dtype=np.float32)
+    weight_sum = np.zeros((height, width), dtype=np.float32)
+    weights = blend_weights(grid.window_height, grid.window_width, blend)
+    padded = pad_to(image, max(height, grid.window_height), max(width, grid.window_width))
+    windows = list(grid.windows())
+    with torch.inference_mode():
+        for start in range(0, len(windows), batch_size):
+            chunk = windows[start : start + batch_size]
+            batch = np.stack(
+                [padded[:, r : r + grid.window_height, c : c + grid.window_width] for r, c in chunk]
+            )
+            logits = infer_logits(
+                model, torch.from_numpy(np.ascontiguousarray(batch)), tta=tta
+            ).numpy()
+            for (r, c), window_logits in zip(chunk, logits, strict=True):
+                h, w = min(grid.window_height, height - r), min(grid.window_width, width - c)
+                logit_sum[:, r : r + h, c : c + w] += window_logits[:, :h, :w] * weights[:h, :w]
+                weight_sum[r : r + h, c : c + w] += weights[:h, :w]
+    logit_sum /= weight_sum  # in place: one score array for the whole scene, not two
+    return logit_sum
+
+
+# --------------------------------------------------------------------------------------------
+# Whole scenes (files)
+
+
+def choose_device(device: str | None) -> torch.device:
+    """``device`` or CUDA when present, else CPU; a CUDA device that is absent is an InputError."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    chosen = torch.device(device)
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: CUDA is not available on this machine; use cpu")
+    return chosen
+
+
+def model_from_checkpoint(checkpoint_path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """The segmentation network of a checkpoint (eval mode, CPU) and its metadata.
+
+    Raises:
+        InputError: for a missing, corrupt or foreign checkpoint, a classification checkpoint, or
+            weights that do not fit the architecture named in the metadata.
+    """
+    from s2landcover.io.checkpoints import load_model_checkpoint
+
+    state_dict, metadata = load_model_checkpoint(checkpoint_path)
+    if metadata["task"] != "segmentation":
+        raise InputError(
+            f"checkpoint {checkpoint_path} is a {metadata['task']!r} model; whole-scene prediction "
+            "needs a 'segmentation' model"
+        )
+    classes = ClassTable.from_dict(metadata["classes"])
+    model = build_segmentation_model(
+        metadata["architecture"], metadata["encoder"], len(metadata["bands"]), classes.num_classes
+    )
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except (RuntimeError, KeyError) as error:
+        raise InputError(
+            f"checkpoint {checkpoint_path}: weights do not fit {metadata['architecture']}/"
+            f"{metadata['encoder']} with {len(metadata['bands'])} bands and "
+            f"{classes.num_classes} classes "
+            f"(corrupt checkpoint?): {str(error)[:300]}"
+        ) from None
+    return model.eval(), metadata
+
+
+def confidence_path(out_path: str | Path) -> Path:
+    """Where the confidence raster of ``out_path`` goes: ``<stem>_confidence.tif`` beside it."""
+    out_path = Path(out_path)
+    return out_path.with_name(f"{out_path.stem}{CONFIDENCE_SUFFIX}{out_path.suffix or '.tif'}")
+
+
+def predict_scene(
+    checkpoint_path: str | Path,
+    scene_path: str | Path,
+    out_path: str | Path,
+    prediction_cfg: Mapping[str, Any],
+    device: str | None = None,
+    threads: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Predict a whole scene with a trained checkpoint into a land-cover Cloud-Optimized GeoTIFF.
+
+    Args:
+        checkpoint_path: ``model.pt`` written by training (:mod:`s2landcover.io.checkpoints`).
+        scene_path: scene stack GeoTIFF holding the model's bands (matched by band description) at
+            the model's resolution (metres); its own scale/offset per band give reflectance.
+        out_path: output GeoTIFF: uint8 classes 1..K, 0 where the scene has no data, on exactly the
+            scene's grid (CRS, transform, width, height), colour table and class names, a COG.
+            With ``prediction.confidence`` also ``<stem>_confidence.tif`` (max probability x 255).
+        prediction_cfg: the validated ``prediction`` config section (window, overlap, blend, tta,
+            batch_size, confidence).
+        device: ``cpu``, ``cuda``, ``cuda:1``; None picks CUDA when present.
+        threads: CPU threads for torch (None leaves torch's default).
+        progress: log progress (windows done, megapixels per second).
+
+    Returns:
+        A summary: output paths, grid, window, stride, windows, seconds, megapixels per second,
+        pixel count per class.
+
+    Raises:
+        InputError: for a bad checkpoint, a scene lacking a band, a scene at another resolution.
+    """
+    if threads is not None:
+        torch.set_num_threads(threads)
+    model, metadata = model_from_checkpoint(checkpoint_path)
+    return predict_scene_with_model(
+        model, metadata, scene_path, out_path, prediction_cfg, device=device, progress=progress
+    )
+
+
+def predict_scene_with_model(
+    model: nn.Module,
+    metadata: Mapping[str, Any],
+    scene_path: str | Path,
+    out_path: str | Path,
+    prediction_cfg: Mapping[str, Any],
+    device: str | None = None,
+    progress: bool = True,
+    grid_shift: int = 0,
+) -> dict[str, Any]:
+    """:func:`predict_scene` with a model already built (any module mapping (B, C, h, w) normalised
+    input to (B, K, h, w) logits) and its checkpoint metadata.
+
+    ``grid_shift`` moves the inner window starts by that many pixels (0 in production; tests use
+    half a window to check that the result does not depend on where windows fall).
+    """
+    from s2landcover.io.prediction_writer import (
+        StreamingRasterWriter,
+        bounded_block_cache,
+        inspect_scene_bands,
+        read_row_bands,
+    )
+
+    started = time.perf_counter()
+    scene_path, out_path = Path(scene_path), Path(out_path)
+    if out_path.resolve() == scene_path.resolve():
+        raise InputError(f"--out {out_path} is the scene itself; choose another output path")
+    classes = ClassTable.from_dict(metadata["classes"])
+    scene = inspect_scene_bands(scene_path, list(metadata["bands"]))
+    resolution = float(metadata["resolution"])
+    res_x, res_y = scene.grid.resolution
+    if not (
+        math.isclose(res_x, resolution, rel_tol=1e-6)
+        and math.isclose(res_y, resolution, rel_tol=1e-6)
+    ):
+        raise InputError(
+            f"scene {scene_path} has {res_x:g} x {res_y:g} m pixels but the model was trained on "
+            f"{resolution:g} m pixels; resample the scene to {resolution:g} m "
+            "(the scene stack of ingest)"
+        )
+    torch_device = choose_device(device)
+    window = window_side(prediction_cfg, int(metadata["tile_size"]))
+    stride = window_stride(window, float(prediction_cfg.get("overlap", 0.25)))
+    grid = WindowGrid.for_scene(
+        scene.grid.height, scene.grid.width, window, stride, shift=grid_shift
+    )
+    blend = prediction_cfg.get("blend", "hann")
+    blend_weights_1d(1, blend)  # checks the name before any work
+    batch_size = int(prediction_cfg.get("batch_size", 4))
+    tta = bool(prediction_cfg.get("tta", False))
+    with_confidence = bool(prediction_cfg.get("confidence", False))
+    norm = InputNormalization(
+        scales=scene.scales,
+        offsets=scene.offsets,
+        mean=tuple(metadata["mean"]),
+        std=tuple(metadata["std"]),
+        nodata=scene.nodata,
+    )
+    model = model.to(torch_device).eval()
+    if torch_device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True
+    log.info(
+        "predicting %s (%s) with %d windows of %d x %d px, stride %d, blend %s, tta %s on %s",
+        scene_path, scene.grid.describe(), grid.count, grid.window_height, grid.window_width,
+        stride, blend, tta, torch_device,
+    )  # fmt: skip
+
+    class_pixels = np.zeros(classes.num_classes + 1, dtype=np.int64)
+    done = [0]
+
+    def report(windows: int) -> None:
+        done[0] += windows
+        step = max(1, grid.count // 10)
+        if progress and (done[0] // step != (done[0] - windows) // step or done[0] == grid.count):
+            megapixels_done = done[0] / grid.count * grid.height * grid.width / 1e6
+            rate = megapixels_done / max(1e-9, time.perf_counter() - started)
+            log.info("%d / %d windows, %.2f Mpx/s", done[0], grid.count, rate)
+
+    conf_path = confidence_path(out_path) if with_confidence else None
+    class_writer = StreamingRasterWriter(
+        out_path, scene.grid, classes=classes, overview_resampling="MODE"
+    )
+    conf_writer = (
+        StreamingRasterWriter(
+            conf_path, scene.grid, description="confidence: max class probability x 255"
+        )
+        if conf_path is not None
+        else None
+    )
+    cache = bounded_block_cache(grid.width, len(scene.indexes))
+    optional_conf_writer = conf_writer if conf_writer is not None else contextlib.nullcontext()
+    with cache, class_writer, optional_conf_writer:
+
+        def write(item: tuple[int, np.ndarray, np.ndarray | None]) -> None:
+            row_off, rows, conf = item
+            class_pixels[:] += np.bincount(rows.ravel(), minlength=classes.num_classes + 1)[
+                : classes.num_classes + 1
+            ]
+            class_writer.write_rows(row_off, rows)
+            if conf_writer is not None and conf is not None:
+                conf_writer.write_rows(row_off, conf)
+
+        writer_thread = BackgroundConsumer(write)
+        try:
+            batches = prefetch(
+                lambda: window_batches(
+                    read_row_bands(scene, grid.row_starts, grid.window_height),
+                    grid,
+                    norm,
+                    batch_size,
+                ),
+                depth=2,
+            )
+            with contextlib.closing(batches):  # stops the reader thread on errors too
+                blend_rows(
+                    model, batches, grid, classes.num_classes, writer_thread.put, torch_device,
+                    blend=blend, tta=tta, confidence=with_confidence, on_batch=report,
+                )  # fmt: skip
+        finally:
+            writer_thread.close()
+    seconds = time.perf_counter() - started
+    megapixels = grid.height * grid.width / 1e6
+    summary = {
+        "out": str(out_path),
+        "confidence": str(conf_path) if conf_path is not None else None,
+        "width": grid.width,
+        "height": grid.height,
+        "window": window,
+        "stride": stride,
+        "windows": grid.count,
+        "blend": blend,
+        "tta": tta,
+        "device": str(torch_device),
+        "seconds": round(seconds, 3),
+        "megapixels_per_second": round(megapixels / seconds, 4),
+        "class_pixels": {
+            name: int(n) for name, n in zip(["no data", *classes.names], class_pixels, strict=True)
+        },
+    }
+    log.info("wrote %s in %.1f s (%.2f Mpx/s)", out_path, seconds, megapixels / seconds)
+    return summary

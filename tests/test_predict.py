@@ -1,0 +1,466 @@
+"""Whole-scene prediction: window grid, blending, streaming accumulator, output, errors, seams."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from affine import Affine
+from rio_cogeo.cogeo import cog_validate
+from scipy.ndimage import gaussian_filter
+from torch import nn
+
+from s2landcover.classes import ClassTable
+from s2landcover.config import validate_config
+from s2landcover.errors import InputError
+from s2landcover.io.checkpoints import save_model_checkpoint
+from s2landcover.models import build_segmentation_model
+from s2landcover.predict import (
+    InputNormalization,
+    WindowGrid,
+    blend_rows,
+    blend_weights,
+    confidence_path,
+    model_from_checkpoint,
+    predict_scene,
+    predict_scene_with_model,
+    stitch_in_memory,
+    window_batches,
+    window_starts,
+)
+
+BANDS = ["B02", "B03", "B04", "B08"]
+SCALE, OFFSET = 1e-4, -0.1
+TILE = 64
+CLASSES = ClassTable.from_config(
+    [
+        {"index": 1, "name": "Forest", "codes": [10], "color": "#1b6e2a"},
+        {"index": 2, "name": "Bare soil", "codes": [60], "color": "#b3a58c"},
+        {"index": 3, "name": "Water", "codes": [80], "color": "#2171b5", "water": True},
+    ]
+)
+# Reflectance per class (rows) and band: separable classes, so a few dozen steps learn them.
+CLASS_REFLECTANCE = np.array(
+    [[0.03, 0.05, 0.03, 0.30], [0.15, 0.18, 0.20, 0.25], [0.05, 0.04, 0.02, 0.01]]
+)
+MEAN = CLASS_REFLECTANCE.mean(axis=0).tolist()
+STD = (CLASS_REFLECTANCE.std(axis=0) + 0.02).tolist()
+ORIGIN = (500000.0, 4600000.0)
+
+
+def prediction_cfg(**overrides: object) -> dict:
+    cfg = validate_config({})["prediction"]
+    cfg.update(overrides)
+    return cfg
+
+
+def synthetic_scene(seed: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(stored uint16 (4, H, W), classes (H, W) in 1..3): smooth blobs of classes, noisy spectra."""
+    rng = np.random.default_rng(seed)
+    fields = np.stack([gaussian_filter(rng.normal(size=(height, width)), 6) for _ in range(3)])
+    classes = fields.argmax(axis=0) + 1
+    reflectance = CLASS_REFLECTANCE[classes - 1].transpose(2, 0, 1)
+    reflectance = reflectance + rng.normal(0, 0.01, size=reflectance.shape)
+    stored = np.clip((reflectance - OFFSET) / SCALE, 1, 65535).astype(np.uint16)
+    return stored, classes.astype(np.uint8)
+
+
+def write_scene(
+    path: Path,
+    stored: np.ndarray,
+    names: list[str] = BANDS,
+    resolution: float = 10.0,
+    scales: list[float] | None = None,
+    offsets: list[float] | None = None,
+) -> Path:
+    """A scene stack per the contract: uint16, nodata 0, band names, scale/offset per band."""
+    count, height, width = stored.shape
+    profile = {
+        "driver": "GTiff",
+        "width": width,
+        "height": height,
+        "count": count,
+        "dtype": "uint16",
+        "nodata": 0,
+        "crs": "EPSG:32631",
+        "transform": Affine(resolution, 0, ORIGIN[0], 0, -resolution, ORIGIN[1]),
+        "tiled": True,
+        "blockxsize": 64,
+        "blockysize": 64,
+        "compress": "deflate",
+    }
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(stored)
+        dst.descriptions = tuple(names)
+        dst.scales = tuple(scales or [SCALE] * count)
+        dst.offsets = tuple(offsets or [OFFSET] * count)
+    return path
+
+
+def metadata(encoder: str = "resnet18") -> dict:
+    return {
+        "task": "segmentation",
+        "architecture": "Unet",
+        "encoder": encoder,
+        "bands": BANDS,
+        "scales": [SCALE] * 4,
+        "offsets": [OFFSET] * 4,
+        "mean": MEAN,
+        "std": STD,
+        "classes": CLASSES.to_dict(),
+        "tile_size": TILE,
+        "resolution": 10.0,
+    }
+
+
+def normalized(stored: np.ndarray) -> np.ndarray:
+    reflectance = stored.astype(np.float32) * SCALE + OFFSET
+    image = (reflectance - np.array(MEAN, np.float32)[:, None, None]) / np.array(STD, np.float32)[
+        :, None, None
+    ]
+    image[:, np.all(stored == 0, axis=0)] = 0
+    return image.astype(np.float32)
+
+
+class PointwiseModel(nn.Module):
+    """A 1x1 convolution: its logits at a pixel depend on that pixel only (so blending is exact)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(4, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class SpectralContextModel(nn.Module):
+    """A deterministic, spatially varying stand-in for a trained network (training a U-Net takes
+    minutes on a shared 2-core CPU): a nearest-class-mean classifier of the spectra (1x1 conv,
+    score_k = 2 m_k . x - |m_k|^2 in normalised units) smoothed over 9 x 9 pixels with zero padding,
+    so that, like a CNN, its logits depend on context and degrade at window edges."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        means = (CLASS_REFLECTANCE - np.array(MEAN)) / np.array(STD)
+        self.score = nn.Conv2d(4, 3, 1)
+        self.smooth = nn.Conv2d(3, 3, 9, padding=4, groups=3, bias=False)
+        with torch.no_grad():
+            self.score.weight.copy_(torch.tensor(2 * means, dtype=torch.float32)[:, :, None, None])
+            self.score.bias.copy_(torch.tensor(-(means**2).sum(axis=1), dtype=torch.float32))
+            self.smooth.weight.fill_(1 / 81)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.smooth(self.score(x))
+
+
+@pytest.fixture(scope="module")
+def random_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(1)
+    model = build_segmentation_model("Unet", "resnet18", 4, 3)
+    path = tmp_path_factory.mktemp("models") / "random.pt"
+    save_model_checkpoint(path, model.state_dict(), metadata())
+    return path
+
+
+@pytest.fixture(scope="module")
+def scene_with_nodata(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
+    stored, _ = synthetic_scene(seed=3, height=200, width=300)
+    stored[:, :30, :50] = 0  # no-data corner
+    stored[:, 150:, 280:] = 0
+    path = write_scene(tmp_path_factory.mktemp("scenes") / "scene.tif", stored)
+    return path, stored
+
+
+# ------------------------------------------------------------------------------------- grid
+
+
+@pytest.mark.parametrize("length", [64, 65, 100, 129, 300, 1000])
+@pytest.mark.parametrize("shift", [0, 32])
+def test_window_starts_cover_the_axis_inside_it(length: int, shift: int) -> None:
+    window, stride = 64, 48
+    starts = window_starts(length, window, stride, shift)
+    covered = np.zeros(length, dtype=int)
+    for s in starts:
+        covered[s : s + window] += 1
+    assert covered.min() >= 1
+    assert starts[0] == 0 and starts[-1] + window == length  # last window shifted inside
+    assert all(0 < b - a <= stride for a, b in itertools.pairwise(starts))
+
+
+def test_window_grid_pads_only_axes_smaller_than_the_window() -> None:
+    grid = WindowGrid.for_scene(40, 500, window=128, stride=96)
+    assert (grid.window_height, grid.window_width) == (64, 128)  # 40 -> next multiple of 32
+    assert grid.row_starts == (0,)
+    assert grid.col_starts[-1] == 500 - 128
+
+
+@pytest.mark.parametrize("kind", ["hann", "cosine", "uniform"])
+def test_blend_weights_are_positive_symmetric_and_peak_in_the_centre(kind: str) -> None:
+    weights = blend_weights(64, 64, kind)
+    assert weights.min() > 0
+    np.testing.assert_allclose(weights, weights[::-1, ::-1], rtol=1e-6)
+    assert weights[32, 32] == weights.max()
+    if kind != "uniform":
+        assert weights[0, 0] < 0.01 * weights[32, 32]
+
+
+# ------------------------------------------------------------------- accumulator exactness
+
+
+def run_blend(model: nn.Module, stored: np.ndarray, grid: WindowGrid, **kwargs: object) -> tuple:
+    norm = InputNormalization((SCALE,) * 4, (OFFSET,) * 4, tuple(MEAN), tuple(STD), 0)
+    bands = [(r, stored[:, r : r + grid.window_height]) for r in grid.row_starts]
+    rows: list = []
+    blend_rows(
+        model, window_batches(bands, grid, norm, 3), grid, 3, rows.append, confidence=True, **kwargs
+    )
+    assert [r[0] for r in rows] == sorted(r[0] for r in rows)
+    return np.concatenate([r[1] for r in rows]), np.concatenate([r[2] for r in rows])
+
+
+def test_streamed_blend_of_a_pointwise_model_equals_the_whole_image_computation() -> None:
+    stored, _ = synthetic_scene(seed=1, height=150, width=170)
+    stored[:, :10, :10] = 0
+    model = PointwiseModel().eval()
+    grid = WindowGrid.for_scene(150, 170, window=64, stride=40)
+    classes, confidence = run_blend(model, stored, grid)
+    with torch.inference_mode():
+        direct = model(torch.from_numpy(normalized(stored))[None])[0]
+    expected = (direct.argmax(0) + 1).numpy().astype(np.uint8)
+    expected[:10, :10] = 0
+    np.testing.assert_array_equal(classes, expected)
+    expected_conf = (torch.softmax(direct, 0).amax(0) * 255).round().numpy()
+    assert np.abs(confidence[10:, 10:].astype(int) - expected_conf[10:, 10:]).max() <= 1
+    assert (confidence[:10, :10] == 0).all()
+
+
+def test_streamed_blend_equals_the_in_memory_stitcher(random_checkpoint: Path) -> None:
+    model, _ = model_from_checkpoint(random_checkpoint)
+    stored, _ = synthetic_scene(seed=2, height=130, width=200)
+    grid = WindowGrid.for_scene(130, 200, window=64, stride=48)
+    classes, confidence = run_blend(model, stored, grid)
+    blended = stitch_in_memory(model, normalized(stored), grid, 3)
+    np.testing.assert_array_equal(classes, blended.argmax(0) + 1)
+    expected_conf = (torch.softmax(torch.from_numpy(blended), 0).amax(0) * 255).round().numpy()
+    assert np.abs(confidence.astype(int) - expected_conf).max() <= 1
+
+
+def test_tta_of_an_equivariant_model_changes_nothing() -> None:
+    stored, _ = synthetic_scene(seed=4, height=96, width=80)
+    grid = WindowGrid.for_scene(96, 80, window=64, stride=48)
+    plain, _ = run_blend(PointwiseModel().eval(), stored, grid)
+    with_tta, _ = run_blend(PointwiseModel().eval(), stored, grid, tta=True)
+    np.testing.assert_array_equal(plain, with_tta)
+
+
+# ----------------------------------------------------------------------------- the output file
+
+
+def test_output_is_a_cog_on_the_scene_grid_with_colours(
+    random_checkpoint: Path, scene_with_nodata: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    scene, stored = scene_with_nodata
+    out = tmp_path / "pred" / "scene.tif"
+    summary = predict_scene(
+        random_checkpoint, scene, out, prediction_cfg(confidence=True), progress=False
+    )
+    assert summary["windows"] > 1 and summary["width"] == 300
+    with rasterio.open(scene) as src, rasterio.open(out) as dst:
+        assert (dst.crs, dst.transform, dst.width, dst.height) == (
+            src.crs,
+            src.transform,
+            src.width,
+            src.height,
+        )
+        assert dst.count == 1 and dst.dtypes[0] == "uint8" and dst.nodata == 0
+        classes = dst.read(1)
+        assert dst.colormap(1)[1] == (0x1B, 0x6E, 0x2A, 255)
+        assert dst.colormap(1)[3] == (0x21, 0x71, 0xB5, 255)
+        assert json.loads(dst.tags(1)["CLASS_NAMES"]) == ["no data", "Forest", "Bare soil", "Water"]
+        assert dst.overviews(1), "no overviews"
+        assert dst.profile["tiled"] and dst.compression is not None
+    nodata = np.all(stored == 0, axis=0)
+    assert (classes[nodata] == 0).all()
+    assert classes[~nodata].min() >= 1 and classes[~nodata].max() <= 3
+    is_valid, errors, _ = cog_validate(str(out))
+    assert is_valid, errors
+    assert "Water" in Path(f"{out}.aux.xml").read_text()
+    with rasterio.open(confidence_path(out)) as conf:
+        confidence = conf.read(1)
+    assert (confidence[nodata] == 0).all() and confidence[~nodata].min() >= 255 // 3
+    assert cog_validate(str(confidence_path(out)))[0]
+    assert sorted(p.name for p in out.parent.iterdir()) == [
+        "scene.tif",
+        "scene.tif.aux.xml",
+        "scene_confidence.tif",
+    ]  # no stage or temporary files left
+
+
+def test_bands_are_matched_by_name_not_position(
+    random_checkpoint: Path, scene_with_nodata: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    scene, stored = scene_with_nodata
+    order = [2, 0, 3, 1]
+    # Extra band and permuted order; each band keeps its own scale/offset (here: a different one).
+    permuted = np.concatenate([stored[order], stored[:1]])
+    names = [BANDS[i] for i in order] + ["B11"]
+    permuted_scene = write_scene(tmp_path / "permuted.tif", permuted, names=names)
+    predict_scene(random_checkpoint, scene, tmp_path / "a.tif", prediction_cfg(), progress=False)
+    predict_scene(
+        random_checkpoint, permuted_scene, tmp_path / "b.tif", prediction_cfg(), progress=False
+    )
+    with rasterio.open(tmp_path / "a.tif") as a, rasterio.open(tmp_path / "b.tif") as b:
+        np.testing.assert_array_equal(a.read(1), b.read(1))
+
+
+def test_a_scene_smaller_than_the_window_is_padded_by_reflection(
+    random_checkpoint: Path, tmp_path: Path
+) -> None:
+    stored, _ = synthetic_scene(seed=5, height=40, width=50)
+    scene = write_scene(tmp_path / "small.tif", stored)
+    out = tmp_path / "small_pred.tif"
+    predict_scene(random_checkpoint, scene, out, prediction_cfg(window=128), progress=False)
+    with rasterio.open(out) as dst:
+        assert (dst.width, dst.height) == (50, 40)
+        assert dst.read(1).min() >= 1
+
+
+# --------------------------------------------------------------------------------- bad input
+
+
+def assert_no_output(folder: Path) -> None:
+    assert [p.name for p in folder.iterdir()] == [], "output or temporary files left behind"
+
+
+def test_missing_band_is_an_input_error(random_checkpoint: Path, tmp_path: Path) -> None:
+    stored, _ = synthetic_scene(seed=6, height=64, width=64)
+    scene = write_scene(tmp_path / "three.tif", stored[:3], names=["B02", "B03", "B04"])
+    (tmp_path / "out").mkdir()
+    with pytest.raises(InputError, match="B08"):
+        predict_scene(
+            random_checkpoint, scene, tmp_path / "out" / "p.tif", prediction_cfg(), progress=False
+        )
+    assert_no_output(tmp_path / "out")
+
+
+def test_other_resolution_is_an_input_error(random_checkpoint: Path, tmp_path: Path) -> None:
+    stored, _ = synthetic_scene(seed=6, height=64, width=64)
+    scene = write_scene(tmp_path / "20m.tif", stored, resolution=20.0)
+    (tmp_path / "out").mkdir()
+    with pytest.raises(InputError, match=r"20 x 20 m pixels.*10 m"):
+        predict_scene(
+            random_checkpoint, scene, tmp_path / "out" / "p.tif", prediction_cfg(), progress=False
+        )
+    assert_no_output(tmp_path / "out")
+
+
+@pytest.mark.parametrize("kind", ["foreign", "corrupt", "truncated", "wrong_weights"])
+def test_bad_checkpoint_is_an_input_error(
+    kind: str, random_checkpoint: Path, scene_with_nodata: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    checkpoint = tmp_path / "model.pt"
+    if kind == "foreign":
+        torch.save({"state_dict": {"w": torch.zeros(2)}, "epoch": 3}, checkpoint)
+    elif kind == "corrupt":
+        checkpoint.write_bytes(np.random.default_rng(0).bytes(1000))
+    elif kind == "truncated":
+        checkpoint.write_bytes(random_checkpoint.read_bytes()[:5000])
+    else:
+        model = build_segmentation_model("Unet", "resnet18", 4, 5)  # 5 classes, metadata says 3
+        save_model_checkpoint(checkpoint, model.state_dict(), metadata())
+    (tmp_path / "out").mkdir()
+    with pytest.raises(InputError, match="checkpoint"):
+        predict_scene(
+            checkpoint,
+            scene_with_nodata[0],
+            tmp_path / "out" / "p.tif",
+            prediction_cfg(),
+            progress=False,
+        )
+    assert_no_output(tmp_path / "out")
+
+
+# --------------------------------------------------------------------------------- no seams
+
+
+def seam_figures(model: nn.Module, scene: Path, folder: Path, cfg: dict) -> dict[str, float]:
+    """Agreement between the unshifted grid and the grid shifted by half a window, and the rate of
+    class changes between neighbouring pixels across window borders and elsewhere."""
+    results = {}
+    window = cfg["window"] or TILE
+    for shift in (0, window // 2):
+        out = folder / f"shift{shift}.tif"
+        summary = predict_scene_with_model(
+            model, metadata(), scene, out, cfg, progress=False, grid_shift=shift
+        )
+        with rasterio.open(out) as dst:
+            results[shift] = dst.read(1)
+    classes = results[0]
+    height, width = classes.shape
+    grid = WindowGrid.for_scene(height, width, window, summary["stride"])
+
+    def border_flags(starts: tuple[int, ...], length: int) -> np.ndarray:
+        """flags[i]: the pixel pair (i, i + 1) straddles a window start or end."""
+        edges = {s for s in starts if s > 0} | {s + window for s in starts if s + window < length}
+        flags = np.zeros(length - 1, dtype=bool)
+        flags[[e - 1 for e in edges]] = True
+        return flags
+
+    col_change = classes[:, 1:] != classes[:, :-1]
+    row_change = classes[1:, :] != classes[:-1, :]
+    at_col_border = border_flags(grid.col_starts, width)
+    at_row_border = border_flags(grid.row_starts, height)
+    border = np.concatenate(
+        [col_change[:, at_col_border].ravel(), row_change[at_row_border].ravel()]
+    )
+    other = np.concatenate(
+        [col_change[:, ~at_col_border].ravel(), row_change[~at_row_border].ravel()]
+    )
+    return {
+        "agreement": float((results[0] == results[window // 2]).mean()),
+        "border_rate": float(border.mean()),
+        "other_rate": float(other.mean()),
+        "border_pairs": border.size,
+    }
+
+
+@pytest.fixture(scope="module")
+def seam_scene(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
+    stored, truth = synthetic_scene(seed=11, height=384, width=384)
+    return write_scene(tmp_path_factory.mktemp("seams") / "scene.tif", stored), truth
+
+
+def test_no_seams_half_window_shift_and_border_change_rate(
+    seam_scene: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    """Default settings (Hann, overlap 0.25): shifting the window grid by half a window changes
+    < 0.5 % of pixels, and classes change no more often across window borders than elsewhere.
+    Measured on this 384 x 384 scene: agreement 99.95 %; class changes across window borders
+    4.20 % of neighbour pairs, elsewhere 4.96 % (unblended control: 23.9 % vs 4.7 %)."""
+    figures = seam_figures(SpectralContextModel().eval(), seam_scene[0], tmp_path, prediction_cfg())
+    message = ", ".join(
+        f"{k} {v:.4%}" if k != "border_pairs" else f"{k} {v}" for k, v in figures.items()
+    )
+    print(message)
+    assert figures["agreement"] >= 0.995, message
+    # "No higher than elsewhere", allowing two binomial standard errors of sampling noise.
+    noise = 2 * np.sqrt(
+        figures["other_rate"] * (1 - figures["other_rate"]) / figures["border_pairs"]
+    )
+    assert figures["border_rate"] <= figures["other_rate"] + noise, message
+
+
+def test_the_seam_measure_sees_seams_of_unblended_windows(
+    seam_scene: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    """Control: touching windows with uniform weights (no blending) show the padding artefacts of
+    the network at window borders, so the measure above can fail."""
+    cfg = prediction_cfg(overlap=0.0, blend="uniform")
+    figures = seam_figures(SpectralContextModel().eval(), seam_scene[0], tmp_path, cfg)
+    assert figures["border_rate"] > 1.5 * figures["other_rate"], figures
