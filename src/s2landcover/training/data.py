@@ -1,0 +1,327 @@
+"""Chips as training samples: reflectance, normalisation, augmentation, padding, loaders.
+
+A sample is one chip of a scene's chip store (``results/chips/size{tile}/{scene}/``, read through
+:class:`s2landcover.io.chipstore.ChipStore`): the stored uint16 values become surface reflectance
+(``stored * scale + offset`` with the scene's own scales and offsets), then are standardised per
+band with the training split's mean and std. Pixels where every band holds the image no-data value
+are set to 0 after standardisation (the band mean) and their target to :data:`IGNORE_INDEX`.
+
+Augmentation (random flips, 90-degree rotations, optional brightness/contrast jitter) draws its
+random numbers from torch's generator (seeded per loader worker by torch, and by
+``lightning.seed_everything``) and applies the same geometric transform to image and mask.
+
+smp U-Nets need sides divisible by 32: chips are padded at the bottom and right to the next multiple
+of 32 (300 -> 320), the image by reflection, the mask with :data:`IGNORE_INDEX` so padded pixels
+count neither in the loss nor in the metrics.
+
+Memory: a sample is one chip (C x T x T float32, 1.4 MB for 4 bands at 300 px); the stores are
+memory maps opened lazily in each worker process (never pickled into it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from s2landcover.io.chipstore import ChipStore
+from s2landcover.training.losses import IGNORE_INDEX
+
+PAD_MULTIPLE = 32
+
+
+def open_chip_store(chip_dir: str | Path) -> ChipStore:
+    """The chip store reader of the chips stage."""
+    return ChipStore(chip_dir)
+
+
+@dataclass(frozen=True)
+class SceneInput:
+    """How a scene's stored values become reflectance: the store folder, scales, offsets, nodata."""
+
+    chip_dir: str
+    scales: tuple[float, ...]
+    offsets: tuple[float, ...]
+    nodata: float | None
+
+    @classmethod
+    def from_meta(cls, chip_dir: str | Path, meta: Mapping[str, Any]) -> SceneInput:
+        """From a chip store's ``meta.json`` content."""
+        nodata = meta.get("nodata")
+        return cls(
+            str(chip_dir),
+            tuple(float(s) for s in meta["scales"]),
+            tuple(float(o) for o in meta["offsets"]),
+            None if nodata is None else float(nodata),
+        )
+
+
+@dataclass(frozen=True)
+class AugmentSettings:
+    """The ``training.augment`` section: flips, 90-degree rotations, brightness/contrast jitter."""
+
+    flips: bool = True
+    rotate90: bool = True
+    brightness_contrast: float = 0.0
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> AugmentSettings:
+        """From the validated ``training.augment`` dict."""
+        return cls(
+            bool(section.get("flips", True)),
+            bool(section.get("rotate90", True)),
+            float(section.get("brightness_contrast", 0.0)),
+        )
+
+
+def stored_to_input(
+    stored: np.ndarray,
+    scene: SceneInput,
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stored values (C, H, W) -> standardised reflectance (float32) and image no-data mask (H, W).
+
+    Pixels where all bands equal ``scene.nodata`` are set to 0 (the band means).
+    """
+    scale = np.asarray(scene.scales, dtype=np.float32)[:, None, None]
+    offset = np.asarray(scene.offsets, dtype=np.float32)[:, None, None]
+    mean_ = np.asarray(mean, dtype=np.float32)[:, None, None]
+    std_ = np.asarray(std, dtype=np.float32)[:, None, None]
+    image = (stored.astype(np.float32) * scale + offset - mean_) / std_
+    if scene.nodata is None:
+        nodata = np.zeros(stored.shape[1:], dtype=bool)
+    else:
+        nodata = (stored == scene.nodata).all(axis=0)
+        image[:, nodata] = 0.0
+    return image, nodata
+
+
+def augment_pair(
+    image: torch.Tensor,
+    target: torch.Tensor | None,
+    settings: AugmentSettings,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The same random flips and 90-degree rotation on image (C, H, W) and target (H, W).
+
+    ``target`` may be None (chip-level targets): only the image is transformed. Brightness and
+    contrast jitter (amplitude ``a``): ``x * U(1-a, 1+a) + U(-a, a)`` per band on the standardised
+    image, image only.
+    """
+
+    def draw(high: int) -> int:
+        return int(torch.randint(high, (1,), generator=generator))
+
+    if settings.flips:
+        if draw(2):
+            image = image.flip(-1)
+            target = None if target is None else target.flip(-1)
+        if draw(2):
+            image = image.flip(-2)
+            target = None if target is None else target.flip(-2)
+    if settings.rotate90:
+        turns = draw(4)
+        if turns:
+            image = torch.rot90(image, turns, dims=(-2, -1))
+            target = None if target is None else torch.rot90(target, turns, dims=(-2, -1))
+    amplitude = settings.brightness_contrast
+    if amplitude > 0:
+        bands = image.shape[0]
+        contrast = 1.0 + amplitude * (2.0 * torch.rand(bands, 1, 1, generator=generator) - 1.0)
+        brightness = amplitude * (2.0 * torch.rand(bands, 1, 1, generator=generator) - 1.0)
+        image = image * contrast + brightness
+    return image.contiguous(), None if target is None else target.contiguous()
+
+
+def padded_size(size: int, multiple: int = PAD_MULTIPLE) -> int:
+    """The next multiple of ``multiple`` at or above ``size`` (300 -> 320)."""
+    return -(-size // multiple) * multiple
+
+
+def pad_pair(
+    image: torch.Tensor, target: torch.Tensor | None, multiple: int = PAD_MULTIPLE
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Pad image (C, H, W) by reflection and target (H, W) with IGNORE_INDEX to multiples of 32.
+
+    Padding goes to the bottom and the right, so pixel (0, 0) stays the chip's corner.
+    """
+    height, width = image.shape[-2:]
+    pad_bottom = padded_size(height, multiple) - height
+    pad_right = padded_size(width, multiple) - width
+    if pad_bottom == 0 and pad_right == 0:
+        return image, target
+    mode = "reflect" if pad_bottom < height and pad_right < width else "replicate"
+    image = F.pad(image[None], (0, pad_right, 0, pad_bottom), mode=mode)[0]
+    if target is not None:
+        target = F.pad(target, (0, pad_right, 0, pad_bottom), value=IGNORE_INDEX)
+    return image, target
+
+
+class ChipDataset(Dataset):
+    """Chips of one split as (image float32 (C, H', W'), target) pairs.
+
+    Args:
+        chips: one row per sample with columns ``scene`` and ``store_index``.
+        scenes: per scene name, where its store is and how its values become reflectance.
+        mean, std: per-band reflectance statistics of the training split.
+        augment: augmentation settings, or None (validation).
+        chip_targets: per-row class positions for chip-level tasks; None: the target is the mask
+            (int64 (H', W'), class index - 1, -1 for no data and padding).
+        pad_multiple: pad sides to a multiple of this (32 for smp U-Nets; 1 = no padding).
+    """
+
+    def __init__(
+        self,
+        chips: pd.DataFrame,
+        scenes: Mapping[str, SceneInput],
+        mean: Sequence[float],
+        std: Sequence[float],
+        augment: AugmentSettings | None = None,
+        chip_targets: np.ndarray | None = None,
+        pad_multiple: int = PAD_MULTIPLE,
+    ) -> None:
+        self.scene_names = chips["scene"].astype(str).to_numpy()
+        self.store_indices = chips["store_index"].to_numpy(dtype=np.int64)
+        self.scenes = dict(scenes)
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self.augment = augment
+        self.chip_targets = (
+            None if chip_targets is None else np.asarray(chip_targets, dtype=np.int64)
+        )
+        self.pad_multiple = pad_multiple
+        self._stores: dict[str, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self.store_indices)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Worker processes open their own memory maps instead of receiving copies of the arrays.
+        state = self.__dict__.copy()
+        state["_stores"] = {}
+        return state
+
+    def _store(self, scene: str) -> Any:
+        if scene not in self._stores:
+            self._stores[scene] = open_chip_store(self.scenes[scene].chip_dir)
+        return self._stores[scene]
+
+    def __getitem__(self, position: int) -> tuple[torch.Tensor, torch.Tensor]:
+        scene_name = self.scene_names[position]
+        scene = self.scenes[scene_name]
+        stored, mask = self._store(scene_name).read(int(self.store_indices[position]))
+        array, nodata = stored_to_input(np.asarray(stored), scene, self.mean, self.std)
+        image = torch.from_numpy(array)
+        if self.chip_targets is None:
+            target_array = np.asarray(mask).astype(np.int64) - 1  # class index i -> position i - 1
+            target_array[nodata] = IGNORE_INDEX
+            target: torch.Tensor | None = torch.from_numpy(target_array)
+        else:
+            target = None
+        if self.augment is not None:
+            image, target = augment_pair(image, target, self.augment)
+        image, target = pad_pair(image, target, self.pad_multiple)
+        if target is None:
+            target = torch.tensor(self.chip_targets[position], dtype=torch.int64)
+        return image, target
+
+
+def band_statistics(
+    chips: pd.DataFrame,
+    scenes: Mapping[str, SceneInput],
+    max_chips: int = 512,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band mean and std of reflectance over the given (training) chips, no-data excluded.
+
+    At most ``max_chips`` chips, evenly spaced over the table, are read (one at a time: memory is
+    one chip); sums are accumulated in float64. A band value equal to the scene's no-data value is
+    left out of that band's statistics. Std is floored at 1e-6 (a constant band cannot divide by 0).
+    """
+    if len(chips) == 0:
+        raise ValueError("band_statistics needs at least one chip")
+    take = np.unique(np.linspace(0, len(chips) - 1, min(max_chips, len(chips))).round().astype(int))
+    stores: dict[str, Any] = {}
+    total = total_sq = count = None
+    for position in take:
+        row = chips.iloc[int(position)]
+        scene = scenes[str(row["scene"])]
+        if scene.chip_dir not in stores:
+            stores[scene.chip_dir] = open_chip_store(scene.chip_dir)
+        stored, _ = stores[scene.chip_dir].read(int(row["store_index"]))
+        stored = np.asarray(stored)
+        bands = stored.shape[0]
+        if total is None:
+            total, total_sq, count = np.zeros(bands), np.zeros(bands), np.zeros(bands)
+        values = stored.reshape(bands, -1).astype(np.float64)
+        valid = np.ones_like(values, dtype=bool) if scene.nodata is None else values != scene.nodata
+        reflectance = (
+            values * np.asarray(scene.scales)[:, None] + np.asarray(scene.offsets)[:, None]
+        )
+        reflectance = np.where(valid, reflectance, 0.0)
+        total += reflectance.sum(axis=1)
+        total_sq += (reflectance**2).sum(axis=1)
+        count += valid.sum(axis=1)
+    assert total is not None and total_sq is not None and count is not None
+    count = np.maximum(count, 1)
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
+    return mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
+
+
+def _worker_init(worker_id: int) -> None:
+    # Workers only decode chips; one intra-op thread each leaves the cores to the model.
+    torch.set_num_threads(1)
+
+
+class ChipDataModule(L.LightningDataModule):
+    """Training and validation loaders over two :class:`ChipDataset` objects.
+
+    Loaders use ``num_workers`` processes (persistent between epochs) and pinned memory on CUDA; the
+    last incomplete batch is kept (small training splits are common). Under DDP
+    Lightning inserts a distributed sampler, so every process sees its share of the chips.
+    """
+
+    def __init__(
+        self,
+        train_dataset: ChipDataset,
+        val_dataset: ChipDataset,
+        batch_size: int,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        self.train_dataset = train_dataset
+        self.val_dataset = val_dataset
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+
+    def _loader(self, dataset: ChipDataset, shuffle: bool) -> DataLoader:
+        workers = self.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=workers > 0,
+            worker_init_fn=_worker_init if workers > 0 else None,
+            prefetch_factor=4 if workers > 0 else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled, augmented training chips."""
+        return self._loader(self.train_dataset, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation chips in split order, not augmented."""
+        return self._loader(self.val_dataset, shuffle=False)

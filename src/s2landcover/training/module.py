@@ -1,0 +1,204 @@
+"""The LightningModule: a task's network wired to its loss, optimiser, schedule and metrics.
+
+Validation metrics come from one torchmetrics ``MulticlassConfusionMatrix`` over the K classes
+(rows: reference, columns: prediction; no-data and padding targets ignored), accumulated over the
+epoch and synchronised across DDP processes by torchmetrics. IoU, F1 (= Dice), precision, recall
+per class, mIoU and overall accuracy are derived from it by :func:`metrics_from_confusion`, so the
+same code serves pixels (segmentation) and chips (classification).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from s2landcover.errors import InputError
+from s2landcover.training.losses import IGNORE_INDEX, CombinedLoss
+from s2landcover.training.tasks import Task
+
+FOCAL_GAMMA = 2.0
+STEP_SCHEDULE_GAMMA = 0.1  # StepLR: lr x 0.1 every third of the epochs
+PLATEAU_FACTOR = 0.5  # ReduceLROnPlateau on val mIoU: lr x 0.5 after 3 epochs without gain
+PLATEAU_PATIENCE = 3
+SGD_MOMENTUM = 0.9
+
+
+def metrics_from_confusion(
+    confusion: np.ndarray | torch.Tensor, class_names: Sequence[str]
+) -> dict[str, float]:
+    """Per-class IoU, F1, precision, recall, plus mIoU and overall accuracy from a K x K matrix.
+
+    ``confusion[i, j]`` counts reference class i predicted as j (pixels or chips). A ratio with a
+    zero denominator is NaN; mIoU averages the IoU of the classes present in reference or
+    prediction. Keys: ``miou``, ``accuracy``, ``iou_<name>``, ``f1_<name>``, ``precision_<name>``,
+    ``recall_<name>``.
+    """
+    matrix = np.asarray(
+        confusion.cpu() if isinstance(confusion, torch.Tensor) else confusion, dtype=np.float64
+    )
+    true_positive = np.diag(matrix)
+    reference = matrix.sum(axis=1)
+    predicted = matrix.sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = true_positive / (reference + predicted - true_positive)
+        f1 = 2 * true_positive / (reference + predicted)
+        precision = true_positive / predicted
+        recall = true_positive / reference
+    metrics = {
+        "miou": float(np.nanmean(iou)) if np.isfinite(iou).any() else math.nan,
+        "accuracy": float(true_positive.sum() / matrix.sum()) if matrix.sum() > 0 else math.nan,
+    }
+    for k, name in enumerate(class_names):
+        metrics[f"iou_{name}"] = float(iou[k])
+        metrics[f"f1_{name}"] = float(f1[k])
+        metrics[f"precision_{name}"] = float(precision[k])
+        metrics[f"recall_{name}"] = float(recall[k])
+    return metrics
+
+
+class LandCoverModule(L.LightningModule):
+    """Training of a task's network with the ``training`` section's loss, optimiser and schedule.
+
+    Args:
+        task: what network and targets (see :mod:`s2landcover.training.tasks`).
+        model_config: the ``model`` section.
+        training_config: the ``training`` section.
+        in_channels: number of input bands.
+        class_names: the K class names (logit channel i = class i + 1).
+        class_weights: K cross-entropy/focal weights, or None.
+        channels_last: run the network in channels-last memory format (faster convolutions on GPU).
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        model_config: Mapping[str, Any],
+        training_config: Mapping[str, Any],
+        in_channels: int,
+        class_names: Sequence[str],
+        class_weights: np.ndarray | None = None,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        self.task = task
+        self.training_config = dict(training_config)
+        self.class_names = list(class_names)
+        self.channels_last = channels_last
+        self.net = task.build_model(model_config, in_channels, len(class_names))
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.loss = CombinedLoss(training_config["loss"], class_weights, FOCAL_GAMMA)
+        self.val_confusion = MulticlassConfusionMatrix(
+            num_classes=len(class_names), ignore_index=IGNORE_INDEX, validate_args=False
+        )
+        self.last_val_metrics: dict[str, float] = {}
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """Logits (N, K, ...) for standardised images (N, C, H, W)."""
+        if self.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        return self.net(image)
+
+    def training_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> torch.Tensor:
+        """Loss of one batch, logged as ``train_loss`` (epoch mean)."""
+        image, target = batch
+        loss = self.loss(self(image), target)
+        self.log(
+            "train_loss", loss, on_step=False, on_epoch=True, batch_size=len(image), sync_dist=True
+        )
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        """Accumulate the confusion matrix; log ``val_loss`` (epoch mean)."""
+        image, target = batch
+        logits = self(image)
+        loss = self.loss(logits, target)
+        self.log(
+            "val_loss", loss, on_step=False, on_epoch=True, batch_size=len(image), sync_dist=True
+        )
+        self.val_confusion.update(logits.argmax(dim=1), target)
+
+    def on_validation_epoch_end(self) -> None:
+        """Derive and log ``val_miou``, ``val_accuracy`` and the per-class metrics."""
+        metrics = metrics_from_confusion(self.val_confusion.compute(), self.class_names)
+        self.val_confusion.reset()
+        self.last_val_metrics = metrics
+        # The matrix is already summed over processes (torchmetrics), so every process holds the
+        # same values; sync_dist only averages equal numbers. NaN (a class absent from reference
+        # and prediction) is logged as is.
+        for name, value in metrics.items():
+            self.log(f"val_{name}", value, on_step=False, on_epoch=True, sync_dist=True)
+
+    def configure_optimizers(self) -> Any:
+        """AdamW / Adam / SGD with a plateau, step, cosine or one-cycle schedule (or none)."""
+        config = self.training_config
+        lr, weight_decay = float(config["learning_rate"]), float(config["weight_decay"])
+        name = config["optimizer"]
+        if name == "adamw":
+            optimizer = torch.optim.AdamW(self.parameters(), lr=lr, weight_decay=weight_decay)
+        elif name == "adam":
+            optimizer = torch.optim.Adam(self.parameters(), lr=lr, weight_decay=weight_decay)
+        elif name == "sgd":
+            optimizer = torch.optim.SGD(
+                self.parameters(),
+                lr=lr,
+                weight_decay=weight_decay,
+                momentum=SGD_MOMENTUM,
+                nesterov=True,
+            )
+        else:
+            raise InputError(
+                f"training.optimizer = {name!r} is not known; choose adamw, adam or sgd"
+            )
+        schedule = config["scheduler"]
+        epochs = int(config["epochs"])
+        if schedule == "none":
+            return optimizer
+        if schedule == "plateau":
+            scheduler: Any = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="max", factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE
+            )
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {
+                    "scheduler": scheduler,
+                    "monitor": self.task.monitor,
+                    "interval": "epoch",
+                },
+            }
+        if schedule == "step":
+            scheduler = torch.optim.lr_scheduler.StepLR(
+                optimizer, step_size=max(1, epochs // 3), gamma=STEP_SCHEDULE_GAMMA
+            )
+            interval = "epoch"
+        elif schedule == "cosine":
+            total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+            interval = "step"
+        elif schedule == "onecycle":
+            total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(
+                optimizer, max_lr=lr, total_steps=total_steps, pct_start=0.2
+            )
+            interval = "step"
+        else:
+            raise InputError(
+                f"training.scheduler = {schedule!r} is not known; "
+                "choose plateau, step, cosine, onecycle or none"
+            )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": interval},
+        }
+
+    def network_state_dict(self) -> dict[str, torch.Tensor]:
+        """The network's weights alone (contiguous CPU tensors): what model.pt stores."""
+        return {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}

@@ -1,0 +1,543 @@
+"""``train_model``: chips + split -> model folder (model.pt, last.ckpt, metrics.csv, curves.png).
+
+Lightning runs the loop, so the same call trains on a CPU, one GPU (bf16/fp16 autocast,
+channels-last) or several GPUs (``strategy="ddp"``; under SLURM one task per GPU). Files of the
+model folder ``results/models/size{tile}/{model}/``:
+
+- ``model.pt``: the weights of the epoch with the best validation mIoU (the task's monitored metric)
+  and everything prediction needs (:mod:`s2landcover.io.checkpoints`, loads with
+  ``weights_only=True``). ``best.pt`` is the same file kept while training runs (Snakemake deletes
+  the declared outputs of a killed job; ``best.pt`` survives and is copied to ``model.pt`` at the
+  end).
+- ``last.ckpt``: Lightning's full training state after the last completed epoch (weights, optimiser,
+  schedule, early stopping, metric history), replaced atomically each epoch. Calling
+  :func:`train_model` again resumes from it at the next epoch; a run whose epochs are all done
+  returns at once. A ``last.ckpt`` written with other settings is ignored (training starts over).
+- ``metrics.csv``: one row per completed epoch (``epoch`` counts from 1): ``train_loss``,
+  ``val_loss``, ``val_miou``, ``val_accuracy``, per class ``val_iou_<name>``, ``val_f1_<name>``,
+  ``val_precision_<name>``, ``val_recall_<name>``, and ``lr`` (at the end of the epoch).
+- ``curves.png``: loss, mIoU / accuracy and per-class IoU over the epochs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, TQDMProgressBar
+
+from s2landcover.classes import ClassTable
+from s2landcover.errors import InputError
+from s2landcover.io.checkpoints import save_model_checkpoint
+from s2landcover.io.chipstore import read_chip_index
+from s2landcover.io.rasters import atomic_path
+from s2landcover.training.data import (
+    AugmentSettings,
+    ChipDataModule,
+    ChipDataset,
+    SceneInput,
+    band_statistics,
+    open_chip_store,
+)
+from s2landcover.training.losses import class_weights_from_counts
+from s2landcover.training.module import LandCoverModule
+from s2landcover.training.tasks import Task, task_from_config
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.pt"
+BEST_FILE = "best.pt"
+LAST_FILE = "last.ckpt"
+METRICS_FILE = "metrics.csv"
+CURVES_FILE = "curves.png"
+DIGEST_KEY = "s2landcover_config_digest"
+
+
+def resolve_precision(setting: str, on_cuda: bool) -> str:
+    """Lightning precision: ``auto`` is bf16-mixed on GPUs with bf16, else 16-mixed; 32 on CPU."""
+    if setting != "auto":
+        return "32-true" if setting == "32" else setting
+    if not on_cuda:
+        return "32-true"
+    return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+
+
+def config_digest(config: Mapping[str, Any]) -> str:
+    """Hash of the settings a training state depends on (not loader, precision, save interval)."""
+    ignored = ("num_workers", "precision", "checkpoint_interval_s")
+    training = {k: v for k, v in config["training"].items() if k not in ignored}
+    relevant = {
+        "model": config["model"],
+        "training": training,
+        "classes": config["classes"],
+        "bands": config["bands"],
+        "tile_size": config.get("tile_size"),
+        "task": config.get("task", "segmentation"),
+    }
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[
+        :16
+    ]
+
+
+def _devices_argument(devices: Any) -> Any:
+    """'4' -> 4 (a count), '0,1' and 'auto' stay strings (Lightning's forms)."""
+    if isinstance(devices, str) and devices.strip().isdigit():
+        return int(devices)
+    return devices
+
+
+class StderrProgressBar(TQDMProgressBar):
+    """Lightning's progress bars, written to stderr (stdout stays free for results)."""
+
+    def init_train_tqdm(self):  # type: ignore[no-untyped-def]
+        with contextlib.redirect_stdout(sys.stderr):
+            return super().init_train_tqdm()
+
+    def init_validation_tqdm(self):  # type: ignore[no-untyped-def]
+        with contextlib.redirect_stdout(sys.stderr):
+            return super().init_validation_tqdm()
+
+    def init_sanity_tqdm(self):  # type: ignore[no-untyped-def]
+        with contextlib.redirect_stdout(sys.stderr):
+            return super().init_sanity_tqdm()
+
+
+class EpochHistory(Callback):
+    """Collects one row of metrics per epoch, rewrites metrics.csv and curves.png (rank 0).
+
+    The rows are part of the callback state, hence of ``last.ckpt``: a resumed run keeps them.
+    """
+
+    def __init__(self, csv_path: Path, png_path: Path, class_names: list[str]) -> None:
+        self.csv_path = csv_path
+        self.png_path = png_path
+        self.class_names = class_names
+        self.rows: list[dict[str, float]] = []
+
+    def columns(self) -> list[str]:
+        """The CSV columns in order."""
+        per_class = [
+            f"val_{metric}_{name}"
+            for metric in ("iou", "f1", "precision", "recall")
+            for name in self.class_names
+        ]
+        return ["epoch", "train_loss", "val_loss", "val_miou", "val_accuracy", *per_class, "lr"]
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        metrics = trainer.callback_metrics
+        row: dict[str, float] = {"epoch": trainer.current_epoch + 1}
+        for column in self.columns()[1:-1]:
+            value = metrics.get(column)
+            row[column] = float(value) if value is not None else math.nan
+        row["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
+        self.rows = [r for r in self.rows if r["epoch"] < row["epoch"]] + [row]
+        if trainer.is_global_zero:
+            self.write()
+
+    def write(self) -> None:
+        """Write metrics.csv and curves.png from the rows so far."""
+        table = pd.DataFrame(self.rows, columns=self.columns())
+        with atomic_path(self.csv_path) as tmp:
+            table.to_csv(tmp, index=False, float_format="%.6g")
+        plot_training_curves(table, self.class_names, self.png_path)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = list(state_dict.get("rows", []))
+
+
+class BestModelExport(Callback):
+    """Writes best.pt (io/checkpoints format) whenever the monitored metric improves (rank 0)."""
+
+    def __init__(self, path: Path, monitor: str, metadata: dict[str, Any]) -> None:
+        self.path = path
+        self.monitor = monitor
+        self.metadata = metadata
+        self.best = -math.inf
+        self.best_epoch = 0
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None or not math.isfinite(float(value)) or float(value) <= self.best:
+            return
+        self.best, self.best_epoch = float(value), trainer.current_epoch + 1
+        if trainer.is_global_zero:
+            export_model(
+                self.path, pl_module, self.metadata, self.best_epoch, {self.monitor: self.best}
+            )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best = float(state_dict.get("best", -math.inf))
+        self.best_epoch = int(state_dict.get("best_epoch", 0))
+
+
+class LastCheckpoint(Callback):
+    """Saves the full training state to last.ckpt (temporary file, renamed) after an epoch.
+
+    To spare the disk on fast epochs, a save is skipped when the previous one is less than
+    ``interval_s`` seconds old; the last epoch (and an early stop) is always saved. A kill loses at
+    most ``interval_s`` seconds of training.
+    """
+
+    def __init__(self, path: Path, interval_s: float = 0.0) -> None:
+        self.path = path
+        self.interval_s = interval_s
+        self._saved_at = -math.inf
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        final = trainer.current_epoch + 1 >= (trainer.max_epochs or 0) or trainer.should_stop
+        now = time.monotonic()
+        if not final and now - self._saved_at < self.interval_s:
+            return
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        # Collective under DDP (rank 0 writes); full state: optimiser, schedule, callbacks.
+        trainer.save_checkpoint(temporary, weights_only=False)
+        if trainer.is_global_zero:
+            os.replace(temporary, self.path)
+        self._saved_at = time.monotonic()
+
+
+class _DigestModule(LandCoverModule):
+    """LandCoverModule that stamps the config digest into Lightning checkpoints."""
+
+    config_digest: str = ""
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[DIGEST_KEY] = self.config_digest
+
+
+def export_model(
+    path: Path,
+    module: LandCoverModule,
+    metadata: dict[str, Any],
+    epoch: int,
+    scores: Mapping[str, float],
+) -> None:
+    """Write the network's weights with the prediction metadata (io/checkpoints format)."""
+    full = dict(metadata)
+    full["epoch"] = int(epoch)
+    full.update({k: float(v) for k, v in scores.items()})
+    save_model_checkpoint(path, module.network_state_dict(), full)
+
+
+def plot_training_curves(table: pd.DataFrame, class_names: list[str], png_path: Path) -> None:
+    """Three panels over the epochs: losses, val mIoU and accuracy, val IoU per class."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 3, figsize=(15, 4.2), constrained_layout=True)
+    epochs = table["epoch"]
+    axes[0].plot(epochs, table["train_loss"], "o-", label="train")
+    axes[0].plot(epochs, table["val_loss"], "o-", label="validation")
+    axes[0].set(title="Loss", xlabel="epoch", ylabel="loss (log scale)", yscale="log")
+    axes[1].plot(epochs, table["val_miou"], "o-", label="mIoU")
+    axes[1].plot(epochs, table["val_accuracy"], "s--", label="overall accuracy")
+    axes[1].set(title="Validation mIoU and accuracy", xlabel="epoch", ylim=(0, 1))
+    for name in class_names:
+        axes[2].plot(epochs, table[f"val_iou_{name}"], "o-", label=name, markersize=3)
+    axes[2].set(title="Validation IoU per class", xlabel="epoch", ylim=(0, 1))
+    for axis in axes:
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    with atomic_path(png_path) as tmp:
+        figure.savefig(tmp, dpi=100, format="png")
+    plt.close(figure)
+
+
+def _read_split_table(split_path: Path) -> pd.DataFrame:
+    table = read_chip_index(split_path)
+    missing = [c for c in ("scene", "store_index", "split") if c not in table.columns]
+    if missing:
+        raise InputError(
+            f"split table {split_path} lacks columns {missing}; found {list(table.columns)}"
+        )
+    return table
+
+
+def _scene_inputs(
+    split: pd.DataFrame, chips_root: Path, bands: list[str]
+) -> tuple[dict[str, SceneInput], dict[str, Any]]:
+    """Open each scene's chip store, check its bands; scene inputs and the opened stores."""
+    scenes: dict[str, SceneInput] = {}
+    stores: dict[str, Any] = {}
+    for scene in sorted(split["scene"].astype(str).unique()):
+        chip_dir = chips_root / scene
+        if not chip_dir.is_dir():
+            raise InputError(
+                f"chip store {chip_dir} of scene {scene!r} (in the split table) does not exist"
+            )
+        store = open_chip_store(chip_dir)
+        meta = store.meta
+        if list(meta["bands"]) != list(bands):
+            raise InputError(
+                f"chip store {chip_dir} has bands {list(meta['bands'])}, "
+                f"the config's bands are {list(bands)}; "
+                "re-run tiling (and ingest) with the configured bands"
+            )
+        scenes[scene] = SceneInput.from_meta(chip_dir, meta)
+        stores[scene] = store
+    return scenes, stores
+
+
+def _index_rows(chips: pd.DataFrame, stores: Mapping[str, Any]) -> pd.DataFrame:
+    """The chip-index rows (pixel counts per class etc.) of the given chips, in their order."""
+    parts = []
+    for scene, group in chips.groupby(chips["scene"].astype(str), sort=False):
+        index = stores[scene].index
+        parts.append(index.iloc[group["store_index"].to_numpy(dtype=np.int64)])
+    return pd.concat(parts, ignore_index=True)
+
+
+def _resume_path(last_path: Path, digest: str) -> Path | None:
+    """last.ckpt when it exists and was written with the same settings; else None."""
+    if not last_path.is_file():
+        return None
+    try:
+        # Our own file (written by LastCheckpoint); Lightning checkpoints need full unpickling.
+        state = torch.load(last_path, map_location="cpu", weights_only=False, mmap=True)
+        found = state.get(DIGEST_KEY)
+    except Exception as error:
+        log.warning("cannot read %s (%s); training starts over", last_path, error)
+        return None
+    if found != digest:
+        log.warning(
+            "%s was written with other settings (%s != %s); training starts over",
+            last_path,
+            found,
+            digest,
+        )
+        return None
+    return last_path
+
+
+def _scene_metadata(
+    config: Mapping[str, Any],
+    classes: ClassTable,
+    task: Task,
+    scenes: Mapping[str, SceneInput],
+    stores: Mapping[str, Any],
+    chips: pd.DataFrame,
+    mean: np.ndarray,
+    std: np.ndarray,
+) -> dict[str, Any]:
+    """Everything prediction needs, for model.pt."""
+    first = str(chips["scene"].iloc[0])
+    store = stores[first]
+    transform = store.transform_of(int(chips["store_index"].iloc[0]))
+    meta = store.meta
+    return {
+        "task": task.name,
+        "architecture": config["model"]["architecture"],
+        "encoder": config["model"]["encoder"],
+        "model_name": config["model"]["name"],
+        "bands": list(meta["bands"]),
+        "scales": list(scenes[first].scales),
+        "offsets": list(scenes[first].offsets),
+        "nodata": scenes[first].nodata,
+        "mean": [float(v) for v in mean],
+        "std": [float(v) for v in std],
+        "classes": classes.to_dict(),
+        "tile_size": int(meta.get("tile_size", config.get("tile_size", 0))),
+        "resolution": float(math.hypot(transform.a, transform.d)),
+        "crs": str(meta.get("crs", "")),
+    }
+
+
+def train_model(
+    split_path: str | Path,
+    chips_root: str | Path,
+    out_dir: str | Path,
+    config: Mapping[str, Any],
+    accelerator: str = "auto",
+    devices: Any = "auto",
+    strategy: str = "auto",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train the configured model on the split's train chips, validate on its val chips.
+
+    Args:
+        split_path: ``results/splits/size{tile}/split.parquet`` (columns scene, store_index, split).
+        chips_root: ``results/chips/size{tile}``; the chip store of scene S is ``chips_root / S``.
+        out_dir: the model folder (created); see the module docstring for its files.
+        config: validated config with at least model, training, classes, bands, tile_size, task.
+        accelerator, devices, strategy: Lightning Trainer arguments (``"gpu"``, ``4``, ``"ddp"``).
+        progress: show Lightning's progress bars (on stderr).
+
+    Returns:
+        A summary: epochs completed, best epoch and its val mIoU, chip counts, normalisation and
+        class weights, output paths.
+
+    Raises:
+        InputError: missing or inconsistent inputs, no training or no validation chips.
+    """
+    split_path, chips_root, out_dir = Path(split_path), Path(chips_root), Path(out_dir)
+    task = task_from_config(config)
+    classes = ClassTable.from_config(config["classes"])
+    training = config["training"]
+    split = _read_split_table(split_path)
+    train_chips = split[split["split"] == "train"].reset_index(drop=True)
+    val_chips = split[split["split"] == "val"].reset_index(drop=True)
+    if len(train_chips) == 0:
+        raise InputError(
+            f"split table {split_path} has no chip with split == 'train'; nothing to train on"
+        )
+    if len(val_chips) == 0:
+        raise InputError(
+            f"split table {split_path} has no chip with split == 'val': training would run "
+            "blind (no "
+            "validation mIoU to choose the best model); give split.fractions.val > 0 or more chips"
+        )
+    scenes, stores = _scene_inputs(split, chips_root, list(config["bands"]))
+    counts = task.class_counts(_index_rows(train_chips, stores), classes.num_classes)
+    class_weights = class_weights_from_counts(counts, training["class_weights"])
+    mean, std = band_statistics(train_chips, scenes)
+
+    on_cuda = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    precision = resolve_precision(training["precision"], on_cuda)
+    if not on_cuda:
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+    L.seed_everything(int(training["seed"]), workers=True, verbose=False)
+
+    train_targets = task.chip_targets(_index_rows(train_chips, stores), classes.num_classes)
+    val_targets = task.chip_targets(_index_rows(val_chips, stores), classes.num_classes)
+    data = ChipDataModule(
+        ChipDataset(
+            train_chips,
+            scenes,
+            mean,
+            std,
+            AugmentSettings.from_config(training["augment"]),
+            train_targets,
+        ),
+        ChipDataset(val_chips, scenes, mean, std, None, val_targets),
+        batch_size=int(training["batch_size"]),
+        num_workers=int(training["num_workers"]),
+        pin_memory=on_cuda,
+    )
+    module = _DigestModule(
+        task,
+        config["model"],
+        training,
+        len(config["bands"]),
+        list(classes.names),
+        class_weights,
+        channels_last=on_cuda,
+    )
+    digest = config_digest(config)
+    module.config_digest = digest
+    metadata = _scene_metadata(config, classes, task, scenes, stores, train_chips, mean, std)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    last_path, best_path, model_path = (
+        out_dir / LAST_FILE,
+        out_dir / BEST_FILE,
+        out_dir / MODEL_FILE,
+    )
+    resume = _resume_path(last_path, digest)
+    if resume is None:
+        for stale in (last_path, best_path, model_path):
+            stale.unlink(missing_ok=True)
+    history = EpochHistory(out_dir / METRICS_FILE, out_dir / CURVES_FILE, list(classes.names))
+    best = BestModelExport(best_path, task.monitor, metadata)
+    last = LastCheckpoint(last_path, float(training["checkpoint_interval_s"]))
+    callbacks: list[Callback] = [history, best, last]
+    if int(training["early_stopping_patience"]) > 0:
+        callbacks.append(
+            EarlyStopping(
+                monitor=task.monitor,
+                mode="max",
+                patience=int(training["early_stopping_patience"]),
+                check_finite=False,
+            )
+        )
+    if progress:
+        callbacks.append(StderrProgressBar())
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=_devices_argument(devices),
+        strategy=strategy,
+        precision=precision,  # type: ignore[arg-type]
+        max_epochs=int(training["epochs"]),
+        callbacks=callbacks,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=progress,
+        enable_model_summary=progress,
+        num_sanity_val_steps=0,
+        benchmark=on_cuda,
+        default_root_dir=str(out_dir),
+        log_every_n_steps=1,
+    )
+    log.info(
+        "training %s on %d chips, validating on %d (precision %s, resume from %s)",
+        config["model"]["name"],
+        len(train_chips),
+        len(val_chips),
+        precision,
+        resume,
+    )
+    with warnings.catch_warnings():
+        # Small splits give fewer batches than the logging interval; not worth a warning each run.
+        warnings.filterwarnings(
+            "ignore", message=".*(log_every_n_steps|does not have many workers).*"
+        )
+        # last.ckpt is this function's own file: loading it in full (weights_only=False) is safe.
+        trainer.fit(
+            module,
+            datamodule=data,
+            ckpt_path=str(resume) if resume else None,
+            weights_only=False if resume else None,
+        )
+    if trainer.interrupted:
+        raise KeyboardInterrupt(f"training interrupted; run again to resume from {last_path}")
+
+    if trainer.is_global_zero:
+        if not best_path.is_file():
+            log.warning(
+                "no finite validation %s in any epoch; model.pt holds the last weights",
+                task.monitor,
+            )
+            export_model(best_path, module, metadata, trainer.current_epoch, {})
+        with atomic_path(model_path) as tmp:
+            shutil.copyfile(best_path, tmp)
+        if history.rows:
+            history.write()
+    last_row = history.rows[-1] if history.rows else {}
+    return {
+        "epochs_completed": len(history.rows),
+        "best_epoch": best.best_epoch,
+        f"best_{task.monitor}": best.best,
+        "last_val_miou": last_row.get("val_miou", math.nan),
+        "train_chips": len(train_chips),
+        "val_chips": len(val_chips),
+        "mean": [float(v) for v in mean],
+        "std": [float(v) for v in std],
+        "class_weights": None if class_weights is None else [float(w) for w in class_weights],
+        "precision": precision,
+        "resumed_from": str(resume) if resume else None,
+        "model": str(model_path),
+        "metrics": str(out_dir / METRICS_FILE),
+        "curves": str(out_dir / CURVES_FILE),
+    }
