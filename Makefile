@@ -11,12 +11,13 @@ CORES ?= all
 
 setup: $(STAMP)
 
-# Reinstalls when pyproject.toml changes. The [slurm] extra brings the Snakemake SLURM executor.
+# Reinstalls when pyproject.toml changes. Extras: [slurm] the Snakemake SLURM executor, [distributed]
+# dask.distributed for compute.dask_scheduler, [dev] pytest, ruff, snakefmt.
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 needed, found " + sys.version' 
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,slurm]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,slurm,distributed]"
 	touch $(STAMP)
 
 run: $(STAMP)
