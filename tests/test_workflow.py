@@ -103,6 +103,17 @@ def test_dry_run_on_fresh_checkout_lists_every_stage(tmp_path):
     assert planned_jobs(tmp_path) == ALL_STAGES | {"all"}
 
 
+def test_classification_task_plans_chip_labels_instead_of_scene_prediction(tmp_path):
+    write_config(
+        tmp_path,
+        task="classification",
+        model={"name": "chips-cnn", "architecture": "small_cnn", "encoder": "resnet18"},
+    )
+    jobs = planned_jobs(tmp_path)
+    assert "predict_chips" in jobs and "train_model" in jobs
+    assert not jobs & {"predict_scene", "evaluate_model"}
+
+
 def test_lint_is_clean():
     result = subprocess.run(
         [

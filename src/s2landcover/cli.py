@@ -193,6 +193,21 @@ def _predict(args: argparse.Namespace, config: dict[str, Any]) -> dict:
     )
 
 
+@_stage("classify-chips", "label every chip with its dominant class (task: classification)")
+def _classify_chips(args: argparse.Namespace, config: dict[str, Any]) -> dict:
+    from s2landcover.classify import predict_chips
+
+    return predict_chips(
+        args.checkpoint,
+        args.chips_root,
+        args.split,
+        args.out_dir,
+        scenes=args.scenes,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
+
+
 @_stage("evaluate", "per-class metrics, plots and the report")
 def _evaluate(args: argparse.Namespace, config: dict[str, Any]) -> dict:
     from s2landcover.evaluate import evaluate_model
@@ -293,6 +308,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output land-cover GeoTIFF")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when present)")
     p.add_argument("--threads", type=int, help="CPU threads for inference")
+    p = add("classify-chips")
+    p.add_argument("--checkpoint", required=True, help="model.pt of a task: classification model")
+    p.add_argument("--chips-root", required=True, help="results/chips/size{tile}")
+    p.add_argument("--split", required=True, help="split.parquet")
+    p.add_argument("--out-dir", required=True, help="folder for chip rasters, chips.gpkg, metrics")
+    p.add_argument("--scenes", nargs="+", help="scenes to classify (default: all in the split)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p = add("evaluate")
     p.add_argument("--predictions", nargs="+", required=True, help="predicted GeoTIFF per scene")
     p.add_argument("--masks", nargs="+", required=True, help="mask per scene ({scene}.tif)")

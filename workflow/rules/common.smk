@@ -96,8 +96,14 @@ def chip_indexes(wildcards):
 
 
 def final_outputs():
-    """Everything the default target builds: a prediction per scene and the evaluation report."""
+    """Everything the default target builds: a prediction per scene and the evaluation report
+    (segmentation), or chip labels per scene with their metrics (classification)."""
     prefix = f"size{TILE}/{MODEL}"
+    if config["task"] == "classification":
+        return [
+            *expand(f"{RESULTS}/predictions/{prefix}/chips/{{scene}}.tif", scene=SCENES),
+            f"{RESULTS}/predictions/{prefix}/chips/metrics.json",
+        ]
     return [
         *expand(f"{RESULTS}/predictions/{prefix}/{{scene}}.tif", scene=SCENES),
         f"{RESULTS}/evaluation/{prefix}/report.html",

@@ -4,7 +4,8 @@ Lightning runs the loop, so the same call trains on a CPU, one GPU (bf16/fp16 au
 channels-last) or several GPUs (``strategy="ddp"``; under SLURM one task per GPU). Files of the
 model folder ``results/models/size{tile}/{model}/``:
 
-- ``model.pt``: the weights of the epoch with the best validation mIoU (the task's monitored metric)
+- ``model.pt``: the weights of the epoch with the best value of the task's monitored metric
+  (validation mIoU for segmentation, validation accuracy over chips for classification)
   and everything prediction needs (:mod:`s2landcover.io.checkpoints`, loads with
   ``weights_only=True``). ``best.pt`` is the same file kept while training runs (Snakemake deletes
   the declared outputs of a killed job; ``best.pt`` survives and is copied to ``model.pt`` at the
@@ -47,6 +48,7 @@ from s2landcover.io.checkpoints import save_model_checkpoint
 from s2landcover.io.chipstore import read_chip_index
 from s2landcover.io.rasters import atomic_path
 from s2landcover.training.data import (
+    PAD_MULTIPLE,
     AugmentSettings,
     ChipDataModule,
     ChipDataset,
@@ -89,6 +91,9 @@ def config_digest(config: Mapping[str, Any]) -> str:
         "tile_size": config.get("tile_size"),
         "task": config.get("task", "segmentation"),
     }
+    if relevant["task"] == "classification":
+        # Only for classification, so that segmentation digests (and their last.ckpt) stay valid.
+        relevant["classification"] = config.get("classification", {})
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[
         :16
     ]
@@ -304,10 +309,30 @@ def _scene_inputs(
 def _index_rows(chips: pd.DataFrame, stores: Mapping[str, Any]) -> pd.DataFrame:
     """The chip-index rows (pixel counts per class etc.) of the given chips, in their order."""
     parts = []
+    positions = []
     for scene, group in chips.groupby(chips["scene"].astype(str), sort=False):
         index = stores[scene].index
         parts.append(index.iloc[group["store_index"].to_numpy(dtype=np.int64)])
-    return pd.concat(parts, ignore_index=True)
+        positions.append(np.flatnonzero((chips["scene"].astype(str) == scene).to_numpy()))
+    # Groups come scene by scene; put the rows back in the order of ``chips`` (per-chip targets).
+    rows = pd.concat(parts, ignore_index=True)
+    return rows.iloc[np.argsort(np.concatenate(positions), kind="stable")].reset_index(drop=True)
+
+
+def _labelled(
+    chips: pd.DataFrame, targets: np.ndarray | None, split_name: str, split_path: Path
+) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """Chips with a target (chip-level targets of -1 are left out); all chips when None."""
+    if targets is None:
+        return chips, None
+    keep = targets >= 0
+    if not keep.any():
+        raise InputError(
+            f"split table {split_path}: none of the {len(chips)} {split_name} chips has a "
+            "dominant class (classification.min_dominant_fraction is too high, or the chips "
+            "hold no valid pixel); lower classification.min_dominant_fraction"
+        )
+    return chips[keep].reset_index(drop=True), targets[keep]
 
 
 def _resume_path(last_path: Path, digest: str) -> Path | None:
@@ -410,18 +435,30 @@ def train_model(
             "validation mIoU to choose the best model); give split.fractions.val > 0 or more chips"
         )
     scenes, stores = _scene_inputs(split, chips_root, list(config["bands"]))
+    chips_in_split = len(train_chips) + len(val_chips)
+    train_chips, train_targets = _labelled(
+        train_chips,
+        task.chip_targets(_index_rows(train_chips, stores), classes.num_classes),
+        "train",
+        split_path,
+    )
+    val_chips, val_targets = _labelled(
+        val_chips,
+        task.chip_targets(_index_rows(val_chips, stores), classes.num_classes),
+        "val",
+        split_path,
+    )
     counts = task.class_counts(_index_rows(train_chips, stores), classes.num_classes)
     class_weights = class_weights_from_counts(counts, training["class_weights"])
     mean, std = band_statistics(train_chips, scenes)
 
+    pad_multiple = int(getattr(task, "pad_multiple", PAD_MULTIPLE))
     on_cuda = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
     precision = resolve_precision(training["precision"], on_cuda)
     if not on_cuda:
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
     L.seed_everything(int(training["seed"]), workers=True, verbose=False)
 
-    train_targets = task.chip_targets(_index_rows(train_chips, stores), classes.num_classes)
-    val_targets = task.chip_targets(_index_rows(val_chips, stores), classes.num_classes)
     data = ChipDataModule(
         ChipDataset(
             train_chips,
@@ -430,8 +467,9 @@ def train_model(
             std,
             AugmentSettings.from_config(training["augment"]),
             train_targets,
+            pad_multiple,
         ),
-        ChipDataset(val_chips, scenes, mean, std, None, val_targets),
+        ChipDataset(val_chips, scenes, mean, std, None, val_targets, pad_multiple),
         batch_size=int(training["batch_size"]),
         num_workers=int(training["num_workers"]),
         pin_memory=on_cuda,
@@ -448,6 +486,10 @@ def train_model(
     digest = config_digest(config)
     module.config_digest = digest
     metadata = _scene_metadata(config, classes, task, scenes, stores, train_chips, mean, std)
+    if task.name == "classification":
+        metadata["min_dominant_fraction"] = float(
+            config.get("classification", {}).get("min_dominant_fraction", 0.0)
+        )
 
     out_dir.mkdir(parents=True, exist_ok=True)
     last_path, best_path, model_path = (
@@ -532,6 +574,7 @@ def train_model(
         "last_val_miou": last_row.get("val_miou", math.nan),
         "train_chips": len(train_chips),
         "val_chips": len(val_chips),
+        "chips_left_out": chips_in_split - len(train_chips) - len(val_chips),
         "mean": [float(v) for v in mean],
         "std": [float(v) for v in std],
         "class_weights": None if class_weights is None else [float(w) for w in class_weights],
