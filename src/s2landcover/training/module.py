@@ -9,7 +9,6 @@ same code serves pixels (segmentation) and chips (classification).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,6 +18,7 @@ import torch
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from s2landcover.errors import InputError
+from s2landcover.evaluate import metrics_from_confusion as confusion_report
 from s2landcover.training.losses import IGNORE_INDEX, CombinedLoss
 from s2landcover.training.tasks import Task
 
@@ -34,31 +34,17 @@ def metrics_from_confusion(
 ) -> dict[str, float]:
     """Per-class IoU, F1, precision, recall, plus mIoU and overall accuracy from a K x K matrix.
 
-    ``confusion[i, j]`` counts reference class i predicted as j (pixels or chips). A ratio with a
-    zero denominator is NaN; mIoU averages the IoU of the classes present in reference or
-    prediction. Keys: ``miou``, ``accuracy``, ``iou_<name>``, ``f1_<name>``, ``precision_<name>``,
-    ``recall_<name>``.
+    ``confusion[i, j]`` counts reference class i predicted as j (pixels or chips). The formulas are
+    those of :func:`s2landcover.evaluate.metrics_from_confusion` (one implementation for training
+    and evaluation); this flattens them for per-epoch logging. Keys: ``miou``, ``accuracy``,
+    ``iou_<name>``, ``f1_<name>``, ``precision_<name>``, ``recall_<name>`` (NaN when undefined).
     """
-    matrix = np.asarray(
-        confusion.cpu() if isinstance(confusion, torch.Tensor) else confusion, dtype=np.float64
-    )
-    true_positive = np.diag(matrix)
-    reference = matrix.sum(axis=1)
-    predicted = matrix.sum(axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou = true_positive / (reference + predicted - true_positive)
-        f1 = 2 * true_positive / (reference + predicted)
-        precision = true_positive / predicted
-        recall = true_positive / reference
-    metrics = {
-        "miou": float(np.nanmean(iou)) if np.isfinite(iou).any() else math.nan,
-        "accuracy": float(true_positive.sum() / matrix.sum()) if matrix.sum() > 0 else math.nan,
-    }
-    for k, name in enumerate(class_names):
-        metrics[f"iou_{name}"] = float(iou[k])
-        metrics[f"f1_{name}"] = float(f1[k])
-        metrics[f"precision_{name}"] = float(precision[k])
-        metrics[f"recall_{name}"] = float(recall[k])
+    matrix = confusion.cpu().numpy() if isinstance(confusion, torch.Tensor) else confusion
+    report = confusion_report(np.rint(np.asarray(matrix)).astype(np.int64), class_names)
+    metrics = {"miou": report["miou"], "accuracy": report["overall_accuracy"]}
+    for name, per_class in report["per_class"].items():
+        for key in ("iou", "f1", "precision", "recall"):
+            metrics[f"{key}_{name}"] = per_class[key]
     return metrics
 
 
