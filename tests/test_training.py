@@ -411,3 +411,21 @@ def test_last_checkpoint_is_throttled_but_always_saved_at_the_end(tmp_path: Path
         callback.on_train_epoch_end(trainer, None)  # type: ignore[arg-type]
     assert saved == [0, 2]  # the first save, then only the final epoch within the hour
     assert (tmp_path / "last.ckpt").read_text() == "state"
+
+
+def test_training_crop_is_the_same_window_of_image_and_target_and_a_multiple_of_32() -> None:
+    from s2landcover.training.data import random_crop_pair
+
+    image = torch.arange(2 * 300 * 300, dtype=torch.float32).reshape(2, 300, 300)
+    target = torch.arange(300 * 300).reshape(300, 300)
+    generator = torch.Generator().manual_seed(0)
+    offsets = set()
+    for _ in range(5):
+        cropped, cropped_target = random_crop_pair(image, target, 32, generator)
+        assert cropped.shape == (2, 288, 288) and cropped_target.shape == (288, 288)
+        top, left = divmod(int(cropped_target[0, 0]), 300)
+        assert torch.equal(cropped, image[:, top : top + 288, left : left + 288])
+        offsets.add((top, left))
+    assert len(offsets) > 1  # the offset is random: content may sit anywhere in the window
+    small = torch.zeros(1, 20, 40)
+    assert random_crop_pair(small, None, 32)[0].shape == (1, 32, 64)  # too small: padded instead

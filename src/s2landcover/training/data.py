@@ -166,6 +166,32 @@ def pad_pair(
     return image, target
 
 
+def random_crop_pair(
+    image: torch.Tensor,
+    target: torch.Tensor | None,
+    multiple: int = PAD_MULTIPLE,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Crop image (C, H, W) and target (H, W) to the largest multiple of ``multiple`` that fits, at
+    a random offset (training: 300 -> 288).
+
+    Training on crops instead of padded chips matters: a network that always sees a mirrored strip
+    at the bottom and right of its input learns to expect one there, and then mislabels the real
+    content at the bottom and right edges of a scene in prediction (seen as false Built-up stripes
+    on the demo). The random offset also teaches it that content may sit anywhere in its window.
+    Sides shorter than ``multiple`` are padded as in :func:`pad_pair` instead.
+    """
+    height, width = image.shape[-2:]
+    crop_height, crop_width = (height // multiple) * multiple, (width // multiple) * multiple
+    if crop_height == 0 or crop_width == 0:
+        return pad_pair(image, target, multiple)
+    top = int(torch.randint(height - crop_height + 1, (1,), generator=generator))
+    left = int(torch.randint(width - crop_width + 1, (1,), generator=generator))
+    rows, cols = slice(top, top + crop_height), slice(left, left + crop_width)
+    image = image[..., rows, cols].contiguous()
+    return image, None if target is None else target[rows, cols].contiguous()
+
+
 class ChipDataset(Dataset):
     """Chips of one split as (image float32 (C, H', W'), target) pairs.
 
@@ -173,7 +199,8 @@ class ChipDataset(Dataset):
         chips: one row per sample with columns ``scene`` and ``store_index``.
         scenes: per scene name, where its store is and how its values become reflectance.
         mean, std: per-band reflectance statistics of the training split.
-        augment: augmentation settings, or None (validation).
+        augment: augmentation settings (training: then a random crop to a multiple of
+            ``pad_multiple``), or None (validation: the whole chip, padded).
         chip_targets: per-row class positions for chip-level tasks; None: the target is the mask
             (int64 (H', W'), class index - 1, -1 for no data and padding).
         pad_multiple: pad sides to a multiple of this (32 for smp U-Nets; 1 = no padding).
@@ -227,9 +254,11 @@ class ChipDataset(Dataset):
             target: torch.Tensor | None = torch.from_numpy(target_array)
         else:
             target = None
-        if self.augment is not None:
+        if self.augment is not None:  # training: random flips/rotations, then a random crop
             image, target = augment_pair(image, target, self.augment)
-        image, target = pad_pair(image, target, self.pad_multiple)
+            image, target = random_crop_pair(image, target, self.pad_multiple)
+        else:  # validation: the whole chip, padded
+            image, target = pad_pair(image, target, self.pad_multiple)
         if target is None:
             target = torch.tensor(self.chip_targets[position], dtype=torch.int64)
         return image, target
