@@ -10,9 +10,10 @@ Augmentation (random flips, 90-degree rotations, optional brightness/contrast ji
 random numbers from torch's generator (seeded per loader worker by torch, and by
 ``lightning.seed_everything``) and applies the same geometric transform to image and mask.
 
-smp U-Nets need sides divisible by 32: chips are padded at the bottom and right to the next multiple
-of 32 (300 -> 320), the image by reflection, the mask with :data:`IGNORE_INDEX` so padded pixels
-count neither in the loss nor in the metrics.
+smp U-Nets need sides divisible by 32: training chips are cropped at a random offset to the largest
+multiple of 32 that fits (300 -> 288, :func:`random_crop_pair`); validation chips are padded at the
+bottom and right to the next multiple (300 -> 320), the image by reflection, the mask with
+:data:`IGNORE_INDEX` so padded pixels count neither in the loss nor in the metrics.
 
 Memory: a sample is one chip (C x T x T float32, 1.4 MB for 4 bands at 300 px); the stores are
 memory maps opened lazily in each worker process (never pickled into it).

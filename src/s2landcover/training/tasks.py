@@ -11,7 +11,8 @@ copy of the machinery:
   when the target is the chip's mask (segmentation: pixels of class 0 become :data:`IGNORE_INDEX`).
 - ``class_counts``: counts per class on the training split (pixels or chips) for class weights.
 - ``monitor``: the validation metric that selects the best checkpoint and drives early stopping.
-- ``pad_multiple``: chips are padded (bottom/right) to a multiple of this before the network.
+- ``pad_multiple``: chip sides reach the network as a multiple of this (training: random crop;
+  validation: padding at the bottom/right).
 
 The metrics are the same for every task: one multiclass confusion matrix over the K classes, from
 which IoU, F1, precision, recall and accuracy follow, whether its entries count pixels or chips.
