@@ -13,6 +13,7 @@ import rasterio
 import torch
 from affine import Affine
 
+from chip_store_helpers import BANDS, OFFSET, SCALE, SCENE_TRANSFORM, write_chip_store
 from s2landcover.classify import chip_cells, chip_grid, predict_chips
 from s2landcover.config import validate_config
 from s2landcover.errors import InputError
@@ -29,8 +30,6 @@ from s2landcover.training.train import train_model
 CHIP = 32
 PER_ROW = 4
 ROWS = 3
-BANDS = ["B02", "B03", "B04", "B08"]
-SCALE, OFFSET = 1e-4, -0.1
 CLASSES = [
     {"index": 1, "name": "Forest", "codes": [10], "color": "#1b6e2a"},
     {"index": 2, "name": "Bare soil", "codes": [60], "color": "#b3a58c"},
@@ -39,57 +38,6 @@ CLASSES = [
 CLASS_REFLECTANCE = np.array(
     [[0.03, 0.05, 0.03, 0.30], [0.15, 0.18, 0.20, 0.25], [0.05, 0.04, 0.02, 0.01]]
 )
-SCENE_TRANSFORM = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 4600000.0)
-
-
-def write_chip_store(chip_dir: Path, scene: str, images: np.ndarray, masks: np.ndarray) -> None:
-    """A chip store per the contract (images.npy, masks.npy, index.parquet, meta.json)."""
-    chip_dir.mkdir(parents=True)
-    np.save(chip_dir / "images.npy", images)
-    np.save(chip_dir / "masks.npy", masks)
-    rows = []
-    for i in range(len(images)):
-        row_off, col_off = (i // PER_ROW) * CHIP, (i % PER_ROW) * CHIP
-        counts = np.bincount(masks[i].ravel(), minlength=len(CLASSES) + 1)
-        minx, maxy = SCENE_TRANSFORM @ (col_off, row_off)
-        maxx, miny = SCENE_TRANSFORM @ (col_off + CHIP, row_off + CHIP)
-        rows.append(
-            {
-                "chip_id": f"{scene}_r{row_off}_c{col_off}",
-                "scene": scene,
-                "store_index": i,
-                "row_off": row_off,
-                "col_off": col_off,
-                "height": CHIP,
-                "width": CHIP,
-                "stride": CHIP,
-                "minx": minx,
-                "miny": miny,
-                "maxx": maxx,
-                "maxy": maxy,
-                "crs": "EPSG:32631",
-                "valid_fraction": 1 - counts[0] / CHIP**2,
-                "nodata_fraction": counts[0] / CHIP**2,
-                "image_nodata_fraction": 0.0,
-                **{f"px_{k}": int(c) for k, c in enumerate(counts)},
-            }
-        )
-    pd.DataFrame(rows).to_parquet(chip_dir / "index.parquet")
-    meta = {
-        "scene": scene,
-        "bands": BANDS,
-        "scales": [SCALE] * 4,
-        "offsets": [OFFSET] * 4,
-        "nodata": 0,
-        "crs": "EPSG:32631",
-        "transform": list(SCENE_TRANSFORM)[:6],
-        "width": CHIP * PER_ROW,
-        "height": CHIP * ROWS,
-        "tile_size": CHIP,
-        "stride": CHIP,
-        "edge": "shift",
-    }
-    (chip_dir / "meta.json").write_text(json.dumps(meta))
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +58,9 @@ def chip_data(tmp_path_factory: pytest.TempPathFactory) -> dict:
     reflectance = reflectance + rng.normal(0, 0.01, reflectance.shape)
     images = np.clip((reflectance - OFFSET) / SCALE, 1, 65535).astype(np.uint16)
     images[:, :, -2:, :5] = 0
-    write_chip_store(root / "size32" / "sceneA", "sceneA", images, masks)
+    write_chip_store(
+        root / "size32" / "sceneA", "sceneA", images, masks, len(CLASSES), per_row=PER_ROW
+    )
     split = pd.DataFrame(
         {
             "chip_id": [

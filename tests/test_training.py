@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
+from chip_store_helpers import BANDS, OFFSET, SCALE, write_chip_store
 from s2landcover.config import validate_config
 from s2landcover.errors import InputError
 from s2landcover.io.checkpoints import load_model_checkpoint
@@ -30,8 +30,6 @@ from s2landcover.training.tasks import SegmentationTask
 from s2landcover.training.train import train_model
 
 CHIP = 64
-BANDS = ["B02", "B03", "B04", "B08"]
-SCALE, OFFSET = 1e-4, -0.1
 CLASSES = [
     {"index": 1, "name": "Forest", "codes": [10], "color": "#1b6e2a"},
     {"index": 2, "name": "Bare soil", "codes": [60], "color": "#b3a58c"},
@@ -41,54 +39,6 @@ CLASSES = [
 CLASS_REFLECTANCE = np.array(
     [[0.03, 0.05, 0.03, 0.30], [0.15, 0.18, 0.20, 0.25], [0.05, 0.04, 0.02, 0.01]]
 )
-
-
-def write_chip_store(chip_dir: Path, scene: str, images: np.ndarray, masks: np.ndarray) -> None:
-    """A chip store per the contract (images.npy, masks.npy, index.parquet, meta.json)."""
-    chip_dir.mkdir(parents=True)
-    np.save(chip_dir / "images.npy", images)
-    np.save(chip_dir / "masks.npy", masks)
-    n, _, size, _ = images.shape
-    per_row = 4
-    rows = []
-    for i in range(n):
-        row_off, col_off = (i // per_row) * size, (i % per_row) * size
-        counts = np.bincount(masks[i].ravel(), minlength=len(CLASSES) + 1)
-        rows.append(
-            {
-                "chip_id": f"{scene}_r{row_off}_c{col_off}",
-                "scene": scene,
-                "store_index": i,
-                "row_off": row_off,
-                "col_off": col_off,
-                "height": size,
-                "width": size,
-                "minx": 500000.0 + col_off * 10,
-                "miny": 4600000.0 - (row_off + size) * 10,
-                "maxx": 500000.0 + (col_off + size) * 10,
-                "maxy": 4600000.0 - row_off * 10,
-                "crs": "EPSG:32631",
-                "valid_fraction": 1 - counts[0] / size**2,
-                "nodata_fraction": counts[0] / size**2,
-                "image_nodata_fraction": 0.0,
-                **{f"px_{k}": int(c) for k, c in enumerate(counts)},
-            }
-        )
-    pd.DataFrame(rows).to_parquet(chip_dir / "index.parquet")
-    meta = {
-        "scene": scene,
-        "bands": BANDS,
-        "scales": [SCALE] * 4,
-        "offsets": [OFFSET] * 4,
-        "nodata": 0,
-        "crs": "EPSG:32631",
-        "transform": [10.0, 0.0, 500000.0, 0.0, -10.0, 4600000.0],
-        "width": CHIP * per_row,
-        "height": CHIP * (n // per_row),
-        "tile_size": CHIP,
-        "stride": CHIP,
-    }
-    (chip_dir / "meta.json").write_text(json.dumps(meta))
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +57,7 @@ def chip_data(tmp_path_factory: pytest.TempPathFactory) -> dict:
     images = np.clip((reflectance - OFFSET) / SCALE, 1, 65535).astype(np.uint16)
     images[0, :, :, :8] = 0  # image no data ...
     masks[0, :, :8] = 0  # ... and mask no data
-    write_chip_store(root / "size64" / "sceneA", "sceneA", images, masks)
+    write_chip_store(root / "size64" / "sceneA", "sceneA", images, masks, len(CLASSES))
     split = pd.DataFrame(
         {
             "chip_id": [f"c{i}" for i in range(n)],

@@ -1,0 +1,75 @@
+"""A chip store written by hand per the contract (README, io/chipstore.py), for the tests of the
+stages that read chip stores (training, classification) without running tiling first."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from affine import Affine
+
+BANDS = ["B02", "B03", "B04", "B08"]
+SCALE, OFFSET = 1e-4, -0.1
+# UTM 31N, 10 m pixels: the scene grid the chips are cut from.
+SCENE_TRANSFORM = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 4600000.0)
+
+
+def write_chip_store(
+    chip_dir: Path,
+    scene: str,
+    images: np.ndarray,
+    masks: np.ndarray,
+    num_classes: int,
+    per_row: int = 4,
+) -> None:
+    """Write images (N, 4, T, T) uint16 and masks (N, T, T) uint8 as the chip store of ``scene``:
+    chips laid out row-major, ``per_row`` to a row, stride = T, on :data:`SCENE_TRANSFORM`."""
+    chip_dir.mkdir(parents=True)
+    np.save(chip_dir / "images.npy", images)
+    np.save(chip_dir / "masks.npy", masks)
+    count, _, size, _ = images.shape
+    rows = []
+    for i in range(count):
+        row_off, col_off = (i // per_row) * size, (i % per_row) * size
+        counts = np.bincount(masks[i].ravel(), minlength=num_classes + 1)
+        minx, maxy = SCENE_TRANSFORM * (col_off, row_off)
+        maxx, miny = SCENE_TRANSFORM * (col_off + size, row_off + size)
+        rows.append(
+            {
+                "chip_id": f"{scene}_r{row_off}_c{col_off}",
+                "scene": scene,
+                "store_index": i,
+                "row_off": row_off,
+                "col_off": col_off,
+                "height": size,
+                "width": size,
+                "stride": size,
+                "minx": minx,
+                "miny": miny,
+                "maxx": maxx,
+                "maxy": maxy,
+                "crs": "EPSG:32631",
+                "valid_fraction": 1 - counts[0] / size**2,
+                "nodata_fraction": counts[0] / size**2,
+                "image_nodata_fraction": 0.0,
+                **{f"px_{k}": int(c) for k, c in enumerate(counts)},
+            }
+        )
+    pd.DataFrame(rows).to_parquet(chip_dir / "index.parquet")
+    meta = {
+        "scene": scene,
+        "bands": BANDS,
+        "scales": [SCALE] * len(BANDS),
+        "offsets": [OFFSET] * len(BANDS),
+        "nodata": 0,
+        "crs": "EPSG:32631",
+        "transform": list(SCENE_TRANSFORM)[:6],
+        "width": size * per_row,
+        "height": size * -(-count // per_row),
+        "tile_size": size,
+        "stride": size,
+        "edge": "shift",
+    }
+    (chip_dir / "meta.json").write_text(json.dumps(meta))
