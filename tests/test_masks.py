@@ -586,3 +586,74 @@ def test_real_aberystwyth_upsampled_reprojected_comes_back(tmp_path: Path) -> No
     # it, so 4 m inside the original 10 m pixel: nearest there and back can only agree
     assert agreement >= 0.999, agreement
     assert summary["method"] == "warp" and summary["unknown_codes"] == {}
+
+
+# --- on a dask.distributed cluster -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dask_cluster():
+    """A local dask cluster of two worker processes: windows and the filler cross a pickle."""
+    distributed = pytest.importorskip("distributed", reason="distributed is not installed")
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        yield cluster
+
+
+def test_dask_cluster_gives_the_same_mask_as_threads(
+    aligned_case, tmp_path: Path, dask_cluster
+) -> None:
+    source, scene_path, _ = aligned_case
+    cfg = mask_cfg(block_size=64)
+    local = downsample_mask(source, scene_path, tmp_path / "local.tif", CLASSES, cfg, threads=2)
+    remote = downsample_mask(
+        source,
+        scene_path,
+        tmp_path / "remote.tif",
+        CLASSES,
+        cfg,
+        scheduler_address=dask_cluster.scheduler_address,
+    )
+    assert remote["dask_scheduler"] == dask_cluster.scheduler_address
+    assert remote["windows"] == local["windows"]  # decimated inside, warped at the edges
+    assert remote["windows"]["decimated"] > 0 and remote["windows"]["warp"] > 0
+    assert remote["pixels_per_class"] == local["pixels_per_class"]
+    np.testing.assert_array_equal(
+        read_band(tmp_path / "remote.tif"), read_band(tmp_path / "local.tif")
+    )
+    assert read_class_table(tmp_path / "remote.tif").names == CLASSES.names
+
+
+def test_dask_workers_reopen_a_map_replaced_under_the_same_name(
+    tmp_path: Path, dask_cluster
+) -> None:
+    """Workers keep the map open between tasks, but not past a new file under the same path."""
+    scene = Grid(UTM31, Affine(2, 0, 0, 0, -2, 400), 150, 200)
+    scene_path = write_scene(tmp_path / "scene.tif", scene)
+    transform = Affine(1, 0, 0, 0, -1, 400)
+    for seed in (1, 2):
+        codes = blocky_codes((400, 300), cell=5, seed=seed)
+        tmp = write_raster(tmp_path / "map.new.tif", codes, UTM31, transform, nodata=0)
+        tmp.replace(tmp_path / "map.tif")  # a new file (new inode, new mtime) under one name
+        out = tmp_path / f"mask{seed}.tif"
+        downsample_mask(
+            tmp_path / "map.tif",
+            scene_path,
+            out,
+            CLASSES,
+            mask_cfg(block_size=64),
+            scheduler_address=dask_cluster.scheduler_address,
+        )
+        np.testing.assert_array_equal(read_band(out), LUT[codes[1::2, 1::2]])
+
+
+def test_unreachable_dask_scheduler_stops_before_writing(aligned_case, tmp_path: Path) -> None:
+    pytest.importorskip("distributed", reason="distributed is not installed")
+    source, scene_path, _ = aligned_case
+    out = tmp_path / "mask.tif"
+    with pytest.raises(InputError, match="no dask scheduler reached"):
+        downsample_mask(
+            source, scene_path, out, CLASSES, mask_cfg(), scheduler_address="tcp://127.0.0.1:9"
+        )
+    assert list(tmp_path.glob("mask*")) == []

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import copy
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from chip_store_helpers import BANDS, OFFSET, SCALE, write_chip_store
 from s2landcover.config import validate_config
@@ -27,7 +32,7 @@ from s2landcover.training.losses import (
 )
 from s2landcover.training.module import LandCoverModule, metrics_from_confusion
 from s2landcover.training.tasks import SegmentationTask
-from s2landcover.training.train import train_model
+from s2landcover.training.train import cluster_plugins, train_model
 
 CHIP = 64
 CLASSES = [
@@ -379,3 +384,63 @@ def test_training_crop_is_the_same_window_of_image_and_target_and_a_multiple_of_
     assert len(offsets) > 1  # the offset is random: content may sit anywhere in the window
     small = torch.zeros(1, 20, 40)
     assert random_crop_pair(small, None, 32)[0].shape == (1, 32, 64)  # too small: padded instead
+
+
+# --- several devices ---------------------------------------------------------------------------
+
+
+def test_cluster_plugins_launch_own_processes_unless_srun_started_one_per_device() -> None:
+    assert cluster_plugins({}) == []  # outside SLURM: Lightning's default environment
+    assert cluster_plugins({"SLURM_NTASKS": "4", "SLURM_NTASKS_PER_NODE": "4"}) == []
+    (plugin,) = cluster_plugins({"SLURM_NTASKS": "1", "SLURM_NTASKS_PER_NODE": "1"})
+    assert type(plugin).__name__ == "LightningEnvironment"
+
+
+def test_two_device_ddp_inside_a_one_task_slurm_job(chip_data: dict, tmp_path: Path) -> None:
+    """`training.devices: 2` as a Snakemake SLURM job runs it (one task): Lightning starts a
+    second process, the two train on halves of the chips (gloo on CPU here, NCCL on GPUs), and
+    rank 0 alone writes the model folder."""
+    config = make_config(accelerator="cpu", devices=2, strategy="ddp")
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(json.loads(json.dumps(config))))
+    env = dict(os.environ)
+    env.update(
+        SLURM_NTASKS="1",
+        SLURM_NTASKS_PER_NODE="1",
+        SLURM_JOB_NAME="smk-train_model",
+        SLURM_JOB_ID="4242",
+        SLURM_NNODES="1",
+        OMP_NUM_THREADS="1",
+    )
+    out_dir = tmp_path / "model"
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "s2lc"),
+            "train",
+            "--config",
+            str(config_path),
+            "--split",
+            str(chip_data["split"]),
+            "--chips-root",
+            str(chip_data["chips_root"]),
+            "--out-dir",
+            str(out_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "world_size: 2" in result.stderr or "distributed_backend=gloo" in result.stderr, (
+        result.stderr[-4000:]
+    )
+    summaries = [
+        json.loads(line.split("train summary: ", 1)[1])
+        for line in result.stderr.splitlines()
+        if "train summary: " in line
+    ]
+    assert summaries and all(s["epochs_completed"] == 1 for s in summaries)
+    for name in ("model.pt", "last.ckpt", "metrics.csv", "curves.png"):
+        assert (out_dir / name).stat().st_size > 0, name
+    assert list(pd.read_csv(out_dir / "metrics.csv")["epoch"]) == [1]

@@ -178,6 +178,21 @@ def test_filter_threshold_change_reruns_filter_and_downstream_only(finished_run)
     assert not jobs & {"tile_scene", "ingest_scene", "downsample_mask", "make_demo_scene"}
 
 
+@pytest.mark.workflow
+def test_dask_scheduler_reaches_the_mask_job_and_reruns_nothing(finished_run):
+    """Where windows run is a resource, not a param: switching to a cluster recomputes nothing."""
+    write_config(finished_run, compute={"dask_scheduler": "tcp://scheduler.example:8786"})
+    try:
+        assert planned_jobs(finished_run) == set()
+        result = snakemake(
+            finished_run, "-n", "-p", "--cores", "1", "--forcerun", "downsample_mask"
+        )
+    finally:
+        write_config(finished_run)
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "--dask-scheduler tcp://scheduler.example:8786" in result.stdout + result.stderr
+
+
 def test_slurm_profile_resolves_every_rules_resources(tmp_path):
     """The SLURM profile parses; each job gets partition, memory, runtime (GPUs where needed)."""
     pytest.importorskip("snakemake_executor_plugin_slurm")

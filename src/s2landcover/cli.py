@@ -44,6 +44,13 @@ def _classes(config: dict[str, Any]):  # type: ignore[no-untyped-def]
     return ClassTable.from_config(config["classes"])
 
 
+def _dask_scheduler(args: argparse.Namespace, config: dict[str, Any]) -> str | None:
+    """--dask-scheduler ("" or "local": threads) or else the config's compute.dask_scheduler."""
+    if args.dask_scheduler is not None:
+        return None if args.dask_scheduler in ("", "local") else args.dask_scheduler
+    return config["compute"]["dask_scheduler"] or None
+
+
 def _scene_entry(config: dict[str, Any], name: str) -> dict[str, Any]:
     for scene in config["scenes"]:
         if scene["name"] == name:
@@ -129,7 +136,13 @@ def _downsample_mask(args: argparse.Namespace, config: dict[str, Any]) -> dict:
     from s2landcover.masks import downsample_mask
 
     return downsample_mask(
-        args.source, args.scene, args.out, _classes(config), config["mask"], threads=args.threads
+        args.source,
+        args.scene,
+        args.out,
+        _classes(config),
+        config["mask"],
+        threads=args.threads,
+        scheduler_address=_dask_scheduler(args, config),
     )
 
 
@@ -173,9 +186,10 @@ def _train(args: argparse.Namespace, config: dict[str, Any]) -> dict:
         args.chips_root,
         args.out_dir,
         config,
-        accelerator=args.accelerator,
-        devices=args.devices,
-        strategy=args.strategy,
+        accelerator=args.accelerator or config["training"]["accelerator"],
+        devices=args.devices or config["training"]["devices"],
+        strategy=args.strategy or config["training"]["strategy"],
+        num_nodes=args.num_nodes,
     )
 
 
@@ -275,6 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scene", required=True, help="scene stack whose grid the mask takes")
     p.add_argument("--out", required=True, help="output mask GeoTIFF")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--dask-scheduler",
+        help="dask scheduler address whose workers fill the windows ('local' or '': threads of "
+        "this process; default: compute.dask_scheduler of the config)",
+    )
     p = add("tile")
     p.add_argument("--scene-name", required=True)
     p.add_argument("--scene", required=True, help="scene stack GeoTIFF")
@@ -299,9 +318,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", required=True, help="split.parquet")
     p.add_argument("--chips-root", required=True, help="results/chips/size{tile}")
     p.add_argument("--out-dir", required=True, help="model folder")
-    p.add_argument("--accelerator", default="auto", help="auto, cpu, gpu (Lightning)")
-    p.add_argument("--devices", default="auto", help="number of devices or 'auto' (Lightning)")
-    p.add_argument("--strategy", default="auto", help="auto, ddp, ... (Lightning)")
+    p.add_argument(
+        "--accelerator", help="auto, cpu, gpu (default: training.accelerator of the config)"
+    )
+    p.add_argument(
+        "--devices", help="a count of GPUs or 'auto' (default: training.devices of the config)"
+    )
+    p.add_argument("--strategy", help="auto, ddp, ... (default: training.strategy of the config)")
+    p.add_argument(
+        "--num-nodes", type=int, default=1, help="machines (srun: one task per GPU on each)"
+    )
     p = add("predict")
     p.add_argument("--checkpoint", required=True, help="model.pt written by train")
     p.add_argument("--scene", required=True, help="scene stack GeoTIFF with the model's bands")

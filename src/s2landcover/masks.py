@@ -5,8 +5,10 @@ height; 0 = no data (the map's nodata value, ``mask.nodata_codes``, areas the ma
 1..K = the configured classes; colour table and class names embedded; tiled, compressed, overviews.
 
 How: the output grid is cut into square windows (``mask.block_size`` px); each window is filled from
-the source by GDAL (:mod:`s2landcover.io.warp`) in a thread pool, its source codes are counted and
-remapped through the class table, and the main thread writes it. Two ways to fill a window:
+the source by GDAL (:mod:`s2landcover.io.warp`) in a thread pool, or on the workers of a
+dask.distributed cluster when ``compute.dask_scheduler`` is set (:class:`WindowFiller`,
+:mod:`s2landcover.parallel`); its source codes are counted and remapped through the class table,
+and the main thread writes it. Two ways to fill a window:
 
 - ``decimated``: when the source grid has the scene's CRS and is aligned with it at an integer
   factor (1 m map, 10 m scene, corners on common lines) and resampling is nearest, a decimated read
@@ -51,12 +53,17 @@ from s2landcover.io.warp import (
     gdal_env,
     inspect_mask_source,
     open_mask_source,
+    worker_mask_source,
     write_mask,
 )
+from s2landcover.parallel import window_executor
 
 log = logging.getLogger(__name__)
 
 RESAMPLING = {"nearest": Resampling.nearest, "mode": Resampling.mode}
+# Windows submitted to a dask cluster and not yet written (1 MB each at the default block size):
+# enough to keep a few hundred worker threads busy while bounding this process's memory.
+MAX_WINDOWS_IN_FLIGHT = 256
 INTEGER_DTYPES = ("uint8", "uint16", "int8", "int16", "uint32", "int32")
 # Relative tolerance when deciding that two grids are aligned at an integer factor.
 ALIGNMENT_TOLERANCE = 1e-9
@@ -302,6 +309,56 @@ def _bounded_map(
             future.cancel()
 
 
+@dataclass
+class WindowFiller:
+    """Fills one output window of the mask: the source codes, their counts, the class indices.
+
+    Made of paths and plain values, so it is pickled to dask workers as well as called by local
+    threads; ``source`` is the stage's own open map (local threads) or None, when each process
+    opens the map by path once (:func:`~s2landcover.io.warp.worker_mask_source`). It is never
+    pickled. Memory per call: one window of codes in ``dtype`` and one of uint8 classes.
+    """
+
+    source_path: str
+    source_width: int
+    source_height: int
+    scene: Grid
+    plan: DecimationPlan | None
+    dtype: str
+    fill_value: int
+    resampling: Resampling
+    error_threshold: float
+    remapper: CodeRemapper
+    source: MaskSource | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["source"] = None  # open datasets stay in the process that opened them
+        return state
+
+    def __call__(self, window: Window) -> _WindowResult:
+        source = self.source or worker_mask_source(self.source_path)
+        shape = (int(window.height), int(window.width))
+        codes, method = None, "warp"
+        if self.plan is not None:
+            source_window = self.plan.source_window(window)
+            if window_inside(source_window, self.source_width, self.source_height):
+                codes = source.read_decimated(source_window, shape)
+                method = "decimated"
+        if codes is None:
+            codes = source.warp_window(
+                self.scene.crs,
+                self.scene.window_transform(window),
+                shape,
+                self.dtype,
+                self.fill_value,
+                self.resampling,
+                self.error_threshold,
+            )
+        counts = code_counts(codes)
+        return _WindowResult(window, self.remapper.remap(codes, counts), counts, method)
+
+
 def downsample_mask(
     source_path: str | Path,
     scene_path: str | Path,
@@ -310,6 +367,7 @@ def downsample_mask(
     mask_cfg: Mapping[str, Any],
     threads: int = 1,
     progress: bool = True,
+    scheduler_address: str | None = None,
 ) -> dict[str, Any]:
     """Bring a land-cover map onto a scene's exact grid as a class mask (the mask contract).
 
@@ -321,8 +379,13 @@ def downsample_mask(
         classes: the class table (source codes -> class indices).
         mask_cfg: the validated ``mask`` section (resampling, unknown_codes, nodata_codes,
             block_size, error_threshold).
-        threads: worker threads (output windows in parallel).
+        threads: worker threads (output windows in parallel) when ``scheduler_address`` is
+            None.
         progress: show a progress bar on stderr.
+        scheduler_address: ``compute.dask_scheduler``: None for local threads, or the address of
+            a dask.distributed scheduler whose workers fill the windows (see
+            :mod:`s2landcover.parallel`; the map must be on a file system the workers see, under
+            the same path). This process then only writes the windows that come back.
 
     Returns:
         A summary: grid, method(s) used, pixels per class, unknown codes, seconds.
@@ -356,29 +419,18 @@ def downsample_mask(
     plan = aligned_decimation(info.grid, scene) if resampling_name == "nearest" else None
     windows = plan_windows(scene.width, scene.height, block_size)
 
-    def fill(source: MaskSource, window: Window) -> _WindowResult:
-        shape = (int(window.height), int(window.width))
-        if plan is not None:
-            source_window = plan.source_window(window)
-            if window_inside(source_window, info.grid.width, info.grid.height):
-                codes = source.read_decimated(source_window, shape)
-                method = "decimated"
-            else:
-                codes, method = None, "warp"
-        else:
-            codes, method = None, "warp"
-        if codes is None:
-            codes = source.warp_window(
-                scene.crs,
-                scene.window_transform(window),
-                shape,
-                dtype,
-                fill_value,
-                resampling,
-                error_threshold,
-            )
-        counts = code_counts(codes)
-        return _WindowResult(window, remapper.remap(codes, counts), counts, method)
+    filler = WindowFiller(
+        source_path=source_path,
+        source_width=info.grid.width,
+        source_height=info.grid.height,
+        scene=scene,
+        plan=plan,
+        dtype=dtype,
+        fill_value=fill_value,
+        resampling=resampling,
+        error_threshold=error_threshold,
+        remapper=remapper,
+    )
 
     tally = _Tally()
     threads = max(1, int(threads))
@@ -387,8 +439,10 @@ def downsample_mask(
         gdal_env(),
         open_mask_source(source_path) as source,
         write_mask(out_path, scene, classes, overview_resampling) as dst,
-        cf.ThreadPoolExecutor(threads, thread_name_prefix="mask") as executor,
+        window_executor(threads, scheduler_address) as executor,
     ):
+        # Local threads share this process's handles; a dask worker opens its own (by path).
+        filler.source = None if scheduler_address else source
         bar = tqdm(
             total=len(windows),
             desc=f"mask {Path(out_path).name}",
@@ -396,7 +450,8 @@ def downsample_mask(
             disable=not progress or len(windows) < 4,
             mininterval=2.0,
         )
-        results = _bounded_map(executor, lambda w: fill(source, w), windows, 2 * threads)
+        in_flight = 2 * threads if not scheduler_address else MAX_WINDOWS_IN_FLIGHT
+        results = _bounded_map(executor, filler, windows, in_flight)
         for result in results:
             tally.add(result)
             dst.write(result.classes, 1, window=result.window)
@@ -431,6 +486,7 @@ def downsample_mask(
         "method": method,
         "windows": dict(tally.methods),
         "threads": threads,
+        "dask_scheduler": scheduler_address,
         "pixels_per_class": pixels,
         "unknown_codes": {str(code): n for code, n in unknown.items()},
         "seconds": round(seconds, 3),

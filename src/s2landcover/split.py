@@ -321,7 +321,8 @@ def split_chips(
         "warnings": warnings,
     }
     footprints = _footprint_table(selected, kept, classes)
-    write_table(kept, out_dir / "split.parquet")
+    # split.parquet, the file training reads, is written last: each file is atomic, and a failure
+    # on the way leaves no split table that looks complete beside missing footprints or summary.
     layers = write_footprints(
         footprints,
         out_dir / "footprints.gpkg",
@@ -330,6 +331,7 @@ def split_chips(
     )  # fmt: skip
     summary["footprint_layers"] = layers
     write_json(summary, out_dir / "split_summary.json")
+    write_table(kept, out_dir / "split.parquet")
     return {"method": method, "counts": counts, "warnings": warnings, "out_dir": str(out_dir)}
 
 

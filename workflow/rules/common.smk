@@ -20,6 +20,12 @@ MODEL = config["model"]["name"]
 RESULTS = "results"
 LOGS = f"{RESULTS}/logs"
 BENCHMARKS = f"{RESULTS}/benchmarks"
+# Where raster stages run their windows: "local" threads, or a dask scheduler's address. Passed as
+# a resource, not a param: it changes where a result is computed, not the result, so changing it
+# must not re-run anything (Snakemake re-runs jobs whose params change, not their resources).
+DASK_SCHEDULER = config["compute"]["dask_scheduler"] or "local"
+# GPUs a training job asks the cluster for: training.devices when it is a count, else one.
+TRAINING_GPUS = config["training"]["devices"] if config["training"]["devices"] != "auto" else 1
 # The software of every rule (used with --use-conda; relative to workflow/rules/).
 CONDA_ENV = "../../environment.yml"
 

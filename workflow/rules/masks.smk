@@ -19,6 +19,8 @@ rule downsample_mask:
     resources:
         mem_mb=2000,
         runtime=120,
+        dask_scheduler=DASK_SCHEDULER,
     shell:
         "s2lc downsample-mask --config-json {params.config:q} --source {input.source}"
-        " --scene {input.scene} --out {output} --threads {threads} 2> {log}"
+        " --scene {input.scene} --out {output} --threads {threads}"
+        " --dask-scheduler {resources.dask_scheduler:q} 2> {log}"

@@ -25,7 +25,7 @@ rule train_model:
     resources:
         mem_mb=8000,
         runtime=720,
-        gpu=1,
+        gpu=TRAINING_GPUS,
     shell:
         "s2lc train --config-json {params.config:q} --split {input.split}"
         " --chips-root {params.chips_root} --out-dir {params.out_dir} 2> {log}"

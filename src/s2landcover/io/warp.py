@@ -18,6 +18,7 @@ its own dataset handle (GDAL datasets are not thread-safe).
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from s2landcover.classes import ClassTable
+from s2landcover.errors import InputError
 from s2landcover.io.rasters import (
     Grid,
     atomic_path,
@@ -160,6 +162,35 @@ class MaskSource:
             for dataset in self._handles:
                 dataset.close()
             self._handles.clear()
+
+
+_WORKER_SOURCES: dict[tuple[str, int, int], MaskSource] = {}
+_WORKER_SOURCES_LOCK = threading.Lock()
+
+
+def worker_mask_source(path: str | Path) -> MaskSource:
+    """The :class:`MaskSource` of ``path`` shared by the tasks of this process (a dask worker).
+
+    Kept open for the life of the process, keyed by path, modification time and size, so that a
+    map replaced under the same name is opened afresh rather than read through a stale handle. The
+    stage's own process uses :func:`open_mask_source` instead, which closes its handles.
+    """
+    path = str(path)
+    try:
+        stat = os.stat(path)
+    except OSError as error:
+        raise InputError(
+            f"land-cover map {path} cannot be read on this dask worker ({error}); expected it on a "
+            "file system that every worker sees, under the same path"
+        ) from None
+    key = (path, stat.st_mtime_ns, stat.st_size)
+    with _WORKER_SOURCES_LOCK:
+        source = _WORKER_SOURCES.get(key)
+        if source is None:
+            for stale in [k for k in _WORKER_SOURCES if k[0] == path]:
+                _WORKER_SOURCES.pop(stale).close()
+            source = _WORKER_SOURCES[key] = MaskSource(path)
+    return source
 
 
 @contextlib.contextmanager

@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, TQDMProgressBar
+from lightning.pytorch.plugins.environments import LightningEnvironment
 
 from s2landcover.classes import ClassTable
 from s2landcover.errors import InputError
@@ -81,7 +82,7 @@ def resolve_precision(setting: str, on_cuda: bool) -> str:
 
 def config_digest(config: Mapping[str, Any]) -> str:
     """Hash of the settings a training state depends on (not loader, precision, save interval)."""
-    ignored = ("num_workers", "precision", "checkpoint_interval_s")
+    ignored = ("num_workers", "precision", "checkpoint_interval_s", "accelerator", "strategy")
     training = {k: v for k, v in config["training"].items() if k not in ignored}
     relevant = {
         "model": config["model"],
@@ -104,6 +105,21 @@ def _devices_argument(devices: Any) -> Any:
     if isinstance(devices, str) and devices.strip().isdigit():
         return int(devices)
     return devices
+
+
+def cluster_plugins(environ: Mapping[str, str] | None = None) -> list[Any]:
+    """Lightning plugins for how this process was started.
+
+    Started by ``srun`` with one task per GPU (``SLURM_NTASKS`` > 1), Lightning's SLURM environment
+    wires the tasks together (nothing to add). Started as a single task, as the Snakemake SLURM
+    executor starts every job, or outside SLURM, Lightning must launch one process per GPU
+    itself: its SLURM detection would instead demand ``--ntasks-per-node`` = devices, so it is
+    replaced by the plain single-node environment.
+    """
+    environ = os.environ if environ is None else environ
+    if "SLURM_NTASKS" in environ and int(environ["SLURM_NTASKS"] or 1) == 1:
+        return [LightningEnvironment()]
+    return []
 
 
 class StderrProgressBar(TQDMProgressBar):
@@ -399,6 +415,7 @@ def train_model(
     devices: Any = "auto",
     strategy: str = "auto",
     progress: bool = True,
+    num_nodes: int = 1,
 ) -> dict[str, Any]:
     """Train the configured model on the split's train chips, validate on its val chips.
 
@@ -409,6 +426,7 @@ def train_model(
         config: validated config with at least model, training, classes, bands, tile_size, task.
         accelerator, devices, strategy: Lightning Trainer arguments (``"gpu"``, ``4``, ``"ddp"``).
         progress: show Lightning's progress bars (on stderr).
+        num_nodes: machines taking part (several: started by ``srun``, one task per device).
 
     Returns:
         A summary: epochs completed, best epoch and its val mIoU, chip counts, normalisation and
@@ -520,6 +538,8 @@ def train_model(
         accelerator=accelerator,
         devices=_devices_argument(devices),
         strategy=strategy,
+        num_nodes=num_nodes,
+        plugins=cluster_plugins() or None,
         precision=precision,  # type: ignore[arg-type]
         max_epochs=int(training["epochs"]),
         callbacks=callbacks,
