@@ -6,7 +6,9 @@ then runs each stage of the pipeline through its public function, each in its ow
 its peak memory is its own, and beside it the reference it should be compared with, in the same run:
 
 - ingest_scene (band files -> scene stack);
-- downsample_mask, against the ``gdalwarp -r near`` command onto the same grid (when installed);
+- downsample_mask, against the ``gdalwarp -r near`` command onto the same grid (when installed),
+  and again with its windows on a local dask.distributed cluster of as many worker processes as
+  threads (the ``compute.dask_scheduler`` path, against the threads row);
 - tile_scene, against the seeds' way: one GeoTIFF per chip (image and mask) in a Python loop;
 - filter_chips and split_chips (index-only stages);
 - training steps (U-Net, forward + backward + AdamW) on the chips just made, chips/s, per encoder;
@@ -37,6 +39,7 @@ import sys
 import tempfile
 import time
 import traceback
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +186,29 @@ def child_mask(p: dict[str, Any]) -> dict[str, Any]:
         progress=False,
     )  # fmt: skip
     return {"seconds": time.perf_counter() - started, "method": str(summary.get("method", ""))}
+
+
+def child_mask_dask(p: dict[str, Any]) -> dict[str, Any]:
+    """downsample_mask with its windows on a local dask.distributed cluster of worker processes:
+    the cluster path (pickled filler, map opened per worker, windows sent back) on the same
+    cores as the threads row."""
+    from distributed import LocalCluster
+
+    from s2landcover.masks import downsample_mask
+
+    config = _config(p)
+    cluster_started = time.perf_counter()
+    with LocalCluster(
+        n_workers=p["threads"], threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        cluster_seconds = time.perf_counter() - cluster_started
+        started = time.perf_counter()
+        downsample_mask(
+            p["map"], p["scene"], p["out"], _classes(config), config["mask"],
+            scheduler_address=cluster.scheduler_address, progress=False,
+        )  # fmt: skip
+        seconds = time.perf_counter() - started
+    return {"seconds": seconds, "cluster_start_s": cluster_seconds}
 
 
 def child_tile(p: dict[str, Any]) -> dict[str, Any]:
@@ -357,6 +383,7 @@ CHILDREN = {
     "startup": child_startup,
     "ingest": child_ingest,
     "mask": child_mask,
+    "mask_dask": child_mask_dask,
     "tile": child_tile,
     "filter": child_filter,
     "split": child_split,
@@ -530,6 +557,30 @@ def run_benchmark(args: argparse.Namespace, work: Path) -> str:
         f"{megapixels_per_s(size * size, m.seconds):.1f}" if m else "-",
         folder_mib(mask) if m else None, reference, reference_s, ratio,
     )  # fmt: skip
+
+    # The same stage with its windows on a dask.distributed cluster (compute.dask_scheduler)
+    stage = (
+        f"downsample_mask on a local dask.distributed cluster ({args.threads} worker processes x "
+        "1 thread)"
+    )
+    if find_spec("distributed") is None:
+        table.add(stage, "-", None, "-", reference="`distributed` is not installed")
+    else:
+        mask_dask = work / "mask_dask.tif"
+        paths = {"map": str(map_path), "scene": str(scene), "out": str(mask_dask)}
+        d = attempt(
+            table, "downsample_mask on dask", lambda: child("mask_dask", {**common, **paths})
+        )
+        if d is not None:
+            stage += f", cluster start {d.result['cluster_start_s']:.1f} s not counted"
+        table.add(
+            stage, f"{size * factor:,}² px -> {size:,}² px", d,
+            f"{megapixels_per_s(size * size, d.seconds):.1f}" if d else "-",
+            folder_mib(mask_dask) if d else None,
+            f"the same stage on {args.threads} local threads (row above)",
+            m.seconds if m else None,
+            f"{m.seconds / d.seconds:.2f}" if m and d else "-",
+        )  # fmt: skip
 
     # Tiling vs one GeoTIFF per chip
     chips_root = work / "chips"

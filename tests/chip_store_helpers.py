@@ -34,8 +34,8 @@ def write_chip_store(
     for i in range(count):
         row_off, col_off = (i // per_row) * size, (i % per_row) * size
         counts = np.bincount(masks[i].ravel(), minlength=num_classes + 1)
-        minx, maxy = SCENE_TRANSFORM * (col_off, row_off)
-        maxx, miny = SCENE_TRANSFORM * (col_off + size, row_off + size)
+        minx, maxy = SCENE_TRANSFORM @ (col_off, row_off)
+        maxx, miny = SCENE_TRANSFORM @ (col_off + size, row_off + size)
         rows.append(
             {
                 "chip_id": f"{scene}_r{row_off}_c{col_off}",

@@ -485,7 +485,7 @@ def test_real_worldcover_onto_utm_grid_maps_codes(tmp_path: Path) -> None:
     # independent check: the map's code at the centre of random scene pixels (exact transform)
     rng = np.random.default_rng(0)
     rows, cols = rng.integers(0, 2000, 400), rng.integers(0, 2000, 400)
-    xs, ys = SAO_TOME_GRID.transform * (cols + 0.5, rows + 0.5)
+    xs, ys = SAO_TOME_GRID.transform @ (cols + 0.5, rows + 0.5)
     lon, lat = rasterio.warp.transform(SAO_TOME_GRID.crs, "EPSG:4326", xs, ys)
     with rasterio.open(WORLDCOVER) as src:
         samples = np.array([v[0] for v in src.sample(zip(lon, lat, strict=True))])
