@@ -38,14 +38,13 @@ GDALWARP = shutil.which("gdalwarp")
 NO_GDALWARP = "the gdalwarp command (Debian gdal-bin) is not installed"
 UTM31 = CRS.from_epsg(32631)
 
-CLASSES = ClassTable.from_config(
-    [
-        {"index": 1, "name": "Trees", "codes": [10, 20], "color": "#006400"},
-        {"index": 2, "name": "Grass", "codes": [30], "color": "#ffff4c"},
-        {"index": 3, "name": "Built", "codes": [50], "color": "#fa0000"},
-        {"index": 4, "name": "Water", "codes": [80], "color": "#0064c8", "water": True},
-    ]
-)
+CLASSES_CONFIG = [
+    {"index": 1, "name": "Trees", "codes": [10, 20], "color": "#006400"},
+    {"index": 2, "name": "Grass", "codes": [30], "color": "#ffff4c"},
+    {"index": 3, "name": "Built", "codes": [50], "color": "#fa0000"},
+    {"index": 4, "name": "Water", "codes": [80], "color": "#0064c8", "water": True},
+]
+CLASSES = ClassTable.from_config(CLASSES_CONFIG)
 CODES = np.array([10, 20, 30, 50, 80], dtype=np.uint8)
 LUT = np.zeros(256, dtype=np.uint8)
 LUT[[10, 20, 30, 50, 80]] = [1, 1, 2, 3, 4]
@@ -623,6 +622,34 @@ def test_dask_cluster_gives_the_same_mask_as_threads(
         read_band(tmp_path / "remote.tif"), read_band(tmp_path / "local.tif")
     )
     assert read_class_table(tmp_path / "remote.tif").names == CLASSES.names
+
+
+def test_cli_takes_the_scheduler_from_the_config_or_the_flag(
+    aligned_case, tmp_path: Path, dask_cluster
+) -> None:
+    """`s2lc downsample-mask` as the rule runs it: the address from compute.dask_scheduler, and
+    `--dask-scheduler local` (what the rule passes by default) overriding it with threads."""
+    source, scene_path, _ = aligned_case
+    config = {
+        "classes": [dict(c) for c in CLASSES_CONFIG],
+        "mask": {"block_size": 64},
+        "compute": {"dask_scheduler": dask_cluster.scheduler_address},
+    }
+    s2lc = str(Path(sys.executable).parent / "s2lc")
+    base = [s2lc, "downsample-mask", "--config-json", json.dumps(config), "--source", str(source),
+            "--scene", str(scene_path), "--threads", "2"]  # fmt: skip
+    for name, extra in (("cluster", []), ("local", ["--dask-scheduler", "local"])):
+        out = tmp_path / f"{name}.tif"
+        result = subprocess.run(
+            [*base, "--out", str(out), *extra], capture_output=True, text=True, timeout=300
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        summary = json.loads(result.stderr.split("downsample-mask summary: ", 1)[1].splitlines()[0])
+        expected = dask_cluster.scheduler_address if name == "cluster" else None
+        assert summary["dask_scheduler"] == expected
+    np.testing.assert_array_equal(
+        read_band(tmp_path / "cluster.tif"), read_band(tmp_path / "local.tif")
+    )
 
 
 def test_dask_workers_reopen_a_map_replaced_under_the_same_name(
