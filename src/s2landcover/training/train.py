@@ -111,10 +111,11 @@ def cluster_plugins(environ: Mapping[str, str] | None = None) -> list[Any]:
     """Lightning plugins for how this process was started.
 
     Started by ``srun`` with one task per GPU (``SLURM_NTASKS`` > 1), Lightning's SLURM environment
-    wires the tasks together (nothing to add). Started as a single task, as the Snakemake SLURM
-    executor starts every job, or outside SLURM, Lightning must launch one process per GPU
-    itself: its SLURM detection would instead demand ``--ntasks-per-node`` = devices, so it is
-    replaced by the plain single-node environment.
+    wires the tasks together (nothing to add). Started as a single SLURM task, as the Snakemake
+    SLURM executor starts every job, Lightning must launch one process per GPU itself, but its
+    SLURM detection would demand ``--ntasks-per-node`` = devices and refuse: the plain single-node
+    environment replaces it. Outside SLURM nothing is added (Lightning's own choice: single-node,
+    or torchrun's environment).
     """
     environ = os.environ if environ is None else environ
     if "SLURM_NTASKS" in environ and int(environ["SLURM_NTASKS"] or 1) == 1:
