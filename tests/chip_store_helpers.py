@@ -12,6 +12,16 @@ from affine import Affine
 
 BANDS = ["B02", "B03", "B04", "B08"]
 SCALE, OFFSET = 1e-4, -0.1
+# Three classes for the chip tests, with a reflectance per class and band (B02, B03, B04, B08):
+# separable, so that a few training steps already learn something.
+CLASSES = [
+    {"index": 1, "name": "Forest", "codes": [10], "color": "#1b6e2a"},
+    {"index": 2, "name": "Bare soil", "codes": [60], "color": "#b3a58c"},
+    {"index": 3, "name": "Water", "codes": [80], "color": "#2171b5", "water": True},
+]
+CLASS_REFLECTANCE = np.array(
+    [[0.03, 0.05, 0.03, 0.30], [0.15, 0.18, 0.20, 0.25], [0.05, 0.04, 0.02, 0.01]]
+)
 # UTM 31N, 10 m pixels: the scene grid the chips are cut from.
 SCENE_TRANSFORM = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 4600000.0)
 

@@ -13,7 +13,15 @@ import rasterio
 import torch
 from affine import Affine
 
-from chip_store_helpers import BANDS, OFFSET, SCALE, SCENE_TRANSFORM, write_chip_store
+from chip_store_helpers import (
+    BANDS,
+    CLASS_REFLECTANCE,
+    CLASSES,
+    OFFSET,
+    SCALE,
+    SCENE_TRANSFORM,
+    write_chip_store,
+)
 from s2landcover.classify import chip_cells, chip_grid, predict_chips
 from s2landcover.config import validate_config
 from s2landcover.errors import InputError
@@ -30,14 +38,6 @@ from s2landcover.training.train import train_model
 CHIP = 32
 PER_ROW = 4
 ROWS = 3
-CLASSES = [
-    {"index": 1, "name": "Forest", "codes": [10], "color": "#1b6e2a"},
-    {"index": 2, "name": "Bare soil", "codes": [60], "color": "#b3a58c"},
-    {"index": 3, "name": "Water", "codes": [80], "color": "#2171b5", "water": True},
-]
-CLASS_REFLECTANCE = np.array(
-    [[0.03, 0.05, 0.03, 0.30], [0.15, 0.18, 0.20, 0.25], [0.05, 0.04, 0.02, 0.01]]
-)
 
 
 @pytest.fixture(scope="module")

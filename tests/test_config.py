@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from s2landcover.config import ConfigError, load_config, validate_config
+from workflow_helpers import snakemake
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -115,24 +116,7 @@ def test_snakemake_stops_with_message_and_writes_nothing(tmp_path, override, exp
     config = _write_config(tmp_path, override)
     workdir = tmp_path / "run"
     workdir.mkdir()
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "--snakefile",
-            str(ROOT / "Snakefile"),
-            "--directory",
-            str(workdir),
-            "--configfile",
-            str(config),
-            "--cores",
-            "1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = snakemake(workdir, "--configfile", str(config), "--cores", "1", timeout=120)
     assert result.returncode != 0
     assert expected in result.stderr
     assert "Traceback" not in result.stderr

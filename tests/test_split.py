@@ -250,6 +250,21 @@ def test_split_without_validation_chip_is_an_error_and_writes_nothing(tmp_path):
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+def test_failure_while_writing_leaves_no_split_table(tmp_path, monkeypatch):
+    """split.parquet (what training reads) comes last: a failure on the way leaves none."""
+    from s2landcover import split as split_module
+
+    chip_table("s", 200, 200, 20, 20).to_parquet(tmp_path / "selected.parquet")
+
+    def failing_footprints(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(split_module, "write_footprints", failing_footprints)
+    with pytest.raises(OSError, match="disk full"):
+        split_chips(tmp_path / "selected.parquet", tmp_path / "out", CONFIG["split"], CLASSES)
+    assert not (tmp_path / "out" / "split.parquet").exists()
+
+
 def test_real_aberystwyth_split_has_no_leakage(tmp_path):
     folder = REAL / "aberystwyth"
     scene, mask = folder / "aber_s2_10band_10m.tif", folder / "aber_cls_4class.tif"

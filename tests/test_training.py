@@ -15,7 +15,14 @@ import pytest
 import torch
 import yaml
 
-from chip_store_helpers import BANDS, OFFSET, SCALE, write_chip_store
+from chip_store_helpers import (
+    BANDS,
+    CLASS_REFLECTANCE,
+    CLASSES,
+    OFFSET,
+    SCALE,
+    write_chip_store,
+)
 from s2landcover.config import validate_config
 from s2landcover.errors import InputError
 from s2landcover.io.checkpoints import load_model_checkpoint
@@ -35,15 +42,6 @@ from s2landcover.training.tasks import SegmentationTask
 from s2landcover.training.train import cluster_plugins, train_model
 
 CHIP = 64
-CLASSES = [
-    {"index": 1, "name": "Forest", "codes": [10], "color": "#1b6e2a"},
-    {"index": 2, "name": "Bare soil", "codes": [60], "color": "#b3a58c"},
-    {"index": 3, "name": "Water", "codes": [80], "color": "#2171b5", "water": True},
-]
-# Reflectance per class and band: separable classes so a few steps already learn something.
-CLASS_REFLECTANCE = np.array(
-    [[0.03, 0.05, 0.03, 0.30], [0.15, 0.18, 0.20, 0.25], [0.05, 0.04, 0.02, 0.01]]
-)
 
 
 @pytest.fixture(scope="module")

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import rasterio
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from workflow_helpers import ROOT, snakemake
+
 ALL_STAGES = {
     "make_demo_landcover",
     "make_demo_scene",
@@ -36,27 +34,6 @@ TINY_CONFIG = {
     "prediction": {"batch_size": 4},
     "evaluation": {"sample_chips": 2, "overview_size": 128},
 }
-
-
-def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "--snakefile",
-            str(ROOT / "Snakefile"),
-            "--directory",
-            str(workdir),
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
 
 
 def planned_jobs(workdir: Path, *args: str) -> set[str]:
@@ -115,21 +92,7 @@ def test_classification_task_plans_chip_labels_instead_of_scene_prediction(tmp_p
 
 
 def test_lint_is_clean():
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "--lint",
-            "--snakefile",
-            str(ROOT / "Snakefile"),
-            "--directory",
-            str(ROOT),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = snakemake(ROOT, "--lint", timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Lints for" not in result.stdout + result.stderr
 
@@ -209,3 +172,11 @@ def test_slurm_profile_resolves_every_rules_resources(tmp_path):
         assert "slurm_partition=" in line and "mem_mb=" in line and "runtime=" in line, (name, line)
     for name in ("train_model", "predict_scene"):
         assert "gpu=1" in resources[name] and "slurm_partition=gpu" in resources[name]
+
+    # training.devices: 4 -> the training job asks for four GPUs (prediction still one)
+    write_config(tmp_path, training={"devices": 4})
+    result = snakemake(tmp_path, "-n", "--workflow-profile", str(ROOT / "workflow/profiles/slurm"))
+    assert result.returncode == 0, result.stderr + result.stdout
+    text = result.stdout + result.stderr
+    train = re.search(r"^(?:localrule|rule) train_model:\n.*?resources: (.*?)\n", text, re.M | re.S)
+    assert re.search(r"\bgpu=4\b", train.group(1)), train.group(1)
