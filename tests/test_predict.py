@@ -259,6 +259,65 @@ def test_tta_of_an_equivariant_model_changes_nothing() -> None:
     np.testing.assert_array_equal(plain, with_tta)
 
 
+class DtypeRecordingModel(SpectralContextModel):
+    """The spectral stand-in that records the dtype and memory layout its convolutions see."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[torch.dtype, bool]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scores = self.score(x)
+        self.seen.append((scores.dtype, x.is_contiguous(memory_format=torch.channels_last)))
+        return self.smooth(scores)
+
+
+@pytest.mark.parametrize(
+    ("precision", "expected"),
+    [("auto", (torch.float32, False)), ("float32", (torch.float32, False)),
+     ("bfloat16", (torch.bfloat16, True))],
+)  # fmt: skip
+def test_precision_sets_the_cpu_autocast_and_layout(
+    precision: str, expected: tuple[torch.dtype, bool]
+) -> None:
+    stored, _ = synthetic_scene(seed=6, height=96, width=120)
+    grid = WindowGrid.for_scene(96, 120, window=64, stride=48)
+    model = DtypeRecordingModel().eval()
+    run_blend(model, stored, grid, precision=precision)
+    assert set(model.seen) == {expected}
+
+
+def test_bfloat16_agrees_with_float32_and_names_its_precision(
+    scene_with_nodata: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    scene, stored = scene_with_nodata
+    outputs = {}
+    for precision in ("float32", "bfloat16"):
+        out = tmp_path / f"{precision}.tif"
+        summary = predict_scene_with_model(
+            SpectralContextModel(), metadata(), scene, out,
+            prediction_cfg(window=64, precision=precision), progress=False,
+        )  # fmt: skip
+        assert summary["precision"] == precision
+        with rasterio.open(out) as dst:
+            outputs[precision] = dst.read(1)
+    valid = ~np.all(stored == 0, axis=0)
+    agreement = (outputs["float32"] == outputs["bfloat16"])[valid].mean()
+    assert agreement >= 0.99
+    np.testing.assert_array_equal(outputs["bfloat16"][~valid], 0)
+
+
+def test_unknown_precision_is_an_input_error(
+    scene_with_nodata: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    with pytest.raises(InputError, match=r"prediction\.precision"):
+        predict_scene_with_model(
+            SpectralContextModel(), metadata(), scene_with_nodata[0], tmp_path / "x.tif",
+            {**prediction_cfg(), "precision": "fp8"}, progress=False,
+        )  # fmt: skip
+    assert not (tmp_path / "x.tif").exists()
+
+
 # ----------------------------------------------------------------------------- the output file
 
 

@@ -445,8 +445,33 @@ def window_batches(
         yield offsets, np.stack(images), np.stack(valids)
 
 
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """bf16 (or fp16 where bf16 is not supported) on CUDA; None (float32) elsewhere."""
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 convolutions natively (oneDNN with AVX-512 BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The autocast dtype of inference on ``device``, or None for plain float32.
+
+    ``auto``: bf16 (fp16 where bf16 is not supported) on CUDA, float32 on CPU (bf16 on a CPU is
+    opt-in until its agreement with float32 is measured on trained models:
+    docs/benchmarks/predict.md). ``bfloat16``: bf16 autocast on any device (on a CPU without native
+    bf16 it is emulated and slow). ``float32``: no autocast.
+    """
+    if precision not in PRECISIONS:
+        raise InputError(
+            f"prediction.precision is {precision!r}; expected one of {list(PRECISIONS)}"
+        )
+    if precision == "float32":
+        return None
+    if precision == "bfloat16":
+        return torch.bfloat16
     if device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -463,20 +488,23 @@ def blend_rows(
     tta: bool = False,
     confidence: bool = False,
     on_batch: Callable[[int], None] | None = None,
+    precision: str = "auto",
 ) -> None:
     """Run ``model`` on window batches in row order and emit finished rows, top to bottom.
 
     ``emit_rows`` receives ``(row_off, classes uint8 (n, width), confidence uint8 or None)``
     covering the whole scene exactly once, in order. Memory: the accumulator (K + 1 float32 and one
-    bool per pixel of a window-high band of the scene) plus one batch.
+    bool per pixel of a window-high band of the scene) plus one batch. ``precision``: see
+    :func:`autocast_dtype`; with any autocast the input runs channels-last (the layout oneDNN and
+    cuDNN convolve fastest in reduced precision); logits are accumulated in float32 either way.
     """
     device = torch.device(device)
     accumulator = RowBandAccumulator(num_classes, grid.window_height, grid.width, device)
     weights = torch.from_numpy(blend_weights(grid.window_height, grid.window_width, blend)).to(
         device
     )
-    amp = autocast_dtype(device)
-    channels_last = device.type == "cuda"
+    amp = autocast_dtype(device, precision)
+    channels_last = device.type == "cuda" or amp is not None
     with torch.inference_mode():
         for offsets, images, valids in batches:
             x = torch.from_numpy(images).to(device, non_blocking=True)
@@ -680,9 +708,12 @@ def predict_scene_with_model(
         std=tuple(metadata["std"]),
         nodata=scene.nodata,
     )
+    precision = str(prediction_cfg.get("precision", "auto"))
+    amp = autocast_dtype(torch_device, precision)  # checks the name before any work
     model = model.to(torch_device).eval()
-    if torch_device.type == "cuda":
+    if torch_device.type == "cuda" or amp is not None:
         model = model.to(memory_format=torch.channels_last)
+    if torch_device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     log.info(
         "predicting %s (%s) with %d windows of %d x %d px, stride %d, blend %s, tta %s on %s",
@@ -740,6 +771,7 @@ def predict_scene_with_model(
                 blend_rows(
                     model, batches, grid, classes.num_classes, writer_thread.put, torch_device,
                     blend=blend, tta=tta, confidence=with_confidence, on_batch=report,
+                    precision=precision,
                 )  # fmt: skip
         finally:
             writer_thread.close()
@@ -756,6 +788,7 @@ def predict_scene_with_model(
         "blend": blend,
         "tta": tta,
         "device": str(torch_device),
+        "precision": str(amp).removeprefix("torch.") if amp is not None else "float32",
         "seconds": round(seconds, 3),
         "megapixels_per_second": round(megapixels / seconds, 4),
         "class_pixels": {
