@@ -16,6 +16,7 @@ ALL_STAGES = {
     "make_demo_landcover",
     "make_demo_scene",
     "ingest_scene",
+    "scene_validity",
     "downsample_mask",
     "tile_scene",
     "filter_chips",

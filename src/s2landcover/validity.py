@@ -455,7 +455,7 @@ def write_validity(
                     VALIDITY_SOURCE=chosen,
                     VALIDITY_CODES=json.dumps({str(k): v for k, v in VALIDITY_CODES.items()}),
                     INVALID_CODES=json.dumps(list(INVALID_CODES)),
-                    CLOUD_FRACTION=f"{fraction:.6f}",
+                    CLOUD_FRACTION=repr(fraction),
                     PIXELS_PER_CODE=json.dumps(counts.tolist()),
                     **extra_tags,
                 )
