@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import torch
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
@@ -22,6 +23,7 @@ from s2landcover.evaluate import confusion_matrix
 from s2landcover.io.chipstore import read_chip_index
 from s2landcover.io.rasters import Grid, geotiff_profile
 from s2landcover.predict import confidence_path, predict_scene_with_model
+from s2landcover.training.losses import CombinedLoss
 from s2landcover.validity import (
     CIRRUS,
     CLEAR,
@@ -223,6 +225,14 @@ def test_real_cloudy_l2a_chips_and_prediction_mask_sen2cor_clouds(tmp_path):
         np.testing.assert_array_equal(masks[row.store_index] == 0, cloudy[window])
         assert row.cloud_fraction == pytest.approx(cloudy[window].mean())
         assert row.nodata_fraction == 0.0  # clouds are not no data: the no-data filter keeps them
+    # The training loss ignores them: no gradient reaches the logits of a cloud pixel.
+    mixed = int(np.argmin(np.abs(index["cloud_fraction"].to_numpy() - 0.5)))
+    target = torch.from_numpy(masks[mixed].astype(np.int64) - 1)[None]  # as training/data.py
+    logits = torch.randn(1, 3, 64, 64, requires_grad=True)
+    CombinedLoss({"cross_entropy": 1, "dice": 1, "focal": 1})(logits, target).backward()
+    on_cloud = torch.from_numpy(masks[mixed] == 0)
+    assert 0 < on_cloud.float().mean() < 1
+    assert (logits.grad[0][:, on_cloud] == 0).all() and (logits.grad[0][:, ~on_cloud] != 0).any()
     meta = dict(metadata(), bands=bands, resolution=60.0)
     out = tmp_path / "prediction.tif"
     predict_scene_with_model(
