@@ -7,6 +7,7 @@ configfile: "config.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/scenes.smk"
+include: "workflow/rules/validity.smk"
 include: "workflow/rules/masks.smk"
 include: "workflow/rules/chips.smk"
 include: "workflow/rules/training.smk"

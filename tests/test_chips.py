@@ -219,7 +219,7 @@ def test_filter_decisions_reasons_and_counts():
     keep, reasons, counts = filter_decisions(index, CONFIG["filter"], CLASSES)
     assert list(keep) == [True, False, False, False, False, True]
     assert list(reasons) == ["", "nodata", "water", "nodata;water", "nodata", ""]
-    assert counts == {"nodata": 3, "water": 2, "scl": 0}
+    assert counts == {"nodata": 3, "water": 2, "scl": 0, "cloud": 0}
     stricter = dict(CONFIG["filter"], water_fraction=0.9)
     assert filter_decisions(index, stricter, CLASSES)[1].iloc[5] == "water"
     no_water_filter = dict(CONFIG["filter"], drop_water_only=False)

@@ -16,6 +16,7 @@ ALL_STAGES = {
     "make_demo_landcover",
     "make_demo_scene",
     "ingest_scene",
+    "scene_validity",
     "downsample_mask",
     "tile_scene",
     "filter_chips",
@@ -109,6 +110,20 @@ def test_full_run_writes_prediction_on_the_scene_grid(finished_run):
     assert (report / "report.html").stat().st_size > 0
     metrics = json.loads((report / "metrics.json").read_text())
     assert metrics  # the report's numbers are checked in test_evaluate
+    # Clouds: the demo product's SCL screened the scene; its cloud fraction is in metrics.json.
+    assert metrics["clouds"]["scenes"]["demo"]["source"] == "scl"
+    assert (finished_run / "results/validity/demo.tif").exists()
+
+
+@pytest.mark.workflow
+def test_validity_source_none_drops_the_validity_raster(finished_run):
+    write_config(finished_run, validity={"source": "none"})
+    try:
+        jobs = planned_jobs(finished_run)
+    finally:
+        write_config(finished_run)
+    assert "scene_validity" not in jobs
+    assert {"tile_scene", "predict_scene", "evaluate_model"} <= jobs
 
 
 @pytest.mark.workflow

@@ -30,7 +30,16 @@ lists every reason it fails, joined by ``;`` in that order):
 - ``water``: with ``filter.drop_water_only``, water classes cover ``>= filter.water_fraction``
   of the valid pixels (default 1.0: water-only chips);
 - ``scl``: with ``filter.scl_filter.enabled``, the listed SCL classes cover more than
-  ``filter.scl_filter.max_fraction`` of the chip.
+  ``filter.scl_filter.max_fraction`` of the chip;
+- ``cloud``: ``cloud_fraction > filter.max_cloud_fraction`` (default 1.0: cloudy chips are kept,
+  as the seeds did; their cloud pixels carry no label anyway).
+
+With a validity raster (:mod:`s2landcover.validity`, ``--validity``): pixels coded no data, cloud,
+cloud shadow or cirrus get label 0 in the chip's mask (ignored by the loss, like no data) and
+count in ``px_0``; ``nodata_fraction`` counts only no data (mask 0, image no data, validity 0), so
+the no-data filter does not drop cloudy chips. Index columns ``cloud_fraction`` (cloud, shadow or
+cirrus share of the chip's pixels with data) and ``validity_fraction_<code>`` (codes 0..5);
+``meta.json`` holds ``validity`` (whether they exist).
 """
 
 from __future__ import annotations
@@ -58,11 +67,12 @@ from s2landcover.io.chipstore import (
     write_table,
 )
 from s2landcover.io.rasters import Grid, atomic_path, grid_of, open_raster
+from s2landcover.validity import chip_validity_stats, invalid_pixels
 
 log = logging.getLogger(__name__)
 
 SCL_CODES = tuple(range(12))  # Sentinel-2 L2A scene classification values 0..11
-FILTER_REASONS = ("nodata", "water", "scl")
+FILTER_REASONS = ("nodata", "water", "scl", "cloud")
 
 
 # --- window planning ---------------------------------------------------------------------------
@@ -156,6 +166,7 @@ def tile_scene(
     classes: ClassTable,
     threads: int = 1,
     scl_path: str | Path | None = None,
+    validity_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """Cut a scene stack and its mask into chips: write the chip store folder ``out_dir``.
 
@@ -195,6 +206,8 @@ def tile_scene(
     _check_same_grid(mask_path, "mask", grid, scene_path)
     if scl_path is not None:
         _check_same_grid(scl_path, "scene classification band", grid, scene_path)
+    if validity_path is not None:
+        _check_same_grid(validity_path, "validity raster", grid, scene_path)
     if tile_size > grid.width or tile_size > grid.height:
         raise InputError(
             f"tile size {tile_size} px is larger than scene {scene_path} "
@@ -218,8 +231,11 @@ def tile_scene(
             local.scene = open_raster(scene_path)
             local.mask = open_raster(mask_path)
             local.scl = open_raster(scl_path) if scl_path is not None else None
+            local.validity = open_raster(validity_path) if validity_path is not None else None
             with lock:
-                opened.extend(h for h in (local.scene, local.mask, local.scl) if h is not None)
+                opened.extend(
+                    h for h in (local.scene, local.mask, local.scl, local.validity) if h is not None
+                )
         return local.scene, local.mask, local.scl
 
     def tile_row(row_number: int) -> list[dict[str, Any]]:
@@ -231,6 +247,8 @@ def tile_scene(
         image_strip = scene.read(window=strip_window)
         mask_strip = mask.read(1, window=strip_window)
         scl_strip = scl.read(1, window=strip_window) if scl is not None else None
+        validity = local.validity
+        validity_strip = validity.read(1, window=strip_window) if validity is not None else None
         images = np.empty((len(windows), band_count, tile_size, tile_size), dtype=np.uint16)
         masks = np.empty((len(windows), tile_size, tile_size), dtype=np.uint8)
         records = []
@@ -241,7 +259,16 @@ def tile_scene(
             record = _chip_record(
                 scene_name, int(starts[row_number]) + i, window, grid, stride, tile_size
             )
+            codes = None
+            if validity_strip is not None:
+                codes = validity_strip[:, c0 : c0 + tile_size]
+                nodata = nodata_pixels(images[i], masks[i], image_nodata)[0] | (codes == 0)
+                masks[i][invalid_pixels(codes)] = 0  # cloud, shadow, cirrus: no label
             record.update(chip_statistics(images[i], masks[i], classes.num_classes, image_nodata))
+            if codes is not None:
+                record["nodata_fraction"] = float(nodata.mean())
+                record["valid_fraction"] = 1.0 - record["nodata_fraction"]
+                record.update(chip_validity_stats(codes))
             if scl_strip is not None:
                 record.update(scl_fractions(scl_strip[:, c0 : c0 + tile_size]))
             records.append(record)
@@ -255,7 +282,9 @@ def tile_scene(
     # that consecutive strips share (a run per thread decodes each block about once).
     workers = max(1, min(threads, len(rows)))
     runs = [list(run) for run in np.array_split(np.arange(len(rows)), workers)]
-    cache_bytes = _block_cache_bytes(scene_path, [mask_path, scl_path], tile_size, workers)
+    cache_bytes = _block_cache_bytes(
+        scene_path, [mask_path, scl_path, validity_path], tile_size, workers
+    )
     with atomic_path(out_dir) as tmp_dir, rasterio.Env(GDAL_CACHEMAX=cache_bytes):
         writer = ChipStoreWriter(tmp_dir, count, band_count, tile_size)
         try:
@@ -282,6 +311,7 @@ def tile_scene(
             "count": count,
             "classes": list(classes.names),
             "scl": scl_path is not None,
+            "validity": validity_path is not None,
         }
         writer.finish(index, meta)
     seconds = time.perf_counter() - started
@@ -400,6 +430,17 @@ def filter_decisions(
         failed["scl"] = scl_share > float(scl_cfg.get("max_fraction", 0.5))
     else:
         failed["scl"] = np.zeros(len(index), dtype=bool)
+    max_cloud = float(filter_cfg.get("max_cloud_fraction", 1.0))
+    if max_cloud < 1.0:
+        if "cloud_fraction" not in index.columns:
+            raise InputError(
+                f"filter.max_cloud_fraction is {max_cloud} but the chip index has no "
+                "cloud_fraction column (chips tiled without a validity raster); set "
+                "validity.source to auto, scl, s2cloudless or file, or max_cloud_fraction to 1"
+            )
+        failed["cloud"] = index["cloud_fraction"].to_numpy(dtype=float) > max_cloud
+    else:
+        failed["cloud"] = np.zeros(len(index), dtype=bool)
     reasons = np.full(len(index), "", dtype=object)
     for name in FILTER_REASONS:
         hit = failed[name]
@@ -455,6 +496,7 @@ def filter_chips(
         "drop_water_only": filter_cfg.get("drop_water_only", True),
         "water_fraction": filter_cfg.get("water_fraction", 1.0),
         "scl_filter": dict(filter_cfg.get("scl_filter") or {}),
+        "max_cloud_fraction": filter_cfg.get("max_cloud_fraction", 1.0),
     }
     per_scene = {
         str(scene): {"chips": len(part), "kept": int(part["keep"].sum())}
@@ -479,7 +521,8 @@ def filter_chips(
             f"{thresholds['max_nodata_fraction']},"
             f" or no valid pixel) removed {counts['nodata']}, water (water classes >= "
             f"filter.water_fraction = {thresholds['water_fraction']} of valid pixels) removed "
-            f"{counts['water']}, scl (filter.scl_filter) removed {counts['scl']}; relax these "
+            f"{counts['water']}, scl (filter.scl_filter) removed {counts['scl']}, cloud "
+            f"(filter.max_cloud_fraction) removed {counts['cloud']}; relax these "
             "thresholds or check the mask and scene"
         )
     write_table(index, out_path)

@@ -1,6 +1,8 @@
 """The class table: source codes -> class index 1..K, names, colours, water flags.
 
-Index 0 is reserved for "no data / ignore" in masks, chips and predictions.
+Index 0 is reserved for "no data / ignore" in masks, chips and predictions; 255
+(:data:`NOT_OBSERVED`) marks predicted pixels the validity raster calls cloud, cloud shadow, cirrus
+or no data ("Not observed", not a land-cover class).
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from typing import Any
 import numpy as np
 
 NODATA_CLASS = 0
+NOT_OBSERVED = 255
+NOT_OBSERVED_NAME = "Not observed"
+NOT_OBSERVED_COLOR = "#ff00ff"
 
 
 def hex_to_rgb(color: str) -> tuple[int, int, int]:
@@ -28,6 +33,9 @@ class ClassTable:
     colors: tuple[str, ...]  # '#RRGGBB', one per class
     codes: tuple[tuple[int, ...], ...]  # source codes per class
     water: tuple[bool, ...]
+    # True for rasters that may hold NOT_OBSERVED (predictions made with a validity raster): the
+    # colour table and category names then carry it too.
+    not_observed: bool = False
 
     @classmethod
     def from_config(cls, classes: Sequence[Mapping[str, Any]]) -> ClassTable:
@@ -77,6 +85,8 @@ class ClassTable:
         table = {NODATA_CLASS: (0, 0, 0, 0)}
         for index, color in zip(self.indices, self.colors, strict=True):
             table[index] = (*hex_to_rgb(color), 255)
+        if self.not_observed:
+            table[NOT_OBSERVED] = (*hex_to_rgb(NOT_OBSERVED_COLOR), 255)
         return table
 
     def rgb_array(self) -> np.ndarray:

@@ -160,6 +160,7 @@ def _tile(args: argparse.Namespace, config: dict[str, Any]) -> dict:
         _classes(config),
         threads=args.threads,
         scl_path=args.scl,
+        validity_path=args.validity,
     )
 
 
@@ -204,6 +205,7 @@ def _predict(args: argparse.Namespace, config: dict[str, Any]) -> dict:
         config["prediction"],
         device=args.device,
         threads=args.threads,
+        validity_path=args.validity,
     )
 
 
@@ -239,6 +241,21 @@ def _evaluate(args: argparse.Namespace, config: dict[str, Any]) -> dict:
         args.out_dir,
         _classes(config),
         config["evaluation"],
+        validity=by_scene(args.validity) if args.validity else None,
+    )
+
+
+@_stage("validity", "write a scene's valid-observation raster (clear/cloud/shadow/cirrus/snow)")
+def _validity(args: argparse.Namespace, config: dict[str, Any]) -> dict:
+    from s2landcover.validity import write_validity
+
+    source = dict(_scene_entry(config, args.scene_name)["source"])
+    if args.source_path:  # products made or fetched by the workflow (demo, download)
+        if source["type"] == "stac":
+            source = {"type": "band_files"}
+        source["path"] = args.source_path
+    return write_validity(
+        args.scene, args.out, config["validity"], args.scene_name, source, scl_path=args.scl
     )
 
 
@@ -299,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scene", required=True, help="scene stack GeoTIFF")
     p.add_argument("--mask", required=True, help="mask GeoTIFF on the scene's grid")
     p.add_argument("--scl", help="scene classification band (optional)")
+    p.add_argument("--validity", help="validity raster: cloud pixels get label 0 (optional)")
     p.add_argument("--out-dir", required=True, help="chip store folder of this scene")
     p.add_argument(
         "--tile-size", type=int, help="chip side in pixels (default: tile_size of the config)"
@@ -334,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output land-cover GeoTIFF")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when present)")
     p.add_argument("--threads", type=int, help="CPU threads for inference")
+    p.add_argument("--validity", help="validity raster: invalid pixels become 255 (optional)")
     p = add("classify-chips")
     p.add_argument("--checkpoint", required=True, help="model.pt of a task: classification model")
     p.add_argument("--chips-root", required=True, help="results/chips/size{tile}")
@@ -350,6 +369,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chips-root", required=True)
     p.add_argument("--model-dir", required=True)
     p.add_argument("--out-dir", required=True)
+    p.add_argument("--validity", nargs="*", help="validity raster per scene ({scene}.tif)")
+    p = add("validity")
+    p.add_argument("--scene-name", required=True, help="scene name in the scene table")
+    p.add_argument("--scene", required=True, help="scene stack GeoTIFF (the grid)")
+    p.add_argument("--out", required=True, help="output validity GeoTIFF")
+    p.add_argument("--source-path", help="product path made by the workflow (demo, download)")
+    p.add_argument("--scl", help="ingest's SCL band on the scene grid (optional)")
     return parser
 
 

@@ -7,6 +7,11 @@ areas of the split: ``val``, ``test`` and ``train`` (the union of the chip windo
 pixel covered by several overlapping chips counts once) and ``whole_scene`` (every valid pixel,
 which includes the training areas, so it flatters the model).
 
+With validity rasters (:mod:`s2landcover.validity`), pixels coded cloud, cloud shadow, cirrus or
+no data are left out of every metric (their reference is treated as 0), and predictions of 255
+("Not observed") never count; ``metrics.json`` gets ``clouds``: whether clouds were screened and,
+per scene, the source, the cloud fraction and the pixels predicted as not observed.
+
 Outputs in ``results/evaluation/size{tile}/{model}/``: ``metrics.json``, ``confusion_matrix.png``,
 ``training_curves.png``, ``samples.png``, ``overview_<scene>.png`` and ``report.html``.
 """
@@ -14,7 +19,7 @@ Outputs in ``results/evaluation/size{tile}/{model}/``: ``metrics.json``, ``confu
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -214,6 +219,51 @@ def accumulate_area_counts(
     return totals
 
 
+# --- clouds ---------------------------------------------------------------------------------------
+
+
+def cloud_summary(names: Sequence[str], validity: Mapping[str, Path] | None) -> dict[str, Any]:
+    """``metrics.json``'s ``clouds``: screened (bool) and per scene source and cloud fraction."""
+    from s2landcover.validity import read_validity_info
+
+    validity = validity or {}
+    missing = [n for n in names if validity and n not in validity]
+    if missing:
+        raise InputError(
+            f"evaluate: no validity raster for scene(s) {missing}; got {sorted(validity)} "
+            "(files are matched by name: {scene}.tif)"
+        )
+    scenes: dict[str, Any] = {}
+    for name in names:
+        if name in validity:
+            info = read_validity_info(validity[name])
+            scenes[name] = {**info, "not_observed_pixels": 0, "excluded_reference_pixels": 0}
+        else:
+            scenes[name] = {"source": "none", "screened": False, "cloud_fraction": None}
+    return {
+        "screened": bool(scenes) and all(s["screened"] for s in scenes.values()),
+        "cloud_fraction_definition": "cloud, cloud shadow or cirrus pixels / pixels with data",
+        "scenes": scenes,
+    }
+
+
+def screened_blocks(
+    blocks: Iterable[tuple[Window, np.ndarray, np.ndarray]],
+    validity_path: Path,
+    scene_info: dict[str, Any],
+) -> Iterator[tuple[Window, np.ndarray, np.ndarray]]:
+    """``blocks`` with the reference set to 0 where the validity raster is invalid (cloud, shadow,
+    cirrus, no data); counts those reference pixels and the predictions of 255 in ``scene_info``."""
+    from s2landcover.classes import NOT_OBSERVED
+    from s2landcover.validity import invalid_pixels, read_validity_window
+
+    for window, reference, prediction in blocks:
+        invalid = invalid_pixels(read_validity_window(validity_path, window))
+        scene_info["excluded_reference_pixels"] += int(np.count_nonzero(invalid & (reference > 0)))
+        scene_info["not_observed_pixels"] += int(np.count_nonzero(prediction == NOT_OBSERVED))
+        yield window, np.where(invalid, 0, reference).astype(reference.dtype), prediction
+
+
 # --- sample chips ---------------------------------------------------------------------------------
 
 
@@ -301,6 +351,7 @@ def evaluate_model(
     classes: ClassTable,
     evaluation_cfg: Mapping[str, Any],
     window_size: int = DEFAULT_WINDOW_SIZE,
+    validity: Mapping[str, Path] | None = None,
 ) -> dict[str, Any]:
     """Evaluate the predicted maps of a run against the masks; write metrics, figures, report.
 
@@ -309,6 +360,7 @@ def evaluate_model(
     for the workflow's interface: chip windows come from the split table, pixels from the rasters.
     Memory: one ``window_size``² window of two uint8 rasters plus the sample chips and the decimated
     overviews (``evaluation.overview_size`` pixels a side), independent of scene size.
+    ``validity`` maps scene names to validity rasters (None or empty: clouds not screened).
     Returns a summary: mIoU and overall accuracy per area and the paths written.
     """
     from s2landcover import plots, report
@@ -321,9 +373,12 @@ def evaluate_model(
     k = classes.num_classes
 
     per_scene_counts: dict[str, dict[str, np.ndarray]] = {}
+    clouds = cloud_summary(names, validity)
     for scene in names:
         chips_by_area = {area: chip_windows(split_table, scene, area) for area in SPLIT_AREAS}
         blocks = eio.iter_label_windows(predictions[scene], masks[scene], window_size)
+        if validity and scene in validity:
+            blocks = screened_blocks(blocks, validity[scene], clouds["scenes"][scene])
         per_scene_counts[scene] = accumulate_area_counts(blocks, chips_by_area, k)
         log.info(
             "evaluated %s: %d valid pixels",
@@ -349,6 +404,7 @@ def evaluate_model(
             "includes training areas",
         },
         "areas": {area: area_metrics(totals[area], class_names) for area in AREAS},
+        "clouds": clouds,
         "scenes": {
             scene: {
                 area: area_metrics(per_scene_counts[scene][area], class_names) for area in AREAS

@@ -24,11 +24,17 @@ about ``4 * (K + 1) * window * width`` bytes for the accumulator, ``2 * 4 * C * 
 for the read and normalised row band, the queued batches and the network's activations.
 
 Logit channel ``i`` is class ``i + 1``; the output holds 1..K and 0 where the scene has no data.
+
+With a validity raster (:mod:`s2landcover.validity`, ``validity_path``), pixels it codes cloud,
+cloud shadow, cirrus or no data (where the scene has data) are written as
+:data:`~s2landcover.classes.NOT_OBSERVED` (255, "Not observed", its own colour in the colour table
+and category names) and get confidence 0: the network's class there would describe the cloud.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import queue
@@ -41,9 +47,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from rasterio.windows import Window
 from torch import nn
 
-from s2landcover.classes import ClassTable
+from s2landcover.classes import NOT_OBSERVED, ClassTable
 from s2landcover.errors import InputError
 from s2landcover.models import build_segmentation_model
 
@@ -619,6 +626,7 @@ def predict_scene(
     device: str | None = None,
     threads: int | None = None,
     progress: bool = True,
+    validity_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """Predict a whole scene with a trained checkpoint into a land-cover Cloud-Optimized GeoTIFF.
 
@@ -634,6 +642,7 @@ def predict_scene(
         device: ``cpu``, ``cuda``, ``cuda:1``; None picks CUDA when present.
         threads: CPU threads for torch (None leaves torch's default).
         progress: log progress (windows done, megapixels per second).
+        validity_path: the scene's validity raster (same grid); invalid pixels become 255.
 
     Returns:
         A summary: output paths, grid, window, stride, windows, seconds, megapixels per second,
@@ -646,7 +655,14 @@ def predict_scene(
         torch.set_num_threads(threads)
     model, metadata = model_from_checkpoint(checkpoint_path)
     return predict_scene_with_model(
-        model, metadata, scene_path, out_path, prediction_cfg, device=device, progress=progress
+        model,
+        metadata,
+        scene_path,
+        out_path,
+        prediction_cfg,
+        device=device,
+        progress=progress,
+        validity_path=validity_path,
     )
 
 
@@ -659,6 +675,7 @@ def predict_scene_with_model(
     device: str | None = None,
     progress: bool = True,
     grid_shift: int = 0,
+    validity_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """:func:`predict_scene` with a model already built (any module mapping (B, C, h, w) normalised
     input to (B, K, h, w) logits) and its checkpoint metadata.
@@ -672,6 +689,7 @@ def predict_scene_with_model(
         inspect_scene_bands,
         read_row_bands,
     )
+    from s2landcover.io.rasters import open_raster
 
     started = time.perf_counter()
     scene_path, out_path = Path(scene_path), Path(out_path)
@@ -679,6 +697,11 @@ def predict_scene_with_model(
         raise InputError(f"--out {out_path} is the scene itself; choose another output path")
     classes = ClassTable.from_dict(metadata["classes"])
     scene = inspect_scene_bands(scene_path, list(metadata["bands"]))
+    if validity_path is not None:
+        from s2landcover.validity import check_validity_grid
+
+        check_validity_grid(validity_path, scene.grid, f"scene {scene_path}")
+        classes = dataclasses.replace(classes, not_observed=True)
     resolution = float(metadata["resolution"])
     res_x, res_y = scene.grid.resolution
     if not (
@@ -722,6 +745,7 @@ def predict_scene_with_model(
     )  # fmt: skip
 
     class_pixels = np.zeros(classes.num_classes + 1, dtype=np.int64)
+    not_observed_pixels = [0]
     done = [0]
 
     def report(windows: int) -> None:
@@ -745,10 +769,20 @@ def predict_scene_with_model(
     )
     cache = bounded_block_cache(grid.width, len(scene.indexes))
     optional_conf_writer = conf_writer if conf_writer is not None else contextlib.nullcontext()
-    with cache, class_writer, optional_conf_writer:
+    validity_src = open_raster(validity_path) if validity_path is not None else None
+    with cache, class_writer, optional_conf_writer, validity_src or contextlib.nullcontext():
 
         def write(item: tuple[int, np.ndarray, np.ndarray | None]) -> None:
             row_off, rows, conf = item
+            if validity_src is not None:
+                from s2landcover.validity import invalid_pixels
+
+                window = Window(0, row_off, rows.shape[1], rows.shape[0])
+                hidden = invalid_pixels(validity_src.read(1, window=window)) & (rows != 0)
+                rows[hidden] = NOT_OBSERVED
+                not_observed_pixels[0] += int(hidden.sum())
+                if conf is not None:
+                    conf[hidden] = 0
             class_pixels[:] += np.bincount(rows.ravel(), minlength=classes.num_classes + 1)[
                 : classes.num_classes + 1
             ]
@@ -794,6 +828,8 @@ def predict_scene_with_model(
         "class_pixels": {
             name: int(n) for name, n in zip(["no data", *classes.names], class_pixels, strict=True)
         },
+        "validity": str(validity_path) if validity_path is not None else None,
+        "not_observed_pixels": not_observed_pixels[0],
     }
     log.info("wrote %s in %.1f s (%.2f Mpx/s)", out_path, seconds, megapixels / seconds)
     return summary

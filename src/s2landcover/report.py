@@ -116,6 +116,34 @@ def per_scene_table(scenes: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> st
     return "<table>" + "".join(rows) + "</table>"
 
 
+def clouds_section(clouds: Mapping[str, Any] | None) -> str:
+    """HTML: each scene's cloud fraction and its source, or that clouds were not screened."""
+    if not clouds or not clouds.get("scenes"):
+        return "<p class='note'>Clouds were not screened (validity.source: none).</p>"
+    rows = [
+        "<tr><th class='name'>scene</th><th class='name'>source</th><th>cloud fraction %</th>"
+        "<th>predicted Not observed px</th><th>reference px left out</th></tr>"
+    ]
+    for scene, info in clouds["scenes"].items():
+        source = info.get("source", "none")
+        fraction = info.get("cloud_fraction") if info.get("screened") else None
+        rows.append(
+            f"<tr><td class='name'>{escape(scene)}</td><td class='name'>{escape(source)}"
+            f"{'' if info.get('screened') else ' (not screened)'}</td>"
+            f"<td>{_number(fraction, percent=True)}</td>"
+            f"<td>{_number(info.get('not_observed_pixels'))}</td>"
+            f"<td>{_number(info.get('excluded_reference_pixels'))}</td></tr>"
+        )
+    note = (
+        "Cloud fraction: cloud, cloud shadow and cirrus pixels of the validity raster over the "
+        "scene's pixels with data. Those pixels are left out of every metric above and predicted "
+        "as Not observed (255)."
+    )
+    if not clouds.get("screened"):
+        note += " Clouds were not screened in the scenes marked so: their metrics include clouds."
+    return "<table>" + "".join(rows) + f"</table><p>{escape(note)}</p>"
+
+
 def _figure(name: str, png: bytes, caption: str) -> str:
     data = base64.b64encode(png).decode("ascii")
     return (
@@ -147,6 +175,7 @@ def report_html(metrics: Mapping[str, Any], figures: Mapping[str, bytes], title:
             ]
     if metrics.get("scenes"):
         parts += ["<h2>Per scene</h2>", per_scene_table(metrics["scenes"])]
+    parts += ["<h2>Clouds</h2>", clouds_section(metrics.get("clouds"))]
     parts.append("<h2>Figures</h2>")
     ordered = [n for n in FIGURE_CAPTIONS if n in figures] + sorted(
         n for n in figures if n not in FIGURE_CAPTIONS

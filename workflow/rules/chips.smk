@@ -8,6 +8,7 @@ rule tile_scene:
         scene=f"{RESULTS}/scenes/{{scene}}.tif",
         mask=f"{RESULTS}/masks/{{scene}}.tif",
         scl=scl_band,
+        validity=validity_raster,
     output:
         # The chip store of the contract (README): written as one folder, renamed into place at the end.
         index=f"{RESULTS}/chips/size{{tile}}/{{scene}}/index.parquet",
@@ -18,6 +19,7 @@ rule tile_scene:
         config=cfg("chips", "classes"),
         out_dir=lambda wildcards, output: str(Path(output.index).parent),
         scl=scl_input_arg,
+        validity=validity_arg,
     log:
         f"{LOGS}/tile_scene/size{{tile}}/{{scene}}.log",
     benchmark:
@@ -29,7 +31,7 @@ rule tile_scene:
     shell:
         "s2lc tile --config-json {params.config:q} --tile-size {wildcards.tile}"
         " --scene-name {wildcards.scene} --scene {input.scene} --mask {input.mask}"
-        " {params.scl} --out-dir {params.out_dir} --threads {threads} 2> {log}"
+        " {params.scl} {params.validity} --out-dir {params.out_dir} --threads {threads} 2> {log}"
 
 
 rule filter_chips:

@@ -124,3 +124,31 @@ def chip_stores(wildcards):
         scene=SCENES,
         name=["index.parquet", "images.npy", "masks.npy", "meta.json"],
     )
+
+
+# Valid observations (workflow/rules/validity.smk, docs/clouds.md).
+def validity_raster(wildcards):
+    """The scene's validity raster, or [] when clouds are not screened."""
+    if config["validity"]["source"] == "none":
+        return []
+    return f"{RESULTS}/validity/{wildcards.scene}.tif"
+
+
+def validity_rasters(wildcards):
+    """The validity rasters of every scene (evaluation), or []."""
+    if config["validity"]["source"] == "none":
+        return []
+    return expand("{results}/validity/{scene}.tif", results=RESULTS, scene=SCENES)
+
+
+def validity_arg(wildcards, input):
+    """--validity with the input's validity raster(s), or nothing."""
+    paths = input.get("validity")
+    if not paths:
+        return ""
+    return "--validity " + " ".join([paths] if isinstance(paths, str) else list(paths))
+
+
+def validity_file(wildcards):
+    """A user-supplied mask for the scene (validity.files), so that changing it re-runs."""
+    return config["validity"]["files"].get(wildcards.scene, [])

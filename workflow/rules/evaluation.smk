@@ -14,6 +14,7 @@ rule evaluate_model:
         scenes=expand("{results}/scenes/{scene}.tif", results=RESULTS, scene=SCENES),
         split=f"{RESULTS}/splits/size{{tile}}/split.parquet",
         metrics=f"{RESULTS}/models/size{{tile}}/{{model}}/metrics.csv",
+        validity=validity_rasters,
     output:
         report=f"{RESULTS}/evaluation/size{{tile}}/{{model}}/report.html",
         metrics=f"{RESULTS}/evaluation/size{{tile}}/{{model}}/metrics.json",
@@ -22,6 +23,7 @@ rule evaluate_model:
         chips_root=lambda wildcards: f"{RESULTS}/chips/size{wildcards.tile}",
         model_dir=lambda wildcards, input: str(Path(input.metrics).parent),
         out_dir=lambda wildcards, output: str(Path(output.report).parent),
+        validity=validity_arg,
     log:
         f"{LOGS}/evaluate_model/size{{tile}}/{{model}}.log",
     benchmark:
@@ -34,4 +36,4 @@ rule evaluate_model:
         "s2lc evaluate --config-json {params.config:q} --predictions {input.predictions}"
         " --masks {input.masks} --scenes {input.scenes} --split {input.split}"
         " --chips-root {params.chips_root} --model-dir {params.model_dir}"
-        " --out-dir {params.out_dir} 2> {log}"
+        " --out-dir {params.out_dir} {params.validity} 2> {log}"

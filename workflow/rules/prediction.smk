@@ -7,10 +7,12 @@ rule predict_scene:
     input:
         model=f"{RESULTS}/models/size{{tile}}/{{model}}/model.pt",
         scene=f"{RESULTS}/scenes/{{scene}}.tif",
+        validity=validity_raster,
     output:
         **prediction_outputs(),
     params:
         config=cfg("prediction"),
+        validity=validity_arg,
     log:
         f"{LOGS}/predict_scene/size{{tile}}/{{model}}/{{scene}}.log",
     benchmark:
@@ -22,7 +24,7 @@ rule predict_scene:
         gpu=1,
     shell:
         "s2lc predict --config-json {params.config:q} --checkpoint {input.model}"
-        " --scene {input.scene} --out {output.classes} --threads {threads} 2> {log}"
+        " --scene {input.scene} --out {output.classes} --threads {threads} {params.validity} 2> {log}"
 
 
 rule predict_chips:

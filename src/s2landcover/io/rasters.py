@@ -24,7 +24,12 @@ from rasterio.crs import CRS
 from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
-from s2landcover.classes import ClassTable
+from s2landcover.classes import (
+    NOT_OBSERVED,
+    NOT_OBSERVED_COLOR,
+    NOT_OBSERVED_NAME,
+    ClassTable,
+)
 from s2landcover.errors import InputError
 
 # GeoTIFF creation options used for every product: tiled, compressed with a predictor, BigTIFF when
@@ -153,6 +158,13 @@ def write_class_metadata(
         CLASS_COLORS=json.dumps(["#000000", *classes.colors]),
     )
     dataset.update_tags(CLASS_TABLE=json.dumps(classes.to_dict()))
+    if classes.not_observed:
+        dataset.update_tags(
+            band,
+            NOT_OBSERVED=json.dumps(
+                {"value": NOT_OBSERVED, "name": NOT_OBSERVED_NAME, "color": NOT_OBSERVED_COLOR}
+            ),
+        )
 
 
 def write_category_names(path: str | Path, classes: ClassTable, band: int = 1) -> Path:
@@ -161,6 +173,8 @@ def write_category_names(path: str | Path, classes: ClassTable, band: int = 1) -
     GeoTIFF cannot hold category names itself; GDAL (and so QGIS) reads them from this sidecar.
     """
     names = ["no data", *classes.names]
+    if classes.not_observed:  # category names are by position: blanks up to 255
+        names += [""] * (NOT_OBSERVED - len(names)) + [NOT_OBSERVED_NAME]
     categories = "".join(f"<Category>{escape(n)}</Category>" for n in names)
     xml = (
         f'<PAMDataset><PAMRasterBand band="{band}"><CategoryNames>{categories}</CategoryNames>'

@@ -1,0 +1,30 @@
+# Valid observations: per scene, a raster of clear / cloud / cloud shadow / cirrus / snow / no data
+# on the scene's grid (docs/clouds.md). Tiling, prediction and evaluation read it; with
+# validity.source: none there is none and the report says clouds were not screened.
+
+
+rule scene_validity:
+    conda:
+        CONDA_ENV
+    input:
+        scene=f"{RESULTS}/scenes/{{scene}}.tif",
+        product=scene_product,
+        scl=scl_band,
+        file=validity_file,
+    output:
+        f"{RESULTS}/validity/{{scene}}.tif",
+    params:
+        config=cfg("scenes", "validity"),
+        product=scene_product_arg,
+        scl=scl_input_arg,
+    log:
+        f"{LOGS}/scene_validity/{{scene}}.log",
+    benchmark:
+        f"{BENCHMARKS}/scene_validity/{{scene}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    shell:
+        "s2lc validity --config-json {params.config:q} --scene-name {wildcards.scene}"
+        " --scene {input.scene} {params.product} {params.scl} --out {output} 2> {log}"
