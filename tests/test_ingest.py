@@ -593,3 +593,68 @@ def test_real_bigearthnet_all_patches_four_bands(tmp_path: Path) -> None:
             {"type": "band_files", "path": str(copy)}, FOUR, tmp_path / f"{folder.name}.tif", INGEST
         )
         assert summary["width"] == 120 and summary["resampled"] == []
+
+
+# ----------------------------------------------------------------------------------------------
+# Scenes that cannot be placed on the Earth or hold no valid pixel (issue 15, case 2)
+# ----------------------------------------------------------------------------------------------
+
+
+def _four_band_geotiff(path: Path, data: np.ndarray | None = None, **extra) -> Path:
+    data = data if data is not None else np.stack([band_values(b, 10) for b in FOUR])
+    write_raster(path, data, 10.0, **extra)
+    with rasterio.open(path, "r+") as dst:
+        for i, band in enumerate(FOUR, start=1):
+            dst.set_band_description(i, band)
+    return path
+
+
+def _nothing_beside(folder: Path, *inputs: Path) -> bool:
+    return sorted(folder.iterdir()) == sorted(inputs)
+
+
+def test_geotiff_without_crs_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    path = _four_band_geotiff(tmp_path / "no crs.tif", crs=None)
+    source = {"type": "geotiff", "path": str(path), "scale": 1e-4}
+    with pytest.raises(InputError, match=r"no crs\.tif has no coordinate reference system"):
+        ingest_scene(source, FOUR, tmp_path / "out.tif", INGEST)
+    assert _nothing_beside(tmp_path, path)
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_geotiff_without_geotransform_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    data = np.stack([band_values(b, 10) for b in FOUR])
+    path = tmp_path / "pixels.tif"
+    with rasterio.open(
+        path, "w", driver="GTiff", width=SIZE, height=SIZE, count=4, dtype="uint16", crs=CRS_UTM
+    ) as dst:  # a CRS but no geotransform: GDAL reports the identity
+        dst.write(data)
+        dst.descriptions = tuple(FOUR)
+    source = {"type": "geotiff", "path": str(path), "scale": 1e-4}
+    with pytest.raises(InputError, match=r"pixels\.tif has no geotransform"):
+        ingest_scene(source, FOUR, tmp_path / "out.tif", INGEST)
+    assert _nothing_beside(tmp_path, path)
+
+
+def test_band_file_without_crs_is_an_error_naming_that_file(tmp_path: Path) -> None:
+    folder = build_band_folder(tmp_path, patch=None)
+    write_raster(folder / "B05.tif", band_values("B05", 20), 20, crs=None)
+    with pytest.raises(InputError, match=r"B05\.tif has no coordinate reference system"):
+        ingest_scene({"type": "band_files", "path": str(folder)}, TEN, tmp_path / "o.tif", INGEST)
+    assert not (tmp_path / "o.tif").exists()
+
+
+def test_all_nodata_scene_is_an_error_and_writes_nothing(tmp_path: Path) -> None:
+    path = _four_band_geotiff(
+        tmp_path / "empty.tif", np.zeros((4, SIZE, SIZE), dtype=np.uint16), nodata=0
+    )
+    source = {"type": "geotiff", "path": str(path), "scale": 1e-4}
+    with pytest.raises(InputError, match=r"scene .*empty\.tif has no valid pixel.*no-data values"):
+        ingest_scene(source, FOUR, tmp_path / "out.tif", INGEST)
+    assert _nothing_beside(tmp_path, path)
+    # one valid pixel is enough
+    data = np.zeros((4, SIZE, SIZE), dtype=np.uint16)
+    data[:, 5, 7] = 1234
+    _four_band_geotiff(path, data, nodata=0)
+    summary = ingest_scene(source, FOUR, tmp_path / "out.tif", INGEST)
+    assert summary["valid_fraction"] == pytest.approx(1 / SIZE**2)

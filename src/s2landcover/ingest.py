@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from typing import Any
 import numpy as np
 from affine import Affine
 from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from s2landcover.errors import InputError
@@ -416,6 +418,56 @@ def plan_geotiff(source: Mapping[str, Any], bands: Sequence[str]) -> IngestPlan:
     return IngestPlan("geotiff", grid, plans, str(source.get("level") or "unknown"), date, tags)
 
 
+def _user_file(path: str) -> str:
+    """The file a user knows: ``/vsizip/a.zip/x/B02.jp2`` -> ``B02.jp2 in a.zip``."""
+    if path.startswith("/vsizip/"):
+        inner = path[len("/vsizip/") :]
+        cut = inner.lower().find(".zip")
+        if cut >= 0:
+            return f"{inner[cut + 5 :]} in {inner[: cut + 4]}"
+    return path
+
+
+def grid_problem(grid: Grid) -> str | None:
+    """Why ``grid`` cannot place a scene on the Earth (no CRS, no geotransform), or None."""
+    transform = grid.transform
+    if grid.crs is None or not grid.crs.to_wkt():
+        return "has no coordinate reference system (CRS)"
+    if (
+        transform.is_identity
+        or transform.determinant == 0
+        or not all(np.isfinite(list(transform)[:6]))
+    ):
+        return (
+            f"has no geotransform (pixel size and origin; found {tuple(transform)[:6]}, "
+            "GDAL's default for a file without georeferencing)"
+        )
+    return None
+
+
+def check_georeferenced(plan: IngestPlan) -> IngestPlan:
+    """Every file of ``plan`` has a CRS and a geotransform; :class:`InputError` naming it otherwise.
+
+    A file without georeferencing reads as pixel (col, row) coordinates (identity transform, no
+    CRS): the stack would have no place on the Earth and every later stage would fail on it, naming
+    derived files. Reads file headers only.
+    """
+    paths = dict.fromkeys(b.path for b in [*plan.bands, *([plan.scl] if plan.scl else [])])
+    for path in paths:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            grid = read_grid(path)
+        problem = grid_problem(grid)
+        if problem is not None:
+            raise InputError(
+                f"scene file {_user_file(path)} {problem}; expected a georeferenced raster (a "
+                "projected CRS such as UTM, e.g. EPSG:32631, with the pixel size and origin in "
+                "metres). Georeference it first (e.g. gdal_edit.py -a_srs EPSG:<code> -a_ullr "
+                "<ulx> <uly> <lrx> <lry>, or gdalwarp for a file with ground control points)"
+            )
+    return plan
+
+
 def plan_ingest(
     source: Mapping[str, Any], bands: Sequence[str], want_scl: bool = False
 ) -> IngestPlan:
@@ -435,18 +487,18 @@ def plan_ingest(
             f"allowed: {sorted(allowed)}"
         )
     if kind == "demo":
-        return plan_safe(source, names, want_scl, expected_level="L2A")
+        return check_georeferenced(plan_safe(source, names, want_scl, expected_level="L2A"))
     if kind == "safe":
-        return plan_safe(source, names, want_scl, expected_level=None)
+        return check_georeferenced(plan_safe(source, names, want_scl, expected_level=None))
     if kind == "band_files":
-        return plan_band_files(source, names, want_scl)
+        return check_georeferenced(plan_band_files(source, names, want_scl))
     if kind == "geotiff":
         if want_scl:
             raise InputError(
                 f"scene source {source.get('path')} is a multiband GeoTIFF without a scene "
                 "classification band; set ingest.include_scl to false"
             )
-        return plan_geotiff(source, names)
+        return check_georeferenced(plan_geotiff(source, names))
     if kind == "stac":
         raise InputError("a `stac` source is ingested from its download folder: pass source.path")
     raise InputError(f"source.type {kind!r} is not one of demo, safe, band_files, geotiff, stac")
@@ -606,7 +658,8 @@ def ingest_scene(
 
     Raises:
         InputError: missing band, band list not matching the file, corrupt file, unexpected level,
-            unreadable zip. Nothing is written then.
+            unreadable zip, a file without CRS or geotransform, a scene without any valid pixel.
+            Nothing is written then.
 
     Memory: two windows of every band in flight (``2 x bands x block_size^2`` values, plus
     float32 resampling buffers of a few ``block_size^2`` arrays per thread) and GDAL's block cache
@@ -688,6 +741,8 @@ def ingest_scene(
                     scl = scl_reader[0].read(window)
                     scl[stack[0] == 0] = 0
                     scl_writer.write(window, scl[None].astype(np.uint8))
+            if valid_pixels == 0:  # raised inside the writers: nothing is left behind
+                raise InputError(_no_valid_pixels_message(plan, source))
     summary = {
         "path": str(out_path),
         "scl_path": str(scl_out_path) if scl_out_path else None,
@@ -721,6 +776,21 @@ def ingest_scene(
         summary["seconds"],
     )
     return summary
+
+
+def _no_valid_pixels_message(plan: IngestPlan, source: Mapping[str, Any]) -> str:
+    nodata = ", ".join(
+        f"{b.name} {'none' if b.src_nodata is None else f'{b.src_nodata:g}'}" for b in plan.bands
+    )
+    files = sorted({_user_file(b.path) for b in plan.bands})
+    where = plan.tags.get("SOURCE_PATH") or source.get("path")
+    return (
+        f"scene {where} has no valid pixel: every pixel of its {plan.grid.width} x "
+        f"{plan.grid.height} px grid is no data in at least one of the bands "
+        f"{[b.name for b in plan.bands]} (files {', '.join(files)}; no-data values {nodata}; "
+        "a stored 0 also counts as no data where a file declares none). Expected a scene with "
+        "at least some valid pixels: check the file, source.nodata and the configured bands"
+    )
 
 
 class _maybe:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -196,8 +197,15 @@ def _aligned_factor(native: Grid, grid: Grid) -> int | None:
 
 
 def describe_raster(path: str) -> dict[str, Any]:
-    """Header of a raster: grid, count, dtypes, nodata, descriptions, scales, offsets, tags."""
-    with open_raster(path) as src:
+    """Header of a raster: grid, count, dtypes, nodata, descriptions, scales, offsets, tags.
+
+    A file without georeferencing gives the identity transform without a warning: callers check
+    the grid (:func:`s2landcover.ingest.check_georeferenced`) and name the file.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        src = open_raster(path)
+    with src:
         return {
             "grid": grid_of(src),
             "count": src.count,
