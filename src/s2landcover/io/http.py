@@ -125,6 +125,7 @@ def download_file(
 
     Memory: one 1 MiB chunk at a time.
     """
+    _require_http(url)
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
@@ -160,6 +161,12 @@ def download_file(
     os.replace(part, dest)
     state_path.unlink(missing_ok=True)
     return dest
+
+
+def _require_http(url: str) -> None:
+    """urllib also opens ``file://`` and ``ftp://`` URLs: only HTTP(S) is downloaded here."""
+    if not url.lower().startswith(("http://", "https://")):
+        raise DownloadError(f"{url!r} is not an http:// or https:// URL; nothing was downloaded")
 
 
 def _discard(part: Path, state_path: Path) -> None:
@@ -289,6 +296,7 @@ def _retry_after(value: str | None) -> float | None:
 
 def url_exists(url: str, timeout_s: float = 60.0, retries: int = 3, backoff: float = 1.0) -> bool:
     """True when a HEAD request for ``url`` succeeds, False on 404 (retrying 5xx and timeouts)."""
+    _require_http(url)
     failures = 0
     while True:
         request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": USER_AGENT})

@@ -91,12 +91,18 @@ def remote_raster_env(
 
 
 def vsicurl_path(href: str) -> str:
-    """The GDAL path of a remote file (``/vsicurl/https://...``; ``s3://`` becomes ``/vsis3/``)."""
-    if href.startswith(("http://", "https://")):
+    """The GDAL path of a remote file (``/vsicurl/https://...``; ``s3://`` becomes ``/vsis3/``).
+
+    Anything else (a local path, ``file://``) raises :class:`DownloadError`: this module reads
+    remote files only, so a catalogue cannot make it read a local file.
+    """
+    if href.lower().startswith(("http://", "https://")):
         return f"/vsicurl/{href}"
-    if href.startswith("s3://"):
+    if href.lower().startswith("s3://"):
         return f"/vsis3/{href[5:]}"
-    return href
+    raise DownloadError(
+        f"{href!r} is not an http://, https:// or s3:// URL; only remote rasters are read here"
+    )
 
 
 def remote_grid(href: str) -> tuple[Grid, str, float | None]:
