@@ -658,3 +658,92 @@ def test_all_nodata_scene_is_an_error_and_writes_nothing(tmp_path: Path) -> None
     _four_band_geotiff(path, data, nodata=0)
     summary = ingest_scene(source, FOUR, tmp_path / "out.tif", INGEST)
     assert summary["valid_fraction"] == pytest.approx(1 / SIZE**2)
+
+
+# ----------------------------------------------------------------------------------------------
+# Staying on the user's grid (issue 16)
+# ----------------------------------------------------------------------------------------------
+
+ODD = Affine(9.995, 0, X0 + 3.7, 0, -9.997, Y0 - 1.3)  # not 10 m, not on a 10 m raster
+
+
+def _write_on(path: Path, data: np.ndarray, transform: Affine, **extra) -> Path:
+    data = data if data.ndim == 3 else data[None]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    profile = dict(driver="GTiff", count=data.shape[0], dtype=str(data.dtype), crs=CRS_UTM)
+    profile.update(width=data.shape[2], height=data.shape[1], transform=transform, **extra)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    return path
+
+
+def test_geotiff_on_a_9995_m_grid_keeps_its_grid_and_values(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rng = np.random.default_rng(3)
+    data = rng.integers(1, 10000, (4, 70, 90), dtype=np.uint16)
+    path = _write_on(tmp_path / "odd.tif", data, ODD, nodata=0)
+    with rasterio.open(path, "r+") as dst:
+        dst.descriptions = tuple(FOUR)
+    out = tmp_path / "stack.tif"
+    with caplog.at_level("WARNING", logger="s2landcover.ingest"):
+        summary = ingest_scene(
+            {"type": "geotiff", "path": str(path), "scale": 1e-4}, FOUR, out, INGEST
+        )
+    with rasterio.open(path) as src, rasterio.open(out) as dst:
+        assert dst.crs == src.crs and dst.transform == src.transform
+        assert (dst.width, dst.height) == (src.width, src.height)
+        assert np.array_equal(dst.read(), src.read())  # not one value changed
+    assert summary["resampled"] == [] and "9.995 m x 9.997 m" in summary["grid_off_10m_raster"]
+    assert "keeping the source's own grid (9.995 m x 9.997 m pixels" in caplog.text
+    assert "band(s) onto" not in caplog.text
+
+
+def test_geotiff_at_10m_off_the_10m_raster_is_kept_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    shifted = Affine(10, 0, X0 + 3.7, 0, -10, Y0)
+    data = np.stack([band_values(b, 10) for b in FOUR])
+    path = _write_on(tmp_path / "shifted.tif", data, shifted)
+    with rasterio.open(path, "r+") as dst:
+        dst.descriptions = tuple(FOUR)
+    with caplog.at_level("WARNING", logger="s2landcover.ingest"):
+        ingest_scene(
+            {"type": "geotiff", "path": str(path), "scale": 1e-4}, FOUR, tmp_path / "o.tif", INGEST
+        )
+    assert read_stack(tmp_path / "o.tif")[1]["transform"] == shifted
+    assert "not on a 10 m raster" in caplog.text
+
+
+def test_exact_10m_scene_logs_no_grid_warning(
+    tmp_path: Path, multiband: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING", logger="s2landcover.ingest"):
+        ingest_scene(
+            {"type": "geotiff", "path": str(multiband), "scale": 1e-3}, FOUR, tmp_path / "o.tif",
+            INGEST,
+        )  # fmt: skip
+    assert caplog.text == ""
+
+
+def test_band_folder_on_a_9995_m_grid_resamples_only_the_20m_band_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "bands"
+    rng = np.random.default_rng(4)
+    ten = {b: rng.integers(1, 10000, (64, 80), dtype=np.uint16) for b in FOUR}
+    for band, values in ten.items():
+        _write_on(folder / f"{band}.tif", values, ODD, nodata=0)
+    coarse = Affine(2 * ODD.a, 0, ODD.c, 0, 2 * ODD.e, ODD.f)  # 19.99 m x 19.994 m, same corner
+    _write_on(folder / "B05.tif", rng.integers(1, 10000, (32, 40), dtype=np.uint16), coarse)
+    out = tmp_path / "stack.tif"
+    bands = [*FOUR, "B05"]
+    with caplog.at_level("WARNING", logger="s2landcover.ingest"):
+        summary = ingest_scene({"type": "band_files", "path": str(folder)}, bands, out, INGEST)
+    stack, meta = read_stack(out)
+    assert meta["transform"] == ODD and meta["shape"] == (64, 80)
+    for i, band in enumerate(FOUR):
+        assert np.array_equal(stack[i], ten[band])
+    assert summary["resampled"] == ["B05"] and meta["tags"]["RESAMPLED_BANDS"] == "B05"
+    assert "resampling 1 band(s) onto the scene's grid" in caplog.text
+    assert "with bilinear: B05 (19.99 m)" in caplog.text
