@@ -360,7 +360,8 @@ def test_corrupt_asset_fails_clearly_and_leaves_no_output(band_files, tmp_path, 
             download_scene(SOURCE, ["B02", "B03"], _download_cfg(server), out)
     assert "/files/a_B03.tif" in str(error.value)
     assert not out.exists()
-    assert not list(out.parent.glob(".scene1.*.tmp"))  # no half-written folder either
+    # no half-written folder either: only the staging folder that a later run resumes from
+    assert [p.name for p in out.parent.iterdir()] == [".scene1.download"]
     staged = {p.name for p in out.parent.glob(".scene1.download/*")}
     assert "B03.tif" not in staged and "B03.tif.part" not in staged  # nothing corrupt kept
 

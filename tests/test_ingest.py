@@ -178,7 +178,8 @@ def read_stack(path: Path) -> tuple[np.ndarray, dict]:
 
 
 def no_outputs(folder: Path) -> bool:
-    return not any(p.name.endswith(".tif") or ".tmp" in p.name for p in folder.iterdir())
+    """No stack and no temporary file (hidden, ``.<name>.partial.tif``) in ``folder``."""
+    return not any(p.name.endswith(".tif") or p.name.startswith(".") for p in folder.iterdir())
 
 
 # ----------------------------------------------------------------------------------------------

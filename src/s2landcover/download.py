@@ -28,6 +28,7 @@ from rasterio.windows import Window
 from shapely.geometry import box, shape
 
 from s2landcover.errors import InputError
+from s2landcover.io.atomic import NoSpaceError, require_free_space
 from s2landcover.io.http import download_file, url_exists
 from s2landcover.io.rasters import Grid, atomic_path
 from s2landcover.io.stac import (
@@ -441,16 +442,23 @@ def download_scene(
     files: dict[str, str] = {}
     staging = out_dir.with_name(f".{out_dir.name}.download")
     if aoi is None:  # whole assets: into the staging folder first (resumable across runs)
-        for band, (_, asset) in assets.items():
-            name = band + _asset_extension(asset.href)
-            download_file(
-                asset.href,
-                staging / name,
-                expected_size=asset.extra_fields.get("file:size"),
-                checksum=asset.extra_fields.get("file:checksum"),
-                **retry,
-            )
-            files[band] = name
+        sizes = [asset.extra_fields.get("file:size") for _, asset in assets.values()]
+        try:
+            if all(isinstance(size, int) for size in sizes):  # the catalogue states every size
+                require_free_space(staging.parent, 1.05 * sum(sizes))  # + the JSON files
+            for band, (_, asset) in assets.items():
+                name = band + _asset_extension(asset.href)
+                download_file(
+                    asset.href,
+                    staging / name,
+                    expected_size=asset.extra_fields.get("file:size"),
+                    checksum=asset.extra_fields.get("file:checksum"),
+                    **retry,
+                )
+                files[band] = name
+        except NoSpaceError:
+            shutil.rmtree(staging, ignore_errors=True)  # a full device is not resumed: free it
+            raise
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         if aoi is None:

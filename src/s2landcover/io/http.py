@@ -10,6 +10,7 @@ corrupt download never leaves a file that looks complete.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
 import json
@@ -22,6 +23,7 @@ import urllib.request
 from pathlib import Path
 
 from s2landcover.errors import InputError
+from s2landcover.io.atomic import NoSpaceError, no_space_error, require_free_space
 
 log = logging.getLogger(__name__)
 
@@ -248,6 +250,12 @@ def _fetch_once(url: str, part: Path, state_path: Path, timeout_s: float) -> boo
             mode, resumed, offset = "wb", False, 0
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
+        if total is not None:  # a full device: refused before any byte, partial file removed
+            try:
+                require_free_space(part.parent, total - offset)
+            except NoSpaceError:
+                _discard(part, state_path)
+                raise
         _write_state(state_path, url, response.headers)
         received = offset
         try:
@@ -256,6 +264,10 @@ def _fetch_once(url: str, part: Path, state_path: Path, timeout_s: float) -> boo
                     stream.write(chunk)
                     received += len(chunk)
         except (OSError, http.client.HTTPException) as error:
+            if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+                full = no_space_error(part.parent, (total or received) - offset)
+                _discard(part, state_path)  # the partial file would keep the device full
+                raise full from None
             raise _TransientError(f"connection lost at byte {received}: {error!r}") from None
     if total is not None and received < total:
         raise _TransientError(f"connection closed at byte {received} of {total}")
