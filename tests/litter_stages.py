@@ -84,8 +84,10 @@ def _kill_at(owner: object, name: str, count: int) -> None:
     setattr(owner, name, wrapper)
 
 
-def run(stage: str, folder: Path, kill_at: int | None = None) -> None:
-    """Run ``stage`` on the inputs in ``folder``; with ``kill_at``, die at that window."""
+def run(stage: str, folder: Path, kill_at: int | None = None, out: Path | None = None) -> None:
+    """Run ``stage`` on the inputs in ``folder``, writing into ``out`` (default: ``folder``); with
+    ``kill_at``, die at that window."""
+    out = out or folder
     from s2landcover.chips import tile_scene
     from s2landcover.ingest import ingest_scene
     from s2landcover.io import chipstore, stack
@@ -96,20 +98,20 @@ def run(stage: str, folder: Path, kill_at: int | None = None) -> None:
         if kill_at:
             _kill_at(stack.StackWriter, "write", kill_at)
         source = {"type": "geotiff", "path": str(folder / "source.tif"), "scale": 1e-4}
-        ingest_scene(source, BANDS, folder / "scene.tif", {"block_size": 32})
+        ingest_scene(source, BANDS, out / "scene.tif", {"block_size": 32})
     elif stage == "mask":
         if kill_at:  # windows are written right after they are counted
             _kill_at(_Tally, "add", kill_at)
         cfg = {**CONFIG["mask"], "block_size": 32}
         downsample_mask(
-            folder / "map.tif", folder / "scene.tif", folder / "mask.tif", CLASSES, cfg,
+            folder / "map.tif", folder / "scene.tif", out / "mask.tif", CLASSES, cfg,
             progress=False,
         )  # fmt: skip
     elif stage == "tile":
         if kill_at:
             _kill_at(chipstore.ChipStoreWriter, "write", kill_at)
         tile_scene(
-            folder / "scene.tif", folder / "mask.tif", "scene", folder / "chips", 32,
+            folder / "scene.tif", folder / "mask.tif", "scene", out / "chips", 32,
             CONFIG["chips"], CLASSES,
         )  # fmt: skip
     elif stage == "prediction":
@@ -120,9 +122,9 @@ def run(stage: str, folder: Path, kill_at: int | None = None) -> None:
         grid = Grid(rasterio.crs.CRS.from_epsg(32631), TRANSFORM, SIZE, SIZE)
         rng = np.random.default_rng(3)
         classes = rng.integers(1, CLASSES.num_classes + 1, (SIZE, SIZE), dtype=np.uint8)
-        with pw.StreamingRasterWriter(folder / "prediction.tif", grid, classes=CLASSES) as out:
+        with pw.StreamingRasterWriter(out / "prediction.tif", grid, classes=CLASSES) as writer:
             for row in range(0, SIZE, 16):
-                out.write_rows(row, classes[row : row + 16])
+                writer.write_rows(row, classes[row : row + 16])
     else:
         raise ValueError(stage)
 

@@ -202,7 +202,7 @@ def finish_overviews(
     """
     path = Path(path)
     if not factors:
-        check_written(path.parent)
+        check_written(path.parent, output_bytes=path.stat().st_size)
         return
     size = path.stat().st_size
     overviews = overview_bytes(size, factors)
@@ -223,4 +223,4 @@ def finish_overviews(
     with rasterio.Env(**options), rasterio.open(path, "r+", **open_options) as dst:
         dst.build_overviews(list(factors), resampling)
         dst.update_tags(ns="rio_overview", resampling=resampling.name)
-    check_written(path.parent)
+    check_written(path.parent, output_bytes=path.stat().st_size)
