@@ -748,3 +748,24 @@ def test_band_folder_on_a_9995_m_grid_resamples_only_the_20m_band_with_a_warning
     assert summary["resampled"] == ["B05"] and meta["tags"]["RESAMPLED_BANDS"] == "B05"
     assert "resampling 1 band(s) onto the scene's grid" in caplog.text
     assert "with bilinear: B05 (19.99 m)" in caplog.text
+
+
+def test_real_aberystwyth_on_a_9995_m_grid_keeps_grid_and_values(tmp_path: Path) -> None:
+    """The real 10-band scene given a 9.995 m x 9.997 m grid (as the file of issue 16): before, it
+    was resampled onto an exact 10 m grid and about half of the reflectance values changed."""
+    path = REAL / "aberystwyth" / "aber_s2_10band_10m.tif"
+    if not path.is_file():
+        pytest.skip(f"real test data not found at {path}")
+    odd = tmp_path / "aber_9995.tif"
+    shutil.copy(path, odd)
+    with rasterio.open(odd, "r+") as dst:
+        t = dst.transform
+        dst.transform = Affine(9.995, 0, t.c, 0, -9.997, t.f)
+    out = tmp_path / "aber.tif"
+    ingest_scene({"type": "geotiff", "path": str(odd), "scale": 0.001}, TEN, out, INGEST)
+    with rasterio.open(odd) as src, rasterio.open(out) as dst:
+        assert dst.crs == src.crs and dst.transform == src.transform
+        assert (dst.width, dst.height) == (src.width, src.height)
+        source = src.read()
+        source[:, (source == 0).any(axis=0)] = 0  # the stack's no-data rule: 0 in any band
+        assert np.array_equal(dst.read(), source)
