@@ -259,9 +259,18 @@ def test_twelve_l2a_bands_and_b10(tmp_path: Path, l2a_safe: Path) -> None:
     assert not (tmp_path / "x.tif").exists()
 
 
-def test_scl_is_written_with_nearest(tmp_path: Path, l2a_safe: Path) -> None:
+def test_scl_is_written_with_nearest(
+    tmp_path: Path, l2a_safe: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     out, scl_out = tmp_path / "s.tif", tmp_path / "s_scl.tif"
-    ingest_scene({"type": "safe", "path": str(l2a_safe)}, FOUR, out, INGEST, scl_out_path=scl_out)
+    with caplog.at_level("WARNING", logger="s2landcover.ingest"):
+        ingest_scene(
+            {"type": "safe", "path": str(l2a_safe)}, FOUR, out, INGEST, scl_out_path=scl_out
+        )
+    assert "resampling the scene classification SCL (20 m) onto the scene's grid with nearest" in (
+        caplog.text
+    )
+    assert "band(s) onto" not in caplog.text  # the four 10 m bands are not resampled
     with rasterio.open(scl_out) as src:
         scl = src.read(1)
         assert src.dtypes[0] == "uint8" and src.nodata == 0 and src.res == (10.0, 10.0)

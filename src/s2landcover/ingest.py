@@ -761,6 +761,13 @@ def ingest_scene(
             _maybe(_scl_writer(scl_out_path, grid, plan, overviews, tile_size)) as scl_writer,
             ThreadPoolExecutor(max_workers=threads) as pool,
         ):
+            if scl_reader is not None and scl_reader[0].resampled:
+                log.warning(
+                    "scene %s: resampling the scene classification SCL (%g m) onto the scene's "
+                    "grid with nearest",
+                    plan.tags.get("SOURCE_PATH", "the scene"),
+                    scl_reader[0].native.resolution[0],
+                )
 
             def submit(window: Window) -> list[Any]:
                 return [pool.submit(reader.read, window) for reader in readers]
