@@ -360,7 +360,8 @@ def test_corrupt_asset_fails_clearly_and_leaves_no_output(band_files, tmp_path, 
             download_scene(SOURCE, ["B02", "B03"], _download_cfg(server), out)
     assert "/files/a_B03.tif" in str(error.value)
     assert not out.exists()
-    assert not list(out.parent.glob(".scene1.*.tmp"))  # no half-written folder either
+    # no half-written folder either: only the staging folder that a later run resumes from
+    assert [p.name for p in out.parent.iterdir()] == [".scene1.download"]
     staged = {p.name for p in out.parent.glob(".scene1.download/*")}
     assert "B03.tif" not in staged and "B03.tif.part" not in staged  # nothing corrupt kept
 
@@ -493,3 +494,56 @@ def test_checksum_mismatch_after_resume_refetches_from_scratch(tmp_path):
         )
         assert [r.range for r in server.requests] == ["bytes=10000-", None]
     assert (tmp_path / "f.bin").read_bytes() == payload
+
+
+@pytest.mark.parametrize("form", ["file_url", "absolute", "relative", "s3_whole_asset"])
+def test_asset_hrefs_that_are_not_remote_are_refused(band_files, tmp_path, monkeypatch, form):
+    """A catalogue may not make `download` copy a local file the user can read (issue 15 case 8)."""
+    secret = tmp_path / "private" / "secret.tif"
+    secret.parent.mkdir()
+    secret.write_bytes(band_files["B02"])  # a readable raster: copying it would succeed
+    monkeypatch.chdir(secret.parent)
+    href = {
+        "file_url": secret.as_uri(),
+        "absolute": str(secret),
+        "relative": "secret.tif",
+        "s3_whole_asset": "s3://bucket/B02.tif",
+    }[form]
+    with StacTestServer() as server:
+        item = _scene_item(server, "hostile", "2023-07-01T10:56:00Z", 1.0, band_files, "a")
+        item["assets"]["blue"]["href"] = href
+        server.items = [item]
+        out = tmp_path / "downloads" / "s"
+        with pytest.raises(InputError, match=r"STAC item hostile asset 'blue' has href") as error:
+            download_scene(SOURCE, ["B02", "B03"], _download_cfg(server), out)
+        assert server.count("GET", "/files/") == 0  # refused before anything was fetched
+    assert href in str(error.value)
+    if form == "s3_whole_asset":
+        assert "area_of_interest_only" in str(error.value)
+    assert not (tmp_path / "downloads").exists() or not any((tmp_path / "downloads").iterdir())
+
+
+def test_file_href_refused_in_area_of_interest_reads(band_files, tmp_path):
+    secret = tmp_path / "secret.tif"
+    secret.write_bytes(band_files["B02"])
+    with StacTestServer() as server:
+        item = _scene_item(server, "hostile", "2023-07-01T10:56:00Z", 1.0, band_files, "a")
+        item["assets"]["green"]["href"] = secret.as_uri()
+        server.items = [item]
+        cfg = _download_cfg(server, area_of_interest_only=True)
+        source = {"type": "stac", "item_id": "hostile", "bbox": _tile_bbox_wgs84()}
+        with pytest.raises(InputError, match=r"hostile asset 'green' has href 'file://"):
+            download_scene(source, ["B02", "B03"], cfg, tmp_path / "s")
+    assert not (tmp_path / "s").exists()
+
+
+def test_downloader_and_remote_reader_refuse_local_urls(tmp_path):
+    from s2landcover.io.stac import remote_grid
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("private")
+    with pytest.raises(DownloadError, match=r"not an http:// or https:// URL"):
+        download_file(secret.as_uri(), tmp_path / "copy.txt")
+    with pytest.raises(DownloadError, match=r"not an http://, https:// or s3:// URL"):
+        remote_grid(str(secret))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["secret.txt"]

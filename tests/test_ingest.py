@@ -178,7 +178,8 @@ def read_stack(path: Path) -> tuple[np.ndarray, dict]:
 
 
 def no_outputs(folder: Path) -> bool:
-    return not any(p.name.endswith(".tif") or ".tmp" in p.name for p in folder.iterdir())
+    """No stack and no temporary file (hidden, ``.<name>.partial.tif``) in ``folder``."""
+    return not any(p.name.endswith(".tif") or p.name.startswith(".") for p in folder.iterdir())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -258,9 +259,18 @@ def test_twelve_l2a_bands_and_b10(tmp_path: Path, l2a_safe: Path) -> None:
     assert not (tmp_path / "x.tif").exists()
 
 
-def test_scl_is_written_with_nearest(tmp_path: Path, l2a_safe: Path) -> None:
+def test_scl_is_written_with_nearest(
+    tmp_path: Path, l2a_safe: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     out, scl_out = tmp_path / "s.tif", tmp_path / "s_scl.tif"
-    ingest_scene({"type": "safe", "path": str(l2a_safe)}, FOUR, out, INGEST, scl_out_path=scl_out)
+    with caplog.at_level("WARNING", logger="s2landcover.ingest"):
+        ingest_scene(
+            {"type": "safe", "path": str(l2a_safe)}, FOUR, out, INGEST, scl_out_path=scl_out
+        )
+    assert "resampling the scene classification SCL (20 m) onto the scene's grid with nearest" in (
+        caplog.text
+    )
+    assert "band(s) onto" not in caplog.text  # the four 10 m bands are not resampled
     with rasterio.open(scl_out) as src:
         scl = src.read(1)
         assert src.dtypes[0] == "uint8" and src.nodata == 0 and src.res == (10.0, 10.0)
@@ -593,3 +603,178 @@ def test_real_bigearthnet_all_patches_four_bands(tmp_path: Path) -> None:
             {"type": "band_files", "path": str(copy)}, FOUR, tmp_path / f"{folder.name}.tif", INGEST
         )
         assert summary["width"] == 120 and summary["resampled"] == []
+
+
+# ----------------------------------------------------------------------------------------------
+# Scenes that cannot be placed on the Earth or hold no valid pixel (issue 15, case 2)
+# ----------------------------------------------------------------------------------------------
+
+
+def _four_band_geotiff(path: Path, data: np.ndarray | None = None, **extra) -> Path:
+    data = data if data is not None else np.stack([band_values(b, 10) for b in FOUR])
+    write_raster(path, data, 10.0, **extra)
+    with rasterio.open(path, "r+") as dst:
+        for i, band in enumerate(FOUR, start=1):
+            dst.set_band_description(i, band)
+    return path
+
+
+def _nothing_beside(folder: Path, *inputs: Path) -> bool:
+    return sorted(folder.iterdir()) == sorted(inputs)
+
+
+def test_geotiff_without_crs_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    path = _four_band_geotiff(tmp_path / "no crs.tif", crs=None)
+    source = {"type": "geotiff", "path": str(path), "scale": 1e-4}
+    with pytest.raises(InputError, match=r"no crs\.tif has no coordinate reference system"):
+        ingest_scene(source, FOUR, tmp_path / "out.tif", INGEST)
+    assert _nothing_beside(tmp_path, path)
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_geotiff_without_geotransform_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    data = np.stack([band_values(b, 10) for b in FOUR])
+    path = tmp_path / "pixels.tif"
+    with rasterio.open(
+        path, "w", driver="GTiff", width=SIZE, height=SIZE, count=4, dtype="uint16", crs=CRS_UTM
+    ) as dst:  # a CRS but no geotransform: GDAL reports the identity
+        dst.write(data)
+        dst.descriptions = tuple(FOUR)
+    source = {"type": "geotiff", "path": str(path), "scale": 1e-4}
+    with pytest.raises(InputError, match=r"pixels\.tif has no geotransform"):
+        ingest_scene(source, FOUR, tmp_path / "out.tif", INGEST)
+    assert _nothing_beside(tmp_path, path)
+
+
+def test_band_file_without_crs_is_an_error_naming_that_file(tmp_path: Path) -> None:
+    folder = build_band_folder(tmp_path, patch=None)
+    write_raster(folder / "B05.tif", band_values("B05", 20), 20, crs=None)
+    with pytest.raises(InputError, match=r"B05\.tif has no coordinate reference system"):
+        ingest_scene({"type": "band_files", "path": str(folder)}, TEN, tmp_path / "o.tif", INGEST)
+    assert not (tmp_path / "o.tif").exists()
+
+
+def test_all_nodata_scene_is_an_error_and_writes_nothing(tmp_path: Path) -> None:
+    path = _four_band_geotiff(
+        tmp_path / "empty.tif", np.zeros((4, SIZE, SIZE), dtype=np.uint16), nodata=0
+    )
+    source = {"type": "geotiff", "path": str(path), "scale": 1e-4}
+    with pytest.raises(InputError, match=r"scene .*empty\.tif has no valid pixel.*no-data values"):
+        ingest_scene(source, FOUR, tmp_path / "out.tif", INGEST)
+    assert _nothing_beside(tmp_path, path)
+    # one valid pixel is enough
+    data = np.zeros((4, SIZE, SIZE), dtype=np.uint16)
+    data[:, 5, 7] = 1234
+    _four_band_geotiff(path, data, nodata=0)
+    summary = ingest_scene(source, FOUR, tmp_path / "out.tif", INGEST)
+    assert summary["valid_fraction"] == pytest.approx(1 / SIZE**2)
+
+
+# ----------------------------------------------------------------------------------------------
+# Staying on the user's grid (issue 16)
+# ----------------------------------------------------------------------------------------------
+
+ODD = Affine(9.995, 0, X0 + 3.7, 0, -9.997, Y0 - 1.3)  # not 10 m, not on a 10 m raster
+
+
+def _write_on(path: Path, data: np.ndarray, transform: Affine, **extra) -> Path:
+    data = data if data.ndim == 3 else data[None]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    profile = dict(driver="GTiff", count=data.shape[0], dtype=str(data.dtype), crs=CRS_UTM)
+    profile.update(width=data.shape[2], height=data.shape[1], transform=transform, **extra)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    return path
+
+
+def test_geotiff_on_a_9995_m_grid_keeps_its_grid_and_values(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rng = np.random.default_rng(3)
+    data = rng.integers(1, 10000, (4, 70, 90), dtype=np.uint16)
+    path = _write_on(tmp_path / "odd.tif", data, ODD, nodata=0)
+    with rasterio.open(path, "r+") as dst:
+        dst.descriptions = tuple(FOUR)
+    out = tmp_path / "stack.tif"
+    with caplog.at_level("WARNING", logger="s2landcover.ingest"):
+        summary = ingest_scene(
+            {"type": "geotiff", "path": str(path), "scale": 1e-4}, FOUR, out, INGEST
+        )
+    with rasterio.open(path) as src, rasterio.open(out) as dst:
+        assert dst.crs == src.crs and dst.transform == src.transform
+        assert (dst.width, dst.height) == (src.width, src.height)
+        assert np.array_equal(dst.read(), src.read())  # not one value changed
+    assert summary["resampled"] == [] and "9.995 m x 9.997 m" in summary["grid_off_10m_raster"]
+    assert "keeping the source's own grid (9.995 m x 9.997 m pixels" in caplog.text
+    assert "band(s) onto" not in caplog.text
+
+
+def test_geotiff_at_10m_off_the_10m_raster_is_kept_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    shifted = Affine(10, 0, X0 + 3.7, 0, -10, Y0)
+    data = np.stack([band_values(b, 10) for b in FOUR])
+    path = _write_on(tmp_path / "shifted.tif", data, shifted)
+    with rasterio.open(path, "r+") as dst:
+        dst.descriptions = tuple(FOUR)
+    with caplog.at_level("WARNING", logger="s2landcover.ingest"):
+        ingest_scene(
+            {"type": "geotiff", "path": str(path), "scale": 1e-4}, FOUR, tmp_path / "o.tif", INGEST
+        )
+    assert read_stack(tmp_path / "o.tif")[1]["transform"] == shifted
+    assert "not on a 10 m raster" in caplog.text
+
+
+def test_exact_10m_scene_logs_no_grid_warning(
+    tmp_path: Path, multiband: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING", logger="s2landcover.ingest"):
+        ingest_scene(
+            {"type": "geotiff", "path": str(multiband), "scale": 1e-3}, FOUR, tmp_path / "o.tif",
+            INGEST,
+        )  # fmt: skip
+    assert caplog.text == ""
+
+
+def test_band_folder_on_a_9995_m_grid_resamples_only_the_20m_band_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "bands"
+    rng = np.random.default_rng(4)
+    ten = {b: rng.integers(1, 10000, (64, 80), dtype=np.uint16) for b in FOUR}
+    for band, values in ten.items():
+        _write_on(folder / f"{band}.tif", values, ODD, nodata=0)
+    coarse = Affine(2 * ODD.a, 0, ODD.c, 0, 2 * ODD.e, ODD.f)  # 19.99 m x 19.994 m, same corner
+    _write_on(folder / "B05.tif", rng.integers(1, 10000, (32, 40), dtype=np.uint16), coarse)
+    out = tmp_path / "stack.tif"
+    bands = [*FOUR, "B05"]
+    with caplog.at_level("WARNING", logger="s2landcover.ingest"):
+        summary = ingest_scene({"type": "band_files", "path": str(folder)}, bands, out, INGEST)
+    stack, meta = read_stack(out)
+    assert meta["transform"] == ODD and meta["shape"] == (64, 80)
+    for i, band in enumerate(FOUR):
+        assert np.array_equal(stack[i], ten[band])
+    assert summary["resampled"] == ["B05"] and meta["tags"]["RESAMPLED_BANDS"] == "B05"
+    assert "resampling 1 band(s) onto the scene's grid" in caplog.text
+    assert "with bilinear: B05 (19.99 m)" in caplog.text
+
+
+def test_real_aberystwyth_on_a_9995_m_grid_keeps_grid_and_values(tmp_path: Path) -> None:
+    """The real 10-band scene given a 9.995 m x 9.997 m grid (as the file of issue 16): before, it
+    was resampled onto an exact 10 m grid and about half of the reflectance values changed."""
+    path = REAL / "aberystwyth" / "aber_s2_10band_10m.tif"
+    if not path.is_file():
+        pytest.skip(f"real test data not found at {path}")
+    odd = tmp_path / "aber_9995.tif"
+    shutil.copy(path, odd)
+    with rasterio.open(odd, "r+") as dst:
+        t = dst.transform
+        dst.transform = Affine(9.995, 0, t.c, 0, -9.997, t.f)
+    out = tmp_path / "aber.tif"
+    ingest_scene({"type": "geotiff", "path": str(odd), "scale": 0.001}, TEN, out, INGEST)
+    with rasterio.open(odd) as src, rasterio.open(out) as dst:
+        assert dst.crs == src.crs and dst.transform == src.transform
+        assert (dst.width, dst.height) == (src.width, src.height)
+        source = src.read()
+        source[:, (source == 0).any(axis=0)] = 0  # the stack's no-data rule: 0 in any band
+        assert np.array_equal(dst.read(), source)

@@ -684,3 +684,25 @@ def test_unreachable_dask_scheduler_stops_before_writing(aligned_case, tmp_path:
             source, scene_path, out, CLASSES, mask_cfg(), scheduler_address="tcp://127.0.0.1:9"
         )
     assert list(tmp_path.glob("mask*")) == []
+
+
+def test_mask_onto_a_scene_grid_that_is_not_10m(aligned_case, tmp_path: Path) -> None:
+    """A scene kept on its own 9.995 m x 9.997 m grid (issue 16): the mask is on exactly that grid,
+    through GDAL's warper (no integer factor), and equals the nearest-neighbour warp of the map."""
+    source, _, _ = aligned_case
+    scene = Grid(UTM31, Affine(9.995, 0, 400_003.7, 0, -9.997, 4_599_998.7), 120, 140)
+    scene_path = write_scene(tmp_path / "odd_scene.tif", scene)
+    out = tmp_path / "odd_mask.tif"
+    summary = downsample_mask(
+        source, scene_path, out, CLASSES, mask_cfg(block_size=64, error_threshold=0),
+        progress=False,
+    )  # fmt: skip
+    assert summary["method"] == "warp"
+    assert read_grid(out).same_as(scene, tolerance=0)
+    codes = np.zeros((scene.height, scene.width), dtype=np.uint8)
+    with rasterio.open(source) as src:
+        reproject(
+            rasterio.band(src, 1), codes, dst_transform=scene.transform, dst_crs=scene.crs,
+            dst_nodata=0, resampling=Resampling.nearest,
+        )  # fmt: skip
+    np.testing.assert_array_equal(read_band(out), LUT[codes])

@@ -285,7 +285,13 @@ def tile_scene(
     cache_bytes = _block_cache_bytes(
         scene_path, [mask_path, scl_path, validity_path], tile_size, workers
     )
-    with atomic_path(out_dir) as tmp_dir, rasterio.Env(GDAL_CACHEMAX=cache_bytes):
+    # The arrays are sparse files filled by position: their size is checked up front (the device
+    # would fill up only midway); a temporary folder of a killed run is removed (atomic_path).
+    needs = ChipStoreWriter.bytes_needed(count, band_count, tile_size)
+    with (
+        atomic_path(out_dir, needs_bytes=needs) as tmp_dir,
+        rasterio.Env(GDAL_CACHEMAX=cache_bytes),
+    ):
         writer = ChipStoreWriter(tmp_dir, count, band_count, tile_size)
         try:
             with ThreadPoolExecutor(max_workers=workers) as pool:

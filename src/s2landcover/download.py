@@ -20,6 +20,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pystac
 from rasterio.warp import transform_bounds
@@ -27,6 +28,7 @@ from rasterio.windows import Window
 from shapely.geometry import box, shape
 
 from s2landcover.errors import InputError
+from s2landcover.io.atomic import NoSpaceError, require_free_space
 from s2landcover.io.http import download_file, url_exists
 from s2landcover.io.rasters import Grid, atomic_path
 from s2landcover.io.stac import (
@@ -292,6 +294,32 @@ def band_asset(item: pystac.Item, band: str) -> tuple[str, pystac.Asset]:
     )
 
 
+def check_asset_href(item_id: str, key: str, href: str, allow_s3: bool) -> str:
+    """``href`` when a catalogue asset may be followed; :class:`InputError` otherwise.
+
+    Only remote hrefs are followed: ``http://`` and ``https://`` always, ``s3://`` where the reader
+    supports it (``allow_s3``: GDAL's ``/vsis3/`` in area-of-interest reads). A ``file://`` URL, an
+    absolute or relative local path or any other scheme would let a catalogue copy any file the
+    user can read into the results (or read it as a band), so it is refused, naming the item and
+    the asset.
+    """
+    scheme = urlsplit(href).scheme.lower() if "://" in href else ""
+    allowed = ("http", "https", "s3") if allow_s3 else ("http", "https")
+    if scheme in allowed and urlsplit(href).netloc:
+        return href
+    what = f"{scheme}:// URL" if scheme else "a local path" if href else "empty"
+    hint = (
+        "; s3:// hrefs are read only with download.area_of_interest_only and a bbox (GDAL /vsis3/)"
+        if scheme == "s3"
+        else ""
+    )
+    raise InputError(
+        f"STAC item {item_id} asset {key!r} has href {href!r} ({what}); only "
+        f"{', '.join(s + '://' for s in allowed)} hrefs are followed: a catalogue may not point "
+        f"the download at local files{hint}"
+    )
+
+
 def processing_baseline(properties: dict[str, Any]) -> float | None:
     """``s2:processing_baseline`` ("05.09") as a number, None when absent or unreadable."""
     try:
@@ -400,6 +428,9 @@ def download_scene(
     item = choose_item(items, download_cfg["item_choice"])
     log.info("chose item %s out of %d (%s)", item.id, len(items), download_cfg["item_choice"])
     assets = {band: band_asset(item, band) for band in bands}
+    aoi = settings["bbox"] if download_cfg["area_of_interest_only"] else None
+    for key, asset in assets.values():
+        check_asset_href(item.id, key, asset.href, allow_s3=aoi is not None)
     scales, offsets = {}, {}
     for band, (_, asset) in assets.items():
         scales[band], offsets[band] = band_scale_offset(item, asset, band)
@@ -408,20 +439,26 @@ def download_scene(
         "timeout_s": download_cfg["timeout_s"],
         "backoff": download_cfg.get("backoff_s", 1.0),
     }
-    aoi = settings["bbox"] if download_cfg["area_of_interest_only"] else None
     files: dict[str, str] = {}
     staging = out_dir.with_name(f".{out_dir.name}.download")
     if aoi is None:  # whole assets: into the staging folder first (resumable across runs)
-        for band, (_, asset) in assets.items():
-            name = band + _asset_extension(asset.href)
-            download_file(
-                asset.href,
-                staging / name,
-                expected_size=asset.extra_fields.get("file:size"),
-                checksum=asset.extra_fields.get("file:checksum"),
-                **retry,
-            )
-            files[band] = name
+        sizes = [asset.extra_fields.get("file:size") for _, asset in assets.values()]
+        try:
+            if all(isinstance(size, int) for size in sizes):  # the catalogue states every size
+                require_free_space(staging.parent, 1.05 * sum(sizes))  # + the JSON files
+            for band, (_, asset) in assets.items():
+                name = band + _asset_extension(asset.href)
+                download_file(
+                    asset.href,
+                    staging / name,
+                    expected_size=asset.extra_fields.get("file:size"),
+                    checksum=asset.extra_fields.get("file:checksum"),
+                    **retry,
+                )
+                files[band] = name
+        except NoSpaceError:
+            shutil.rmtree(staging, ignore_errors=True)  # a full device is not resumed: free it
+            raise
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         if aoi is None:

@@ -15,9 +15,14 @@ Sources (the scene's ``source`` entry of the config):
 
 The stack holds the stored values of the product (uint16, 0 = no data), band descriptions = band
 names, per-band GDAL scale/offset (reflectance = stored * scale + offset), tags (date, product
-level, source) and overviews. Bands stored coarser than the reference grid (20 m, 60 m) are
-resampled onto the grid of the product's 10 m bands window by window (``ingest.resampling``,
-bilinear by default).
+level, source) and overviews.
+
+Grid: the stack is on the grid of the product's 10 m-class bands, as the source has it. A GeoTIFF
+or band folder whose bands share a grid that is not exactly 10 m (9.995 m x 9.997 m) or not on a
+10 m raster keeps that grid (with a warning saying so) and those bands keep their values. Only
+bands stored on another grid (20 m, 60 m) are resampled onto it, window by window
+(``ingest.resampling``, bilinear by default), with a warning naming them and the method; a source
+whose bands are all coarser (20 m only) gets a 10 m grid over the same bounds.
 
 Memory: two windows of ``ingest.block_size`` pixels a side of every band at a time (one being
 read while the other is written), resampling buffers, and GDAL's block cache (capped at 256 MB):
@@ -30,6 +35,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -39,6 +45,7 @@ from typing import Any
 import numpy as np
 from affine import Affine
 from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from s2landcover.errors import InputError
@@ -58,6 +65,9 @@ from s2landcover.io.windowed import overview_factors_for
 log = logging.getLogger(__name__)
 
 TEN_M_BANDS = ("B02", "B03", "B04", "B08")
+# Pixels finer than this (metres) are "10 m-class": a scene whose bands share such a grid keeps it
+# (a 9.995 m GeoTIFF stays 9.995 m). Coarser grids (20 m, 60 m bands only) get a 10 m grid.
+TEN_M_CLASS_MAX = 15.0
 # Keys of each source type (a typo must not be silently ignored); stac sources are checked by
 # download, and ingest reads their download folder as band_files.
 SOURCE_KEYS = {
@@ -109,6 +119,8 @@ class IngestPlan:
     date: str
     tags: dict[str, str] = field(default_factory=dict)
     scl: BandPlan | None = None
+    # True when ``grid`` is a 10 m grid made over bands that are all coarser (no band's own grid)
+    refined: bool = False
 
     @property
     def converted(self) -> bool:
@@ -166,13 +178,35 @@ def refined_grid(grid: Grid, resolution: float = 10.0) -> Grid:
     return Grid(grid.crs, Affine(resolution, 0, left, 0, -resolution, top), width, height)
 
 
-def _ten_metre_grid(grid: Grid) -> Grid:
-    """``grid`` itself when its pixels are 10 m (or not in metres), else a 10 m grid over it."""
+def _ten_metre_class(grid: Grid) -> bool:
+    """True when ``grid`` is kept as the stack grid: 10 m-class pixels (finer than
+    :data:`TEN_M_CLASS_MAX`), or a grid that is not a north-up grid in metres (left as it is)."""
     if grid.crs is None or not grid.crs.is_projected or grid.transform.b or grid.transform.d:
-        return grid
-    if all(abs(r - 10.0) < 1e-6 for r in grid.resolution):
-        return grid
-    return refined_grid(grid, 10.0)
+        return True
+    return max(grid.resolution) < TEN_M_CLASS_MAX
+
+
+def _stack_grid(grid: Grid) -> Grid:
+    """The stack grid of bands on ``grid``: ``grid`` itself when its pixels are 10 m-class (a
+    9.995 m grid stays 9.995 m: the user's grid is kept, no pixel resampled), else (20 m or 60 m
+    bands only) a 10 m grid over the same bounds, onto which every band is resampled."""
+    return grid if _ten_metre_class(grid) else refined_grid(grid, 10.0)
+
+
+def off_ten_metre_raster(grid: Grid) -> str | None:
+    """How a grid kept as the stack grid departs from an exact 10 m raster, or None.
+
+    Pixels not exactly 10 m (9.995 m x 9.997 m), or corners not on multiples of 10 m.
+    """
+    if grid.crs is None or not grid.crs.is_projected or grid.transform.b or grid.transform.d:
+        return None
+    res_x, res_y = grid.resolution
+    if abs(res_x - 10.0) > 1e-6 or abs(res_y - 10.0) > 1e-6:
+        return f"{res_x:.6g} m x {res_y:.6g} m pixels, not exactly 10 m"
+    x0, y0 = grid.transform.c, grid.transform.f
+    if abs(x0 / 10 - round(x0 / 10)) > 1e-6 or abs(y0 / 10 - round(y0 / 10)) > 1e-6:
+        return f"corner ({x0:.3f}, {y0:.3f}) not on a 10 m raster"
+    return None
 
 
 def plan_safe(
@@ -277,11 +311,12 @@ def plan_band_files(source: Mapping[str, Any], bands: Sequence[str], want_scl: b
                 "a band folder holds one "
                 "band per file (use source type 'geotiff' for a multiband file)"
             )
-    if reference is not None:
-        grid = headers[reference]["grid"]
+    if reference is not None:  # the grid of the user's 10 m band, whatever its pixel size
+        grid, refined = headers[reference]["grid"], False
     else:
         finest = min(bands, key=lambda b: headers[b]["grid"].resolution[0])
-        grid = _ten_metre_grid(headers[finest]["grid"])
+        grid = _stack_grid(headers[finest]["grid"])
+        refined = grid is not headers[finest]["grid"]
     plans = []
     scene_scales, scene_offsets = scene.get("scales") or {}, scene.get("offsets") or {}
     for band in bands:
@@ -326,7 +361,7 @@ def plan_band_files(source: Mapping[str, Any], bands: Sequence[str], want_scl: b
         tags["STAC_ITEM"] = str(scene["item_id"])
     if scene.get("processing_baseline"):
         tags["PROCESSING_BASELINE"] = str(scene["processing_baseline"])
-    return IngestPlan("band_files", grid, plans, level or "unknown", date, tags, scl)
+    return IngestPlan("band_files", grid, plans, level or "unknown", date, tags, scl, refined)
 
 
 def _source_nodata(source: Mapping[str, Any], header: Mapping[str, Any]) -> float | None:
@@ -408,12 +443,64 @@ def plan_geotiff(source: Mapping[str, Any], bands: Sequence[str]) -> IngestPlan:
                 native_resolution=header["grid"].resolution[0],
             )
         )
-    grid = _ten_metre_grid(header["grid"])
+    grid = _stack_grid(header["grid"])
     tags = {"SOURCE_PATH": str(path)}
     date = str(
         source.get("date") or header["tags"].get("date") or header["tags"].get("DATE") or ""
     )[:10]
-    return IngestPlan("geotiff", grid, plans, str(source.get("level") or "unknown"), date, tags)
+    level = str(source.get("level") or "unknown")
+    refined = grid is not header["grid"]
+    return IngestPlan("geotiff", grid, plans, level, date, tags, refined=refined)
+
+
+def _user_file(path: str) -> str:
+    """The file a user knows: ``/vsizip/a.zip/x/B02.jp2`` -> ``B02.jp2 in a.zip``."""
+    if path.startswith("/vsizip/"):
+        inner = path[len("/vsizip/") :]
+        cut = inner.lower().find(".zip")
+        if cut >= 0:
+            return f"{inner[cut + 5 :]} in {inner[: cut + 4]}"
+    return path
+
+
+def grid_problem(grid: Grid) -> str | None:
+    """Why ``grid`` cannot place a scene on the Earth (no CRS, no geotransform), or None."""
+    transform = grid.transform
+    if grid.crs is None or not grid.crs.to_wkt():
+        return "has no coordinate reference system (CRS)"
+    if (
+        transform.is_identity
+        or transform.determinant == 0
+        or not all(np.isfinite(list(transform)[:6]))
+    ):
+        return (
+            f"has no geotransform (pixel size and origin; found {tuple(transform)[:6]}, "
+            "GDAL's default for a file without georeferencing)"
+        )
+    return None
+
+
+def check_georeferenced(plan: IngestPlan) -> IngestPlan:
+    """Every file of ``plan`` has a CRS and a geotransform; :class:`InputError` naming it otherwise.
+
+    A file without georeferencing reads as pixel (col, row) coordinates (identity transform, no
+    CRS): the stack would have no place on the Earth and every later stage would fail on it, naming
+    derived files. Reads file headers only.
+    """
+    paths = dict.fromkeys(b.path for b in [*plan.bands, *([plan.scl] if plan.scl else [])])
+    for path in paths:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            grid = read_grid(path)
+        problem = grid_problem(grid)
+        if problem is not None:
+            raise InputError(
+                f"scene file {_user_file(path)} {problem}; expected a georeferenced raster (a "
+                "projected CRS such as UTM, e.g. EPSG:32631, with the pixel size and origin in "
+                "metres). Georeference it first (e.g. gdal_edit.py -a_srs EPSG:<code> -a_ullr "
+                "<ulx> <uly> <lrx> <lry>, or gdalwarp for a file with ground control points)"
+            )
+    return plan
 
 
 def plan_ingest(
@@ -435,18 +522,18 @@ def plan_ingest(
             f"allowed: {sorted(allowed)}"
         )
     if kind == "demo":
-        return plan_safe(source, names, want_scl, expected_level="L2A")
+        return check_georeferenced(plan_safe(source, names, want_scl, expected_level="L2A"))
     if kind == "safe":
-        return plan_safe(source, names, want_scl, expected_level=None)
+        return check_georeferenced(plan_safe(source, names, want_scl, expected_level=None))
     if kind == "band_files":
-        return plan_band_files(source, names, want_scl)
+        return check_georeferenced(plan_band_files(source, names, want_scl))
     if kind == "geotiff":
         if want_scl:
             raise InputError(
                 f"scene source {source.get('path')} is a multiband GeoTIFF without a scene "
                 "classification band; set ingest.include_scl to false"
             )
-        return plan_geotiff(source, names)
+        return check_georeferenced(plan_geotiff(source, names))
     if kind == "stac":
         raise InputError("a `stac` source is ingested from its download folder: pass source.path")
     raise InputError(f"source.type {kind!r} is not one of demo, safe, band_files, geotiff, stac")
@@ -606,7 +693,8 @@ def ingest_scene(
 
     Raises:
         InputError: missing band, band list not matching the file, corrupt file, unexpected level,
-            unreadable zip. Nothing is written then.
+            unreadable zip, a file without CRS or geotransform, a scene without any valid pixel.
+            Nothing is written then.
 
     Memory: two windows of every band in flight (``2 x bands x block_size^2`` values, plus
     float32 resampling buffers of a few ``block_size^2`` arrays per thread) and GDAL's block cache
@@ -644,6 +732,9 @@ def ingest_scene(
             for b, r in zip(plan.bands, readers, strict=True)
         ]
         resampled = [r.name for r in readers if r.resampled]
+        _log_grid_choice(plan, readers, resampling)
+        if resampled:
+            tags["RESAMPLED_BANDS"] = ",".join(resampled)
         scl_readers = (
             band_readers([(plan.scl.path, 1, "SCL", 0)], grid, Resampling.nearest, upsample_aligned)
             if plan.scl is not None
@@ -670,6 +761,13 @@ def ingest_scene(
             _maybe(_scl_writer(scl_out_path, grid, plan, overviews, tile_size)) as scl_writer,
             ThreadPoolExecutor(max_workers=threads) as pool,
         ):
+            if scl_reader is not None and scl_reader[0].resampled:
+                log.warning(
+                    "scene %s: resampling the scene classification SCL (%g m) onto the scene's "
+                    "grid with nearest",
+                    plan.tags.get("SOURCE_PATH", "the scene"),
+                    scl_reader[0].native.resolution[0],
+                )
 
             def submit(window: Window) -> list[Any]:
                 return [pool.submit(reader.read, window) for reader in readers]
@@ -688,6 +786,8 @@ def ingest_scene(
                     scl = scl_reader[0].read(window)
                     scl[stack[0] == 0] = 0
                     scl_writer.write(window, scl[None].astype(np.uint8))
+            if valid_pixels == 0:  # raised inside the writers: nothing is left behind
+                raise InputError(_no_valid_pixels_message(plan, source))
     summary = {
         "path": str(out_path),
         "scl_path": str(scl_out_path) if scl_out_path else None,
@@ -700,6 +800,7 @@ def ingest_scene(
         "offsets": offsets,
         "re_encoded": plan.converted,
         "resampled": resampled,
+        "grid_off_10m_raster": None if plan.refined else off_ten_metre_raster(grid),
         "resampling": resampling.name,
         "crs": grid.crs.to_string() if grid.crs else None,
         "transform": list(grid.transform)[:6],
@@ -721,6 +822,48 @@ def ingest_scene(
         summary["seconds"],
     )
     return summary
+
+
+def _log_grid_choice(plan: IngestPlan, readers: Sequence[Any], resampling: Resampling) -> None:
+    """Say which grid the stack is on when it is not an exact 10 m raster, and warn about every
+    band whose pixels are resampled (band, native pixel size, method)."""
+    where = plan.tags.get("SOURCE_PATH", "the scene")
+    off = None if plan.refined else off_ten_metre_raster(plan.grid)
+    if off is not None:
+        log.warning(
+            "scene %s: keeping the source's own grid (%s; %s): the stack, mask and prediction are "
+            "on this grid and bands already on it keep their values (no resampling to an exact "
+            "10 m raster)",
+            where,
+            off,
+            plan.grid.describe(),
+        )
+    moved = [r for r in readers if r.resampled]
+    if moved:
+        log.warning(
+            "scene %s: resampling %d band(s) onto the %s grid (%s) with %s: %s",
+            where,
+            len(moved),
+            "10 m" if plan.refined else "scene's",
+            plan.grid.describe(),
+            resampling.name,
+            ", ".join(f"{r.name} ({r.native.resolution[0]:g} m)" for r in moved),
+        )
+
+
+def _no_valid_pixels_message(plan: IngestPlan, source: Mapping[str, Any]) -> str:
+    nodata = ", ".join(
+        f"{b.name} {'none' if b.src_nodata is None else f'{b.src_nodata:g}'}" for b in plan.bands
+    )
+    files = sorted({_user_file(b.path) for b in plan.bands})
+    where = plan.tags.get("SOURCE_PATH") or source.get("path")
+    return (
+        f"scene {where} has no valid pixel: every pixel of its {plan.grid.width} x "
+        f"{plan.grid.height} px grid is no data in at least one of the bands "
+        f"{[b.name for b in plan.bands]} (files {', '.join(files)}; no-data values {nodata}; "
+        "a stored 0 also counts as no data where a file declares none). Expected a scene with "
+        "at least some valid pixels: check the file, source.nodata and the configured bands"
+    )
 
 
 class _maybe:

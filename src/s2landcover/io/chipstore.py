@@ -149,6 +149,12 @@ class ChipStoreWriter:
     ranges (``os.pwrite`` does not move a shared file offset). ``finish`` writes index and meta.
     """
 
+    @staticmethod
+    def bytes_needed(count: int, bands: int, tile_size: int) -> int:
+        """Bytes of a store of ``count`` chips (the arrays exactly, plus about 1 KB a chip of index
+        and headers): what the device must have free before tiling starts."""
+        return count * (tile_size * tile_size * (2 * bands + 1) + 1024) + (1 << 16)
+
     def __init__(self, folder: str | Path, count: int, bands: int, tile_size: int) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ corrupt download never leaves a file that looks complete.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
 import json
@@ -22,6 +23,7 @@ import urllib.request
 from pathlib import Path
 
 from s2landcover.errors import InputError
+from s2landcover.io.atomic import NoSpaceError, no_space_error, require_free_space
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +127,7 @@ def download_file(
 
     Memory: one 1 MiB chunk at a time.
     """
+    _require_http(url)
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
@@ -160,6 +163,12 @@ def download_file(
     os.replace(part, dest)
     state_path.unlink(missing_ok=True)
     return dest
+
+
+def _require_http(url: str) -> None:
+    """urllib also opens ``file://`` and ``ftp://`` URLs: only HTTP(S) is downloaded here."""
+    if not url.lower().startswith(("http://", "https://")):
+        raise DownloadError(f"{url!r} is not an http:// or https:// URL; nothing was downloaded")
 
 
 def _discard(part: Path, state_path: Path) -> None:
@@ -241,6 +250,12 @@ def _fetch_once(url: str, part: Path, state_path: Path, timeout_s: float) -> boo
             mode, resumed, offset = "wb", False, 0
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
+        if total is not None:  # a full device: refused before any byte, partial file removed
+            try:
+                require_free_space(part.parent, total - offset)
+            except NoSpaceError:
+                _discard(part, state_path)
+                raise
         _write_state(state_path, url, response.headers)
         received = offset
         try:
@@ -249,6 +264,10 @@ def _fetch_once(url: str, part: Path, state_path: Path, timeout_s: float) -> boo
                     stream.write(chunk)
                     received += len(chunk)
         except (OSError, http.client.HTTPException) as error:
+            if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+                full = no_space_error(part.parent, (total or received) - offset)
+                _discard(part, state_path)  # the partial file would keep the device full
+                raise full from None
             raise _TransientError(f"connection lost at byte {received}: {error!r}") from None
     if total is not None and received < total:
         raise _TransientError(f"connection closed at byte {received} of {total}")
@@ -289,6 +308,7 @@ def _retry_after(value: str | None) -> float | None:
 
 def url_exists(url: str, timeout_s: float = 60.0, retries: int = 3, backoff: float = 1.0) -> bool:
     """True when a HEAD request for ``url`` succeeds, False on 404 (retrying 5xx and timeouts)."""
+    _require_http(url)
     failures = 0
     while True:
         request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": USER_AGENT})

@@ -16,7 +16,6 @@ block row (block height x scene width bytes) plus GDAL's block cache; never the 
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from rasterio.windows import Window
 
 from s2landcover.classes import ClassTable
 from s2landcover.errors import InputError
+from s2landcover.io.atomic import check_written, is_disk_full, no_space_error, partial_path
 from s2landcover.io.rasters import (
     BLOCK_SIZE,
     Grid,
@@ -173,11 +173,13 @@ class StreamingRasterWriter:
         self._buffered = 0
 
     def __enter__(self) -> StreamingRasterWriter:
-        self._tmp = self._stack.enter_context(atomic_path(self.out_path))
-        # The stage is not a sidecar of the temporary name: atomic_path would rename those.
-        self._stage = self.out_path.with_name(
-            f".{self.out_path.name}.{uuid.uuid4().hex[:8]}.stage.tif"
-        )
+        # Free space for the stage and the COG (uint8, compressed: a rough lower bound) is checked
+        # and leftovers of a killed run removed, the stage included, before anything is written.
+        needs = self.grid.width * self.grid.height * 0.1
+        self._tmp = self._stack.enter_context(atomic_path(self.out_path, needs_bytes=needs))
+        # The stage is not a sidecar of the temporary name: atomic_path would rename those. Its
+        # name is fixed (``.<name>.stage.tif``) so that the next run removes it if this one dies.
+        self._stage = partial_path(self.out_path, "stage").with_suffix(".tif")
         profile = geotiff_profile(self.grid, 1, "uint8", self.nodata, compress="zstd", zstd_level=1)
         profile.pop("zlevel", None)
         profile.pop("predictor", None)
@@ -241,6 +243,8 @@ class StreamingRasterWriter:
             self._dataset.close()
             if exc_type is None:
                 assert self._tmp is not None and self._stage is not None
+                stage_bytes = self._stage.stat().st_size  # the COG: about the same + overviews
+                check_written(self._tmp.parent, stage_bytes * 1.4, output_bytes=stage_bytes * 1.4)
                 rasterio.shutil.copy(
                     str(self._stage),
                     str(self._tmp),
@@ -256,11 +260,18 @@ class StreamingRasterWriter:
                 if self.classes is not None:
                     write_category_names(self._tmp, self.classes)
         except BaseException as error:
+            full = is_disk_full(error, self.out_path.parent)  # before the stage frees the space
             self._cleanup_stage()
             self._stack.__exit__(type(error), error, error.__traceback__)
+            if full:
+                raise no_space_error(self.out_path.parent, None) from error
             raise
+        full = exc is not None and is_disk_full(exc, self.out_path.parent)
         self._cleanup_stage()
-        return bool(self._stack.__exit__(exc_type, exc, tb))
+        suppressed = bool(self._stack.__exit__(exc_type, exc, tb))
+        if full:
+            raise no_space_error(self.out_path.parent, None) from exc
+        return suppressed
 
     def _cleanup_stage(self) -> None:
         if self._stage is not None:

@@ -1,4 +1,6 @@
-"""Raster files: opening with clear errors, grids, GeoTIFF profiles, class metadata, atomic writes.
+"""Raster files: opening with clear errors, grids, GeoTIFF profiles, class metadata.
+
+Atomic writes (:func:`atomic_path`, re-exported here) live in :mod:`s2landcover.io.atomic`.
 
 This subpackage (``s2landcover.io``) is the only place that opens files; the rest of the package
 works on arrays, windows and plain values. Grids are (CRS, affine transform, width, height): the
@@ -7,12 +9,9 @@ transform maps pixel (col, row) to map coordinates in the CRS's units (metres fo
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
-import uuid
-from collections.abc import Iterator
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from xml.sax.saxutils import escape
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.enums import Resampling
 from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
@@ -31,6 +31,7 @@ from s2landcover.classes import (
     ClassTable,
 )
 from s2landcover.errors import InputError
+from s2landcover.io.atomic import LOW_SPACE_BYTES, atomic_path, check_written
 
 # GeoTIFF creation options used for every product: tiled, compressed with a predictor, BigTIFF when
 # the file could pass 4 GB. Blocks of 512 suit both windowed processing and QGIS display.
@@ -193,32 +194,47 @@ def read_class_table(path: str | Path) -> ClassTable | None:
     return ClassTable.from_dict(json.loads(text)) if text else None
 
 
-@contextlib.contextmanager
-def atomic_path(final: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``final``; rename it to ``final`` only if the block succeeds.
+def overview_bytes(size_bytes: float, factors: Sequence[int]) -> float:
+    """About the bytes that overviews of ``factors`` add to a file of ``size_bytes`` (1/f² each)."""
+    return size_bytes * sum(1.0 / (f * f) for f in factors)
 
-    Works for files and folders. On error the temporary is removed, so an interrupted or failed run
-    never leaves something that looks complete. Sidecars (``<tmp>.aux.xml``, ``<tmp>.ovr``) follow.
+
+def finish_overviews(
+    path: str | Path,
+    factors: Sequence[int],
+    resampling: Resampling,
+    profile: Mapping[str, Any],
+) -> None:
+    """Check a GeoTIFF just written and closed, then build its internal overviews in place.
+
+    Closing the dataset first flushes every block, so the file's size is known: the device must
+    have room for the overviews (about a third of it) before GDAL starts, which crashed with a
+    segmentation fault on a full device, and a device left nearly full after the write means GDAL
+    most likely dropped blocks it could not flush (:func:`s2landcover.io.atomic.check_written`).
+    Overviews get the file's own compression, level and predictor (as when built before closing;
+    measured byte-identical), ``profile`` being its creation profile.
     """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp{final.suffix}")
-    try:
-        yield tmp
-    except BaseException:
-        _remove(tmp)
-        for sidecar in tmp.parent.glob(tmp.name + ".*"):
-            _remove(sidecar)
-        raise
-    if final.is_dir() and not final.is_symlink():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    for sidecar in tmp.parent.glob(tmp.name + ".*"):
-        os.replace(sidecar, final.with_name(final.name + sidecar.name[len(tmp.name) :]))
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
+    path = Path(path)
+    if not factors:
+        check_written(path.parent, output_bytes=path.stat().st_size)
+        return
+    size = path.stat().st_size
+    overviews = overview_bytes(size, factors)
+    check_written(path.parent, overviews + LOW_SPACE_BYTES, output_bytes=size + overviews)
+    options: dict[str, Any] = {}
+    compress = profile.get("compress")
+    if compress:
+        options["COMPRESS_OVERVIEW"] = str(compress).upper()
+    for key, option in (
+        ("zstd_level", "ZSTD_LEVEL_OVERVIEW"),
+        ("zlevel", "ZLEVEL_OVERVIEW"),
+        ("predictor", "PREDICTOR_OVERVIEW"),
+    ):
+        if profile.get(key) is not None and (key != "predictor" or compress):
+            options[option] = str(profile[key])
+    threads = profile.get("num_threads")
+    open_options = {"num_threads": threads} if threads else {}
+    with rasterio.Env(**options), rasterio.open(path, "r+", **open_options) as dst:
+        dst.build_overviews(list(factors), resampling)
+        dst.update_tags(ns="rio_overview", resampling=resampling.name)
+    check_written(path.parent, output_bytes=path.stat().st_size)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import tempfile
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from rasterio.errors import RasterioIOError
 from rasterio.windows import Window, from_bounds
 from urllib3.util.retry import Retry
 
+from s2landcover.io.atomic import partial_path, remove_leftovers
 from s2landcover.io.http import DownloadError
 from s2landcover.io.rasters import Grid, geotiff_profile
 
@@ -91,12 +92,18 @@ def remote_raster_env(
 
 
 def vsicurl_path(href: str) -> str:
-    """The GDAL path of a remote file (``/vsicurl/https://...``; ``s3://`` becomes ``/vsis3/``)."""
-    if href.startswith(("http://", "https://")):
+    """The GDAL path of a remote file (``/vsicurl/https://...``; ``s3://`` becomes ``/vsis3/``).
+
+    Anything else (a local path, ``file://``) raises :class:`DownloadError`: this module reads
+    remote files only, so a catalogue cannot make it read a local file.
+    """
+    if href.lower().startswith(("http://", "https://")):
         return f"/vsicurl/{href}"
-    if href.startswith("s3://"):
+    if href.lower().startswith("s3://"):
         return f"/vsis3/{href[5:]}"
-    return href
+    raise DownloadError(
+        f"{href!r} is not an http://, https:// or s3:// URL; only remote rasters are read here"
+    )
 
 
 def remote_grid(href: str) -> tuple[Grid, str, float | None]:
@@ -250,8 +257,12 @@ def write_remote_mosaic(
     if bounds is None:
         out_path.write_text(xml)
         return out_path
-    with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".mosaic-") as folder:
-        vrt = Path(folder) / "mosaic.vrt"
+    # A fixed scratch folder (``.<name>.stage``), removed at the start if a killed run left it.
+    folder = partial_path(out_path, "stage").with_suffix("")
+    remove_leftovers(out_path)
+    folder.mkdir(parents=True)
+    try:
+        vrt = folder / "mosaic.vrt"
         vrt.write_text(xml)
         try:
             with rasterio.open(vrt) as src:
@@ -276,4 +287,6 @@ def write_remote_mosaic(
                         )
         except RasterioIOError as error:
             raise DownloadError(f"cannot read the mosaic of {hrefs}: {error}") from None
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     return out_path

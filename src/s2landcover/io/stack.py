@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,22 @@ from rasterio.warp import reproject
 from rasterio.windows import Window
 
 from s2landcover.errors import InputError
-from s2landcover.io.rasters import Grid, atomic_path, geotiff_profile, grid_of, open_raster
+from s2landcover.io.atomic import NoSpaceError
+from s2landcover.io.rasters import (
+    Grid,
+    atomic_path,
+    finish_overviews,
+    geotiff_profile,
+    grid_of,
+    open_raster,
+    overview_bytes,
+)
 
 GDAL_CACHE_MB = 256
+# Size of a compressed stack against its raw values, for the free-space check before writing: zstd
+# level 1 of reflectance (measured 48-52 MB for 96 MB of raw values, docs/benchmarks/ingest.md),
+# rounded down so that the check never refuses a stack that would fit.
+COMPRESSED_FRACTION = 0.4
 # (block, factor, row_start, col_start, out_shape, nodata, method) -> array: see
 # s2landcover.ingest.upsample_aligned.
 Upsampler = Callable[
@@ -196,8 +210,15 @@ def _aligned_factor(native: Grid, grid: Grid) -> int | None:
 
 
 def describe_raster(path: str) -> dict[str, Any]:
-    """Header of a raster: grid, count, dtypes, nodata, descriptions, scales, offsets, tags."""
-    with open_raster(path) as src:
+    """Header of a raster: grid, count, dtypes, nodata, descriptions, scales, offsets, tags.
+
+    A file without georeferencing gives the identity transform without a warning: callers check
+    the grid (:func:`s2landcover.ingest.check_georeferenced`) and name the file.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        src = open_raster(path)
+    with src:
         return {
             "grid": grid_of(src),
             "count": src.count,
@@ -279,14 +300,23 @@ class StackWriter:
         self._atomic: Any = None
         self._dataset: Any = None
 
+    def estimated_bytes(self) -> float:
+        """About the size of the file: raw values x :data:`COMPRESSED_FRACTION`, plus overviews."""
+        grid, profile = self.grid, self._profile
+        raw = grid.width * grid.height * profile["count"] * np.dtype(profile["dtype"]).itemsize
+        size = raw * COMPRESSED_FRACTION
+        return size + overview_bytes(size, self._overviews)
+
     def __enter__(self) -> StackWriter:
-        self._atomic = atomic_path(self.path)
-        tmp = self._atomic.__enter__()
+        # Leftovers of a killed run are removed and free space is checked before anything is
+        # written (NoSpaceError: "no space left on device at ... (needs about N MB)").
+        self._atomic = atomic_path(self.path, needs_bytes=self.estimated_bytes())
+        self._tmp = self._atomic.__enter__()
         try:
-            self._dataset = rasterio.open(tmp, "w", **self._profile)
+            self._dataset = rasterio.open(self._tmp, "w", **self._profile)
         except BaseException:
-            self._atomic.__exit__(*sys.exc_info())
-            raise
+            if not self._atomic.__exit__(*sys.exc_info()):
+                raise
         return self
 
     def write(self, window: Window, array: np.ndarray) -> None:
@@ -307,12 +337,11 @@ class StackWriter:
                     dataset.offsets = tuple(float(o) for o in self._offsets)
                 if self._tags:
                     dataset.update_tags(**self._tags)
-                if self._overviews:
-                    dataset.build_overviews(self._overviews, self._overview_resampling)
-                    dataset.update_tags(
-                        ns="rio_overview", resampling=self._overview_resampling.name
-                    )
-            dataset.close()
+            dataset.close()  # flushes every block: the size is known, failures show
+            if exc_type is None:
+                finish_overviews(
+                    self._tmp, self._overviews, self._overview_resampling, self._profile
+                )
         except BaseException:
             dataset.close()
             self._atomic.__exit__(*sys.exc_info())
@@ -320,6 +349,10 @@ class StackWriter:
         if exc_type is None:
             self._atomic.__exit__(None, None, None)
         else:
-            with contextlib.suppress(BaseException):
-                self._atomic.__exit__(exc_type, exc, tb)
+            try:  # removes the temporary; a write that failed on a full device becomes
+                self._atomic.__exit__(exc_type, exc, tb)  # NoSpaceError, which replaces exc
+            except NoSpaceError:
+                raise
+            except BaseException:
+                pass
         return False

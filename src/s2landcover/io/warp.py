@@ -37,9 +37,11 @@ from s2landcover.errors import InputError
 from s2landcover.io.rasters import (
     Grid,
     atomic_path,
+    finish_overviews,
     geotiff_profile,
     grid_of,
     open_raster,
+    overview_bytes,
     write_category_names,
     write_class_metadata,
 )
@@ -52,6 +54,9 @@ WARP_MEMORY_MB = 64
 # Error threshold (source pixels) standing for 0, i.e. an exact coordinate transform.
 EXACT_TOLERANCE = 1e-9
 SOURCE_OPEN_OPTIONS = {"OVERVIEW_LEVEL": "NONE"}
+# Size of a DEFLATE class mask against its raw bytes, for the free-space check before writing
+# (rounded down: class maps compress well, and the check must never refuse a mask that would fit).
+MASK_COMPRESSED_FRACTION = 0.05
 
 
 @dataclass(frozen=True)
@@ -227,12 +232,12 @@ def write_mask(
     appears at ``out_path`` unless the block completes.
     """
     profile = geotiff_profile(grid, count=1, dtype="uint8", nodata=0)
-    with atomic_path(out_path) as tmp:
+    factors = overview_factors(grid.width, grid.height)
+    estimate = grid.width * grid.height * MASK_COMPRESSED_FRACTION
+    with atomic_path(out_path, needs_bytes=estimate + overview_bytes(estimate, factors)) as tmp:
         with rasterio.open(tmp, "w", **profile) as dst:
             write_class_metadata(dst, classes)
             yield dst
-            factors = overview_factors(grid.width, grid.height)
-            if factors:
-                dst.build_overviews(factors, overview_resampling)
-                dst.update_tags(ns="rio_overview", resampling=overview_resampling.name)
+        # after closing (every block flushed): room checked, then overviews (see finish_overviews)
+        finish_overviews(tmp, factors, overview_resampling, profile)
         write_category_names(tmp, classes)

@@ -8,8 +8,6 @@ complete (:func:`s2landcover.io.rasters.atomic_path`).
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,23 @@ import rasterio.shutil
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
-from s2landcover.io.rasters import Grid, atomic_path, geotiff_profile
+from s2landcover.io.atomic import (
+    check_written,
+    partial_path,
+    remove_leftovers,
+    require_free_space,
+)
+from s2landcover.io.rasters import (
+    Grid,
+    atomic_path,
+    finish_overviews,
+    geotiff_profile,
+    overview_bytes,
+)
+
+# Size of a compressed raster against its raw values, for the free-space check before writing
+# (rounded down: the check must never refuse a file that would fit; failures are still caught).
+COMPRESSED_FRACTION = 0.1
 
 # Lossless JPEG 2000 as ESA writes it (reversible 5/3 wavelet), tiled so readers decode by blocks.
 JP2_OPTIONS: dict[str, Any] = {
@@ -59,25 +73,26 @@ def write_geotiff_windows(
     cover the raster; pixels never written hold ``nodata``. Memory: one block at a time.
     """
     profile = geotiff_profile(grid, count, dtype, nodata)
-    with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
-        if colormap:  # before any pixel: GDAL cannot switch the photometric tag afterwards
-            dst.write_colormap(1, dict(colormap))
-        for window, array in blocks:
-            if array.ndim == 2:
-                dst.write(array, 1, window=window)
-            else:
-                dst.write(array, window=window)
-        for band, description in enumerate(descriptions or [], start=1):
-            dst.set_band_description(band, description)
-        if scales is not None:
-            dst.scales = tuple(float(s) for s in scales)
-        if offsets is not None:
-            dst.offsets = tuple(float(o) for o in offsets)
-        if tags:
-            dst.update_tags(**{k: str(v) for k, v in tags.items()})
-        if overview_factors:
-            dst.build_overviews(list(overview_factors), overview_resampling)
-            dst.update_tags(ns="rio_overview", resampling=overview_resampling.name)
+    raw = grid.width * grid.height * count * np.dtype(dtype).itemsize * COMPRESSED_FRACTION
+    with atomic_path(path, needs_bytes=raw + overview_bytes(raw, overview_factors)) as tmp:
+        with rasterio.open(tmp, "w", **profile) as dst:
+            if colormap:  # before any pixel: GDAL cannot switch the photometric tag afterwards
+                dst.write_colormap(1, dict(colormap))
+            for window, array in blocks:
+                if array.ndim == 2:
+                    dst.write(array, 1, window=window)
+                else:
+                    dst.write(array, window=window)
+            for band, description in enumerate(descriptions or [], start=1):
+                dst.set_band_description(band, description)
+            if scales is not None:
+                dst.scales = tuple(float(s) for s in scales)
+            if offsets is not None:
+                dst.offsets = tuple(float(o) for o in offsets)
+            if tags:
+                dst.update_tags(**{k: str(v) for k, v in tags.items()})
+        # after closing (every block flushed): room checked, then overviews (see finish_overviews)
+        finish_overviews(tmp, overview_factors, overview_resampling, profile)
 
 
 def overview_factors_for(width: int, height: int, smallest: int = 256) -> list[int]:
@@ -106,9 +121,12 @@ class JP2BandWriter:
         self.path = Path(path)
         self.grid = grid
         self.nodata = nodata
-        handle, name = tempfile.mkstemp(suffix=".tif", dir=self.path.parent)
-        os.close(handle)
-        self._tmp = Path(name)
+        # A fixed name per output (``.<name>.stage.tif``), removed by the next run if this one is
+        # killed (remove_leftovers); the JP2 itself goes through atomic_path.
+        remove_leftovers(self.path)
+        self._tmp = partial_path(self.path, "stage").with_suffix(".tif")
+        raw = grid.width * grid.height * np.dtype(dtype).itemsize
+        require_free_space(self.path.parent, 2 * raw)  # the uncompressed stage + the JP2
         profile = geotiff_profile(grid, 1, dtype, nodata, compress=None, predictor=None)
         profile.pop("compress", None)
         profile.pop("predictor", None)
@@ -123,7 +141,8 @@ class JP2BandWriter:
         """Finish: convert the temporary GeoTIFF into the JP2 file and remove it."""
         self._dataset.close()
         try:
-            with _no_sidecars(), atomic_path(self.path) as tmp:
+            check_written(self.path.parent, self._tmp.stat().st_size / 2)  # lossless JP2: ~half
+            with _no_sidecars(), atomic_path(self.path, keep=[self._tmp]) as tmp:
                 rasterio.shutil.copy(self._tmp, tmp, driver="JP2OpenJPEG", **JP2_OPTIONS)
         finally:
             self._tmp.unlink(missing_ok=True)
