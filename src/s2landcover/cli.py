@@ -149,13 +149,16 @@ def _downsample_mask(args: argparse.Namespace, config: dict[str, Any]) -> dict:
 @_stage("tile", "cut a scene and its mask into chips")
 def _tile(args: argparse.Namespace, config: dict[str, Any]) -> dict:
     from s2landcover.chips import tile_scene
+    from s2landcover.config import check_stride
 
+    tile_size = args.tile_size or config["tile_size"]
+    check_stride(config["chips"]["stride"], tile_size)
     return tile_scene(
         args.scene,
         args.mask,
         args.scene_name,
         args.out_dir,
-        args.tile_size or config["tile_size"],
+        tile_size,
         config["chips"],
         _classes(config),
         threads=args.threads,
@@ -181,6 +184,10 @@ def _split(args: argparse.Namespace, config: dict[str, Any]) -> dict:
 def _train(args: argparse.Namespace, config: dict[str, Any]) -> dict:
     from s2landcover.training.train import train_model
 
+    # Runtime-only keys given as flags (the workflow passes them as resources, not params).
+    for key in ("num_workers", "checkpoint_interval_s"):
+        if getattr(args, key) is not None:
+            config["training"] = {**config["training"], key: getattr(args, key)}
     return train_model(
         args.split,
         args.chips_root,
@@ -256,7 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
             "--config", default="config.yaml", help="YAML configuration (default: config.yaml)"
         )
         group.add_argument(
-            "--config-json", help="configuration sections as JSON (used by the workflow)"
+            "--config-json",
+            nargs="+",
+            metavar="JSON",
+            help='configuration sections as JSON objects, e.g. \'{"prediction": {"tta": true}}\' '
+            "(used by the workflow: one object per section the stage reads, already validated "
+            "as a whole at workflow start; each is validated here on its own)",
         )
         return p
 
@@ -325,6 +337,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--devices", help="a count of GPUs or 'auto' (default: training.devices of the config)"
     )
     p.add_argument("--strategy", help="auto, ddp, ... (default: training.strategy of the config)")
+    p.add_argument(
+        "--num-workers",
+        type=int,
+        help="data-loader worker processes (default: training.num_workers of the config)",
+    )
+    p.add_argument(
+        "--checkpoint-interval-s",
+        type=float,
+        help="least seconds between two saves of last.ckpt "
+        "(default: training.checkpoint_interval_s of the config)",
+    )
     p.add_argument(
         "--num-nodes", type=int, default=1, help="machines (srun: one task per GPU on each)"
     )
