@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import shlex
@@ -88,6 +89,20 @@ def test_every_schema_key_has_type_description_default():
         ({"classes": [{"index": 2, "name": "A", "codes": [1]}]}, "indices must be 1..1"),
         ({"mask": {"resampling": "bilinear"}}, "mask.resampling = 'bilinear' is not allowed"),
         ({"chips": {"stride": 400}}, "chips.stride = 400 is larger than tile_size"),
+        (
+            {"scenes": [{"name": "a", "role": "map", "source": {"type": "demo"}}]},
+            "no scene has role 'train' or 'both'",
+        ),
+        (
+            {
+                "scenes": [
+                    {"name": "a", "source": {"type": "demo"}},
+                    {"name": "b", "role": "map", "source": {"type": "demo"}},
+                ],
+                "split": {"method": "scene", "scenes": {"train": ["a"], "val": ["b"]}},
+            },
+            "split.scenes names scene(s) ['b'] whose role is 'map'",
+        ),
     ],
 )
 def test_config_errors_name_the_key(override, expected):
@@ -329,3 +344,68 @@ def test_runtime_keys_are_not_in_the_section_params():
     assert json.loads(text)["training"]["epochs"] == config["training"]["epochs"]
     for key in RUNTIME_KEYS["training"]:
         assert key not in json.loads(text)["training"]
+
+
+# --- s2lc as a user meets it (issue 18) ---
+
+
+def test_version_is_printed():
+    result = subprocess.run(
+        [sys.executable, "-m", "s2landcover.cli", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    from s2landcover import __version__
+
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"s2lc {__version__}"
+
+
+def test_every_option_has_help_and_no_help_shows_raw_rest():
+    from s2landcover import cli
+
+    parser = cli.build_parser()
+    texts = [parser.format_help()]
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(subparsers.choices) == set(cli._HANDLERS)
+    for name, sub in subparsers.choices.items():
+        for action in sub._actions:
+            assert action.help, f"s2lc {name} {action.option_strings}: no help text"
+        text = sub.format_help()
+        assert f"example:\n  s2lc {name} " in text, name
+        texts.append(text)
+    for text in texts:
+        assert "``" not in text and "::" not in text and ":class:" not in text, text
+
+
+def test_commands_that_need_no_settings_run_without_a_config_file(tmp_path, monkeypatch):
+    """predict (and the other commands whose settings all have defaults) work in a folder
+    without config.yaml; a command that needs one says so, naming the folder."""
+    from s2landcover import cli
+
+    monkeypatch.chdir(tmp_path)
+    args = cli.build_parser().parse_args(
+        ["predict", "--checkpoint", "m.pt", "--scene", "s.tif", "--out", "o.tif"]
+    )
+    assert cli._config_of(args)["prediction"] == validate_config({})["prediction"]
+    args = cli.build_parser().parse_args(["ingest", "--scene", "a", "--out", "a.tif"])
+    with pytest.raises(ConfigError, match=r"no --config given and there is no config\.yaml in"):
+        cli._config_of(args)
+    # ./config.yaml is read when present, whatever the command
+    (tmp_path / "config.yaml").write_text("prediction: {tta: true}\n")
+    args = cli.build_parser().parse_args(
+        ["predict", "--checkpoint", "m.pt", "--scene", "s.tif", "--out", "o.tif"]
+    )
+    assert cli._config_of(args)["prediction"]["tta"] is True
+
+
+def test_config_readme_names_every_section_and_catalog_file_parses():
+    """config/README.md (the Snakemake workflow catalog's configuration page) names every
+    top-level key of the schema; .snakemake-workflow-catalog.yml has the catalog's usage keys."""
+    readme = (ROOT / "config/README.md").read_text()
+    for key in load_config.__globals__["load_schema"]()["properties"]:
+        assert f"`{key}`" in readme, key
+    catalog = yaml.safe_load((ROOT / ".snakemake-workflow-catalog.yml").read_text())
+    assert set(catalog["usage"]) >= {"mandatory-flags", "software-stack-deployment"}
+    assert catalog["usage"]["software-stack-deployment"]["conda"] is True

@@ -390,3 +390,36 @@ def test_split_by_scene_and_a_stride_run_through_the_workflow(tmp_path):
     assert set(kept.loc[kept["split"] == "train", "scene"]) == {"april"}
     assert set(kept.loc[kept["split"] == "val", "scene"]) == {"august"}
     assert (split["row_off"] % 80 == 0).any() and sorted(set(split["row_off"]))[1] == 80
+
+
+@pytest.mark.workflow
+def test_predict_runs_from_any_folder_without_a_config(spaced_run, tmp_path):
+    """The README's standalone predict, run where there is no config.yaml."""
+    import subprocess
+    import sys
+
+    workdir = spaced_run[0]
+    out = tmp_path / "my map.tif"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "s2landcover.cli",
+            "predict",
+            "--checkpoint",
+            str(workdir / "results/models/size64/tiny/model.pt"),
+            "--scene",
+            str(workdir / "results/scenes/a.tif"),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    with rasterio.open(out) as p, rasterio.open(workdir / "results/scenes/a.tif") as s:
+        assert (p.crs, p.transform, p.shape) == (s.crs, s.transform, s.shape)

@@ -184,6 +184,12 @@ def _check_cross_sections(config: dict[str, Any]) -> None:
                 f"split.scenes names scene(s) {not_trained} whose role is 'map' (mapped only, "
                 "never tiled); give them role 'both' or 'train', or leave them out of split.scenes"
             )
+    mapped_only = [s["name"] for s in config["scenes"] if s.get("role", "both") == "map"]
+    if config["task"] == "classification" and mapped_only:
+        raise ConfigError(
+            f"scenes {mapped_only} have role 'map', but task 'classification' labels the chips of "
+            "trained-on scenes only; give them role 'both' or use task 'segmentation'"
+        )
     if not any(s.get("role", "both") in ("train", "both") for s in config["scenes"]):
         raise ConfigError(
             "scenes: no scene has role 'train' or 'both'; at least one scene must be trained on"
