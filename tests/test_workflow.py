@@ -333,15 +333,16 @@ def test_adding_a_map_only_scene_plans_its_ingest_and_prediction_only(spaced_run
 
 @pytest.mark.workflow
 def test_summary_dag_and_dry_run_need_no_cores(spaced_run):
-    """No rule's threads depend on --cores: --summary, --dag and -n work without it, with and
-    without the default profile."""
+    """No rule's threads depend on --cores: --summary, --dag, --report and -n work without it,
+    with and without the default profile."""
     workdir = spaced_run[0]
     result = snakemake(workdir, "--summary")
     assert result.returncode == 0, result.stderr
     assert "results/predictions/size64/tiny/a.tif" in result.stdout
-    for args in (["--dag"], ["-n"]):
+    for args in (["--dag"], ["-n"], ["--report", "report.zip"]):
         result = snakemake(workdir, *args, "--workflow-profile", "none")
         assert result.returncode == 0, result.stderr
+    assert (workdir / "report.zip").stat().st_size > 0
 
 
 def test_default_profile_is_loaded_and_a_failed_jobs_message_reaches_the_terminal(tmp_path):
@@ -423,3 +424,28 @@ def test_predict_runs_from_any_folder_without_a_config(spaced_run, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     with rasterio.open(out) as p, rasterio.open(workdir / "results/scenes/a.tif") as s:
         assert (p.crs, p.transform, p.shape) == (s.crs, s.transform, s.shape)
+
+
+def test_files_of_a_vrt_mask_are_inputs_of_the_mask_job(tmp_path):
+    """A land-cover map given as a VRT mosaic: the tiles it reads are inputs of downsample_mask
+    too (a replaced tile re-runs the mask), found through relative and absolute paths."""
+    tiles = tmp_path / "national map (2024)"
+    tiles.mkdir()
+    for name in ("tile (1).tif", "tile 2.tif"):
+        (tiles / name).write_bytes(b"a raster")
+    sources = "".join(
+        f"<SimpleSource><SourceFilename relativeToVRT='{rel}'>{path}</SourceFilename>"
+        "<SourceBand>1</SourceBand></SimpleSource>"
+        for rel, path in (("1", "tile (1).tif"), ("0", tiles / "tile 2.tif"))
+    )
+    (tiles / "mosaic.vrt").write_text(
+        "<VRTDataset rasterXSize='10' rasterYSize='10'><VRTRasterBand dataType='Byte' band='1'>"
+        f"{sources}</VRTRasterBand></VRTDataset>"
+    )
+    write_config(tmp_path, mask={"source": str(tiles / "mosaic.vrt")})
+    result = snakemake(tmp_path, "-n", "--cores", "1", "results/masks/demo.tif")
+    assert result.returncode == 0, result.stderr + result.stdout
+    text = result.stdout + result.stderr
+    job = re.search(r"rule downsample_mask:\n(.*?)\n\n", text, re.S).group(1)
+    inputs = re.search(r"input: (.*)", job).group(1)
+    assert str(tiles / "tile (1).tif") in inputs and str(tiles / "tile 2.tif") in inputs

@@ -86,6 +86,26 @@ def tile_size_section(wildcards):
     return section_json("tile_size", int(wildcards.tile))
 
 
+def _vrt_sources(path):
+    """The files a GDAL VRT mosaic reads (its SourceFilename entries, recursively), so that a
+    replaced tile of a mosaic re-runs what depends on it; [] for other files."""
+    if not str(path).lower().endswith(".vrt") or not Path(path).is_file():
+        return []
+    import xml.etree.ElementTree as ElementTree
+
+    files = []
+    for element in ElementTree.parse(path).iter("SourceFilename"):
+        name = (element.text or "").strip()
+        parts = Path(name).parts
+        if not name or (len(parts) > 1 and parts[1].startswith("vsi")):
+            continue  # a GDAL virtual file system (/vsizip/..., /vsicurl/...): not a local file
+        if element.get("relativeToVRT") == "1":
+            name = str(Path(path).parent / name)
+        if Path(name).is_file():
+            files += [name, *_vrt_sources(name)]
+    return sorted(set(files))
+
+
 def _source_files(path):
     """Every file under a scene source path (a file, or a folder such as a .SAFE or a folder of
     band files), so that replacing any of them re-runs ingest. A missing path is returned as is:
@@ -94,7 +114,7 @@ def _source_files(path):
     if source.is_dir():
         files = sorted(str(p) for p in source.rglob("*") if p.is_file())
         return files or [path]
-    files = [path]
+    files = [path, *_vrt_sources(path)]
     sidecar = Path(f"{path}.aux.xml")  # GDAL's metadata (scale, offset, band names) beside it
     if sidecar.is_file():
         files.append(str(sidecar))
@@ -154,6 +174,12 @@ def mask_source(wildcards):
     """The land-cover map: the demo's 1 m map, or the configured file."""
     source = config["mask"]["source"]
     return f"{RESULTS}/demo/landcover_1m.tif" if source == "demo" else source
+
+
+def mask_parts(wildcards):
+    """The files a VRT mosaic given as the land-cover map reads (inputs too); [] otherwise."""
+    source = config["mask"]["source"]
+    return [] if source == "demo" else _vrt_sources(source)
 
 
 def encoder_weights(wildcards):

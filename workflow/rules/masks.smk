@@ -6,6 +6,7 @@ rule downsample_mask:
         CONDA_ENV
     input:
         source=mask_source,
+        parts=mask_parts,
         scene=f"{RESULTS}/scenes/{{scene}}.tif",
     output:
         f"{RESULTS}/masks/{{scene}}.tif",
