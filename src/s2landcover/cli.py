@@ -1,15 +1,17 @@
 """The ``s2lc`` command: one subcommand per pipeline stage.
 
-Every stage can run without Snakemake::
+Every stage can run without Snakemake, from any folder::
 
     s2lc ingest --config config.yaml --scene demo --out results/scenes/demo.tif
     s2lc predict --checkpoint results/models/size300/unet-resnet34/model.pt \\
         --scene results/scenes/demo.tif --out demo_landcover.tif
 
-Settings come from ``--config FILE`` (default ``config.yaml``), validated against the schema. The
-workflow passes ``--config-json`` with only the sections a stage reads instead, so that changing
-another section does not re-run that stage. User mistakes (:class:`InputError`) are printed as one
-message without a traceback and exit with status 2.
+Settings come from ``--config FILE`` (default ``config.yaml`` of the current folder), validated
+against the schema. Stages whose settings all have usable defaults (``predict``,
+``classify-chips``, ``make-demo-landcover``, ``download-mask``) run without any config file. The
+workflow passes ``--config-json`` with the sections a stage reads instead (validated as a whole at
+workflow start), so that changing another section does not re-run that stage. User mistakes
+(:class:`InputError`) are printed as one message without a traceback and exit with status 2.
 """
 
 from __future__ import annotations
@@ -23,19 +25,39 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from s2landcover.config import config_from_json, load_config
+from s2landcover import __version__
+from s2landcover.config import ConfigError, config_from_json, load_config, validate_config
 from s2landcover.errors import InputError
 
 log = logging.getLogger("s2landcover")
 
 Handler = Callable[[argparse.Namespace, dict[str, Any]], Any]
 _HANDLERS: dict[str, Handler] = {}
+DEFAULT_CONFIG = "config.yaml"
+DESCRIPTION = (
+    "s2lc: the stages of the s2-landcover pipeline (Sentinel-2 scenes and a land-cover map in, "
+    "a trained U-Net and a land-cover GeoTIFF per scene out), one subcommand each. The Snakemake "
+    "workflow runs them for you; each also runs on its own. 's2lc COMMAND --help' shows a "
+    "command's options and an example."
+)
 
 
 def _config_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings of a command: --config-json sections (the workflow), --config FILE, else
+    ./config.yaml, else (for a command that needs no config) the schema's defaults."""
     if getattr(args, "config_json", None):
         return config_from_json(args.config_json)
-    return load_config(args.config)
+    if args.config is not None:
+        return load_config(args.config)
+    if Path(DEFAULT_CONFIG).is_file():
+        return load_config(DEFAULT_CONFIG)
+    handler = _HANDLERS[args.command]
+    if not handler.needs_config:  # type: ignore[attr-defined]
+        return validate_config({}, source="defaults")
+    raise ConfigError(
+        f"no --config given and there is no {DEFAULT_CONFIG} in {Path.cwd()}; "
+        f"s2lc {args.command} reads its settings from one (give --config FILE)"
+    )
 
 
 def _classes(config: dict[str, Any]):  # type: ignore[no-untyped-def]
@@ -60,29 +82,50 @@ def _scene_entry(config: dict[str, Any], name: str) -> dict[str, Any]:
     )
 
 
-def _stage(name: str, help_text: str) -> Callable[[Handler], Handler]:
+def _stage(
+    name: str, help_text: str, example: str, needs_config: bool = True
+) -> Callable[[Handler], Handler]:
+    """Register a subcommand: its one-line help, an example command line, and whether it needs a
+    config file (False: the schema's defaults serve when there is none)."""
+
     def register(function: Handler) -> Handler:
         function.help_text = help_text  # type: ignore[attr-defined]
+        function.example = example  # type: ignore[attr-defined]
+        function.needs_config = needs_config  # type: ignore[attr-defined]
         _HANDLERS[name] = function
         return function
 
     return register
 
 
-@_stage("validate-config", "validate a configuration file and print it with defaults filled in")
+@_stage(
+    "validate-config",
+    "validate a configuration file and print it with defaults filled in",
+    "s2lc validate-config --config config/examples/aberystwyth.yaml",
+)
 def _validate_config(args: argparse.Namespace, config: dict[str, Any]) -> None:
     json.dump(config, sys.stdout, indent=2)
     sys.stdout.write("\n")
 
 
-@_stage("make-demo-landcover", "write the synthetic 1 m land-cover map of the demo")
+@_stage(
+    "make-demo-landcover",
+    "write the synthetic 1 m land-cover map of the demo",
+    "s2lc make-demo-landcover --out results/demo/landcover_1m.tif",
+    needs_config=False,
+)
 def _make_demo_landcover(args: argparse.Namespace, config: dict[str, Any]) -> None:
     from s2landcover.demo import make_demo_landcover
 
     make_demo_landcover(args.out, config["demo"])
 
 
-@_stage("make-demo-scene", "write a synthetic Sentinel-2 L2A SAFE product of the demo")
+@_stage(
+    "make-demo-scene",
+    "write a synthetic Sentinel-2 L2A SAFE product of the demo",
+    "s2lc make-demo-scene --scene demo --landcover results/demo/landcover_1m.tif "
+    "--out results/demo/demo.SAFE",
+)
 def _make_demo_scene(args: argparse.Namespace, config: dict[str, Any]) -> None:
     from s2landcover.demo import make_demo_scene
 
@@ -92,7 +135,12 @@ def _make_demo_scene(args: argparse.Namespace, config: dict[str, Any]) -> None:
     )
 
 
-@_stage("download", "search a STAC API and download one scene's band assets")
+@_stage(
+    "download",
+    "search a STAC API and download one scene's band assets",
+    "s2lc download --config config/examples/stac_download.yaml --scene <name> "
+    "--out-dir results/downloads/<name>",
+)
 def _download(args: argparse.Namespace, config: dict[str, Any]) -> dict:
     from s2landcover.download import download_scene
 
@@ -101,7 +149,11 @@ def _download(args: argparse.Namespace, config: dict[str, Any]) -> dict:
 
 
 @_stage(
-    "download-mask", "cut ESA WorldCover to the downloaded scenes' bounds (the mask of STAC runs)"
+    "download-mask",
+    "cut ESA WorldCover to the downloaded scenes' bounds (the mask of STAC runs)",
+    "s2lc download-mask --download-dirs results/downloads/<name> --year 2021 "
+    "--out results/downloads/worldcover_2021.tif",
+    needs_config=False,
 )
 def _download_mask(args: argparse.Namespace, config: dict[str, Any]) -> dict:
     from s2landcover.download import download_worldcover_for_scenes
@@ -112,7 +164,11 @@ def _download_mask(args: argparse.Namespace, config: dict[str, Any]) -> dict:
     return {"worldcover": str(out)}
 
 
-@_stage("ingest", "turn a scene product into the 10 m scene stack")
+@_stage(
+    "ingest",
+    "turn a scene product into the 10 m scene stack",
+    "s2lc ingest --config my.yaml --scene april --out results/scenes/april.tif",
+)
 def _ingest(args: argparse.Namespace, config: dict[str, Any]) -> dict:
     from s2landcover.ingest import ingest_scene
 
@@ -131,7 +187,12 @@ def _ingest(args: argparse.Namespace, config: dict[str, Any]) -> dict:
     )
 
 
-@_stage("downsample-mask", "warp the land-cover map onto a scene's grid")
+@_stage(
+    "downsample-mask",
+    "warp the land-cover map onto a scene's grid",
+    "s2lc downsample-mask --config my.yaml --source landcover_1m.tif "
+    "--scene results/scenes/april.tif --out results/masks/april.tif --threads 4",
+)
 def _downsample_mask(args: argparse.Namespace, config: dict[str, Any]) -> dict:
     from s2landcover.masks import downsample_mask
 
@@ -146,16 +207,24 @@ def _downsample_mask(args: argparse.Namespace, config: dict[str, Any]) -> dict:
     )
 
 
-@_stage("tile", "cut a scene and its mask into chips")
+@_stage(
+    "tile",
+    "cut a scene and its mask into chips",
+    "s2lc tile --config my.yaml --scene-name april --scene results/scenes/april.tif "
+    "--mask results/masks/april.tif --out-dir results/chips/size300/april",
+)
 def _tile(args: argparse.Namespace, config: dict[str, Any]) -> dict:
     from s2landcover.chips import tile_scene
+    from s2landcover.config import check_stride
 
+    tile_size = args.tile_size or config["tile_size"]
+    check_stride(config["chips"]["stride"], tile_size)
     return tile_scene(
         args.scene,
         args.mask,
         args.scene_name,
         args.out_dir,
-        args.tile_size or config["tile_size"],
+        tile_size,
         config["chips"],
         _classes(config),
         threads=args.threads,
@@ -164,24 +233,43 @@ def _tile(args: argparse.Namespace, config: dict[str, Any]) -> dict:
     )
 
 
-@_stage("filter", "choose the chips to train on, recording why each other chip was dropped")
+@_stage(
+    "filter",
+    "choose the chips to train on, recording why each other chip was dropped",
+    "s2lc filter --config my.yaml --index results/chips/size300/*/index.parquet "
+    "--out results/chips/size300/selected.parquet",
+)
 def _filter(args: argparse.Namespace, config: dict[str, Any]) -> dict:
     from s2landcover.chips import filter_chips
 
     return filter_chips(args.index, args.out, config["filter"], _classes(config))
 
 
-@_stage("split", "split the kept chips into train / val / test without spatial leakage")
+@_stage(
+    "split",
+    "split the kept chips into train / val / test without spatial leakage",
+    "s2lc split --config my.yaml --selected results/chips/size300/selected.parquet "
+    "--out-dir results/splits/size300",
+)
 def _split(args: argparse.Namespace, config: dict[str, Any]) -> dict:
     from s2landcover.split import split_chips
 
     return split_chips(args.selected, args.out_dir, config["split"], _classes(config))
 
 
-@_stage("train", "train the model on the chips")
+@_stage(
+    "train",
+    "train the model on the chips",
+    "s2lc train --config my.yaml --split results/splits/size300/split.parquet "
+    "--chips-root results/chips/size300 --out-dir results/models/size300/unet-resnet34",
+)
 def _train(args: argparse.Namespace, config: dict[str, Any]) -> dict:
     from s2landcover.training.train import train_model
 
+    # Runtime-only keys given as flags (the workflow passes them as resources, not params).
+    for key in ("num_workers", "checkpoint_interval_s"):
+        if getattr(args, key) is not None:
+            config["training"] = {**config["training"], key: getattr(args, key)}
     return train_model(
         args.split,
         args.chips_root,
@@ -194,7 +282,13 @@ def _train(args: argparse.Namespace, config: dict[str, Any]) -> dict:
     )
 
 
-@_stage("predict", "predict a whole scene into a land-cover GeoTIFF")
+@_stage(
+    "predict",
+    "predict a whole scene into a land-cover GeoTIFF",
+    "s2lc predict --checkpoint results/models/size300/unet-resnet34/model.pt "
+    "--scene results/scenes/demo.tif --out demo_landcover.tif",
+    needs_config=False,
+)
 def _predict(args: argparse.Namespace, config: dict[str, Any]) -> dict:
     from s2landcover.predict import predict_scene
 
@@ -209,7 +303,14 @@ def _predict(args: argparse.Namespace, config: dict[str, Any]) -> dict:
     )
 
 
-@_stage("classify-chips", "label every chip with its dominant class (task: classification)")
+@_stage(
+    "classify-chips",
+    "label every chip with its dominant class (task: classification)",
+    "s2lc classify-chips --checkpoint results/models/size300/chips-cnn/model.pt "
+    "--chips-root results/chips/size300 --split results/splits/size300/split.parquet "
+    "--out-dir results/predictions/size300/chips-cnn/chips",
+    needs_config=False,
+)
 def _classify_chips(args: argparse.Namespace, config: dict[str, Any]) -> dict:
     from s2landcover.classify import predict_chips
 
@@ -224,7 +325,14 @@ def _classify_chips(args: argparse.Namespace, config: dict[str, Any]) -> dict:
     )
 
 
-@_stage("evaluate", "per-class metrics, plots and the report")
+@_stage(
+    "evaluate",
+    "per-class metrics, plots and the report",
+    "s2lc evaluate --config my.yaml --predictions results/predictions/size300/unet/*.tif "
+    "--masks results/masks/demo.tif --scenes results/scenes/demo.tif "
+    "--split results/splits/size300/split.parquet --chips-root results/chips/size300 "
+    "--model-dir results/models/size300/unet --out-dir results/evaluation/size300/unet",
+)
 def _evaluate(args: argparse.Namespace, config: dict[str, Any]) -> dict:
     from s2landcover.evaluate import evaluate_model
 
@@ -245,7 +353,12 @@ def _evaluate(args: argparse.Namespace, config: dict[str, Any]) -> dict:
     )
 
 
-@_stage("validity", "write a scene's valid-observation raster (clear/cloud/shadow/cirrus/snow)")
+@_stage(
+    "validity",
+    "write a scene's valid-observation raster (clear/cloud/shadow/cirrus/snow)",
+    "s2lc validity --config config.yaml --scene-name demo --scene results/scenes/demo.tif "
+    "--out results/validity/demo.tif",
+)
 def _validity(args: argparse.Namespace, config: dict[str, Any]) -> dict:
     from s2landcover.validity import write_validity
 
@@ -261,19 +374,37 @@ def _validity(args: argparse.Namespace, config: dict[str, Any]) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``s2lc`` (one subparser per stage)."""
-    parser = argparse.ArgumentParser(prog="s2lc", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="s2lc", description=DESCRIPTION)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--version", action="version", version=f"s2lc {__version__}", help="print the version"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str) -> argparse.ArgumentParser:
         handler = _HANDLERS[name]
-        p = sub.add_parser(name, help=handler.help_text, description=handler.help_text)  # type: ignore[attr-defined]
+        needs = handler.needs_config  # type: ignore[attr-defined]
+        p = sub.add_parser(
+            name,
+            help=handler.help_text,  # type: ignore[attr-defined]
+            description=handler.help_text[0].upper() + handler.help_text[1:] + ".",  # type: ignore[attr-defined]
+            epilog=f"example:\n  {handler.example}",  # type: ignore[attr-defined]
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         group = p.add_mutually_exclusive_group()
         group.add_argument(
-            "--config", default="config.yaml", help="YAML configuration (default: config.yaml)"
+            "--config",
+            help="YAML configuration (default: config.yaml in the current folder"
+            + ("" if needs else "; without one, the defaults of the schema")
+            + ")",
         )
         group.add_argument(
-            "--config-json", help="configuration sections as JSON (used by the workflow)"
+            "--config-json",
+            nargs="+",
+            metavar="JSON",
+            help='configuration sections as JSON objects, e.g. \'{"prediction": {"tta": true}}\' '
+            "(used by the workflow: one object per section the stage reads, already validated "
+            "as a whole at workflow start; each is validated here on its own)",
         )
         return p
 
@@ -305,14 +436,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", required=True, help="land-cover map (any GDAL raster)")
     p.add_argument("--scene", required=True, help="scene stack whose grid the mask takes")
     p.add_argument("--out", required=True, help="output mask GeoTIFF")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="threads warping windows (default: 1)")
     p.add_argument(
         "--dask-scheduler",
         help="dask scheduler address whose workers fill the windows ('local' or '': threads of "
         "this process; default: compute.dask_scheduler of the config)",
     )
     p = add("tile")
-    p.add_argument("--scene-name", required=True)
+    p.add_argument(
+        "--scene-name", required=True, help="scene name, recorded in the chip index (e.g. april)"
+    )
     p.add_argument("--scene", required=True, help="scene stack GeoTIFF")
     p.add_argument("--mask", required=True, help="mask GeoTIFF on the scene's grid")
     p.add_argument("--scl", help="scene classification band (optional)")
@@ -321,7 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tile-size", type=int, help="chip side in pixels (default: tile_size of the config)"
     )
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="threads reading windows (default: 1)")
     p = add("filter")
     p.add_argument(
         "--index", nargs="+", required=True, help="index.parquet of each scene's chip store"
@@ -344,6 +477,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--strategy", help="auto, ddp, ... (default: training.strategy of the config)")
     p.add_argument(
+        "--num-workers",
+        type=int,
+        help="data-loader worker processes (default: training.num_workers of the config)",
+    )
+    p.add_argument(
+        "--checkpoint-interval-s",
+        type=float,
+        help="least seconds between two saves of last.ckpt "
+        "(default: training.checkpoint_interval_s of the config)",
+    )
+    p.add_argument(
         "--num-nodes", type=int, default=1, help="machines (srun: one task per GPU on each)"
     )
     p = add("predict")
@@ -359,16 +503,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", required=True, help="split.parquet")
     p.add_argument("--out-dir", required=True, help="folder for chip rasters, chips.gpkg, metrics")
     p.add_argument("--scenes", nargs="+", help="scenes to classify (default: all in the split)")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=16, help="chips per batch (default: 16)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p = add("evaluate")
     p.add_argument("--predictions", nargs="+", required=True, help="predicted GeoTIFF per scene")
     p.add_argument("--masks", nargs="+", required=True, help="mask per scene ({scene}.tif)")
     p.add_argument("--scenes", nargs="+", required=True, help="scene stack per scene ({scene}.tif)")
-    p.add_argument("--split", required=True)
-    p.add_argument("--chips-root", required=True)
-    p.add_argument("--model-dir", required=True)
-    p.add_argument("--out-dir", required=True)
+    p.add_argument("--split", required=True, help="split.parquet (which chips are val / test)")
+    p.add_argument("--chips-root", required=True, help="results/chips/size{tile}")
+    p.add_argument("--model-dir", required=True, help="model folder (metrics.csv of training)")
+    p.add_argument(
+        "--out-dir", required=True, help="folder for report.html, metrics.json and the figures"
+    )
     p.add_argument("--validity", nargs="*", help="validity raster per scene ({scene}.tif)")
     p = add("validity")
     p.add_argument("--scene-name", required=True, help="scene name in the scene table")

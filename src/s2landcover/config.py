@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -87,9 +87,8 @@ def _describe(error: jsonschema.ValidationError, schema: dict[str, Any]) -> str:
     return f"{where}: {error.message}{hint}"
 
 
-def _check_semantics(config: dict[str, Any]) -> None:
-    """Checks that a JSON schema cannot express."""
-    fractions = config["split"]["fractions"]
+def _check_split(split: Mapping[str, Any]) -> None:
+    fractions = split["fractions"]
     total = fractions["train"] + fractions["val"] + fractions["test"]
     if not math.isclose(total, 1.0, abs_tol=1e-6):
         raise ConfigError(
@@ -97,10 +96,11 @@ def _check_semantics(config: dict[str, Any]) -> None:
             f" + val {fractions['val']}"
             f" + test {fractions['test']} = {total:g}"
         )
-    if config["split"]["method"] != "scene" and fractions["train"] <= 0:
+    if split["method"] != "scene" and fractions["train"] <= 0:
         raise ConfigError("split.fractions.train must be above 0 (no chip would be trained on)")
 
-    classes = config["classes"]
+
+def _check_classes(classes: list[dict[str, Any]]) -> None:
     indices = [c["index"] for c in classes]
     if sorted(indices) != list(range(1, len(classes) + 1)):
         raise ConfigError(
@@ -120,14 +120,50 @@ def _check_semantics(config: dict[str, Any]) -> None:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ConfigError(f"classes: duplicate class name(s) {duplicates}")
-    overlap = sorted(set(config["mask"]["nodata_codes"]) & set(seen))
+
+
+def _check_scenes(scenes: list[dict[str, Any]]) -> None:
+    scene_names = [s["name"] for s in scenes]
+    duplicates = sorted({n for n in scene_names if scene_names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"scenes: duplicate scene name(s) {duplicates}")
+
+
+def _check_prediction(prediction: Mapping[str, Any]) -> None:
+    window = prediction["window"]
+    if window is not None and window % 32:
+        raise ConfigError(
+            f"prediction.window = {window} must be a multiple of 32 (U-Net downsampling)"
+        )
+
+
+# Checks of one section alone: they run on the whole config at workflow start and again on each
+# section a job is given (see config_from_json).
+_SECTION_CHECKS = {
+    "split": _check_split,
+    "classes": _check_classes,
+    "scenes": _check_scenes,
+    "prediction": _check_prediction,
+}
+
+
+def check_stride(stride: int | None, tile_size: int) -> None:
+    """Refuse a chip stride above the tile size (it would leave gaps between chips)."""
+    if stride is not None and stride > tile_size:
+        raise ConfigError(
+            f"chips.stride = {stride} is larger than tile_size = {tile_size}; "
+            "a stride above the tile size would leave gaps between chips"
+        )
+
+
+def _check_cross_sections(config: dict[str, Any]) -> None:
+    """Checks that relate sections: they need the whole config, so they run at workflow start."""
+    seen = {code for entry in config["classes"] for code in entry["codes"]}
+    overlap = sorted(set(config["mask"]["nodata_codes"]) & seen)
     if overlap:
         raise ConfigError(f"mask.nodata_codes {overlap} are also class codes in the class table")
 
     scene_names = [s["name"] for s in config["scenes"]]
-    duplicates = sorted({n for n in scene_names if scene_names.count(n) > 1})
-    if duplicates:
-        raise ConfigError(f"scenes: duplicate scene name(s) {duplicates}")
     if config["split"]["method"] == "scene":
         named = config["split"]["scenes"]
         unknown = sorted(set(named["train"] + named["val"] + named["test"]) - set(scene_names))
@@ -137,18 +173,36 @@ def _check_semantics(config: dict[str, Any]) -> None:
             )
         if not named["train"]:
             raise ConfigError("split.method is 'scene' but split.scenes.train is empty")
+        not_trained = sorted(
+            s["name"]
+            for s in config["scenes"]
+            if s["name"] in named["train"] + named["val"] + named["test"]
+            and s.get("role", "both") == "map"
+        )
+        if not_trained:
+            raise ConfigError(
+                f"split.scenes names scene(s) {not_trained} whose role is 'map' (mapped only, "
+                "never tiled); give them role 'both' or 'train', or leave them out of split.scenes"
+            )
+    mapped_only = [s["name"] for s in config["scenes"] if s.get("role", "both") == "map"]
+    if config["task"] == "classification" and mapped_only:
+        raise ConfigError(
+            f"scenes {mapped_only} have role 'map', but task 'classification' labels the chips of "
+            "trained-on scenes only; give them role 'both' or use task 'segmentation'"
+        )
+    if not any(s.get("role", "both") in ("train", "both") for s in config["scenes"]):
+        raise ConfigError(
+            "scenes: no scene has role 'train' or 'both'; at least one scene must be trained on"
+        )
 
-    stride = config["chips"]["stride"]
-    if stride is not None and stride > config["tile_size"]:
-        raise ConfigError(
-            f"chips.stride = {stride} is larger than tile_size = {config['tile_size']}; "
-            "a stride above the tile size would leave gaps between chips"
-        )
-    window = config["prediction"]["window"]
-    if window is not None and window % 32:
-        raise ConfigError(
-            f"prediction.window = {window} must be a multiple of 32 (U-Net downsampling)"
-        )
+    check_stride(config["chips"]["stride"], config["tile_size"])
+
+
+def _check_semantics(config: dict[str, Any]) -> None:
+    """Checks that a JSON schema cannot express."""
+    for name, check in _SECTION_CHECKS.items():
+        check(config[name])
+    _check_cross_sections(config)
 
 
 def validate_config(config: Mapping[str, Any], source: str = "config") -> dict[str, Any]:
@@ -188,19 +242,94 @@ def load_config(path: str | Path) -> dict[str, Any]:
     return validate_config(data, source=str(path))
 
 
-def config_from_json(text: str) -> dict[str, Any]:
-    """Validate a (partial) configuration passed as JSON text, as the workflow rules do."""
+class SectionConfig(dict):
+    """The config sections a command was given (by the workflow): a missing one is a bug, not a
+    default, so reading it raises instead of silently using the schema's default."""
+
+    def __missing__(self, key: str) -> Any:
+        raise KeyError(
+            f"config section {key!r} was not passed to this command (given: {sorted(self)}); "
+            "the workflow rule must pass every section its command reads"
+        )
+
+
+def validate_sections(data: Mapping[str, Any], source: str = "config") -> SectionConfig:
+    """Validate the top-level sections present in ``data``, each on its own, with defaults filled
+    in below them; sections not given stay absent, and checks that relate two sections do not run
+    (the workflow ran them on the whole config at start; a partial config cannot answer them).
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: the configuration must be a mapping of keys, got {data!r}")
+    filled = copy.deepcopy(dict(data))
+    schema = load_schema()
+    properties = schema["properties"]
+    partial = {
+        **{k: v for k, v in schema.items() if k not in ("properties", "default")},
+        "properties": {k: properties[k] for k in filled if k in properties},
+    }
+    validator = _DefaultFillingValidator(partial)
+    errors = sorted(validator.iter_errors(filled), key=lambda e: (len(e.absolute_path), e.path))
+    if errors:
+        raise ConfigError(f"{source}: " + _describe(errors[0], schema))
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ConfigError(f"--config-json is not valid JSON: {error}") from None
-    return validate_config(data, source="--config-json")
+        for name, check in _SECTION_CHECKS.items():
+            if name in filled:
+                check(filled[name])
+    except ConfigError as error:
+        raise ConfigError(f"{source}: {error}") from None
+    return SectionConfig(filled)
+
+
+def config_from_json(texts: str | Sequence[str]) -> SectionConfig:
+    """The config sections a workflow rule passes (``--config-json``): one or more JSON objects,
+    each usually holding one section (see :func:`section_json`), merged and validated per section
+    (:func:`validate_sections`)."""
+    if isinstance(texts, str):
+        texts = [texts]
+    merged: dict[str, Any] = {}
+    for text in texts:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"--config-json is not valid JSON: {error}: {text[:80]!r}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"--config-json: expected a JSON object of sections, got {text!r}")
+        repeated = sorted(set(data) & set(merged))
+        if repeated:
+            raise ConfigError(f"--config-json: section(s) {repeated} given twice")
+        merged.update(data)
+    return validate_sections(merged, source="--config-json")
+
+
+# Keys that change how or where a job runs but not what it computes. The workflow passes them as
+# Snakemake resources (which are no rerun trigger), not as params, so changing them re-runs nothing.
+RUNTIME_KEYS: dict[str, tuple[str, ...]] = {
+    "training": ("num_workers", "accelerator", "strategy", "checkpoint_interval_s"),
+    "compute": ("dask_scheduler",),
+}
+
+
+def section_json(name: str, value: Any) -> str:
+    """One config section as compact JSON ``{"name": value}``: one Snakemake param per section,
+    so that a "params changed" rerun reason shows only the sections that changed, by name."""
+    if name in RUNTIME_KEYS and isinstance(value, Mapping):
+        value = {k: v for k, v in value.items() if k not in RUNTIME_KEYS[name]}
+    return json.dumps({name: value}, sort_keys=True, separators=(",", ":"))
 
 
 def config_subset(config: Mapping[str, Any], keys: list[str]) -> str:
-    """JSON text of the named top-level sections, for a rule's ``params``.
+    """JSON text of the named top-level sections (one JSON object), as ``--config-json`` takes.
 
-    Passing only the sections a stage reads means that changing any other section does not re-run
-    that stage (Snakemake re-runs a rule when its params change).
+    Runtime-only keys (:data:`RUNTIME_KEYS`) are left out.
     """
-    return json.dumps({key: config[key] for key in keys}, sort_keys=True)
+    return json.dumps(
+        {
+            key: (
+                {k: v for k, v in config[key].items() if k not in RUNTIME_KEYS[key]}
+                if key in RUNTIME_KEYS and isinstance(config[key], Mapping)
+                else config[key]
+            )
+            for key in keys
+        },
+        sort_keys=True,
+    )

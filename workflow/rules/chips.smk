@@ -16,10 +16,10 @@ rule tile_scene:
         masks=f"{RESULTS}/chips/size{{tile}}/{{scene}}/masks.npy",
         meta=f"{RESULTS}/chips/size{{tile}}/{{scene}}/meta.json",
     params:
-        config=cfg("chips", "classes"),
+        **sections("chips", "classes"),
         out_dir=lambda wildcards, output: str(Path(output.index).parent),
         scl=scl_input_arg,
-        validity=validity_arg,
+        validity_arg=validity_arg,
     log:
         f"{LOGS}/tile_scene/size{{tile}}/{{scene}}.log",
     benchmark:
@@ -29,9 +29,10 @@ rule tile_scene:
         mem_mb=3000,
         runtime=60,
     shell:
-        "s2lc tile --config-json {params.config:q} --tile-size {wildcards.tile}"
-        " --scene-name {wildcards.scene} --scene {input.scene} --mask {input.mask}"
-        " {params.scl} {params.validity} --out-dir {params.out_dir} --threads {threads} 2> {log}"
+        "s2lc tile --config-json {params.chips:q} {params.classes:q} --tile-size {wildcards.tile}"
+        " --scene-name {wildcards.scene:q} --scene {input.scene:q} --mask {input.mask:q}"
+        " {params.scl} {params.validity_arg} --out-dir {params.out_dir:q} --threads {threads}"
+        " 2> {log:q}"
 
 
 rule filter_chips:
@@ -43,7 +44,7 @@ rule filter_chips:
         selected=f"{RESULTS}/chips/size{{tile}}/selected.parquet",
         summary=f"{RESULTS}/chips/size{{tile}}/filter_summary.json",
     params:
-        config=cfg("filter", "classes"),
+        **sections("filter", "classes"),
     log:
         f"{LOGS}/filter_chips/size{{tile}}.log",
     benchmark:
@@ -53,7 +54,8 @@ rule filter_chips:
         mem_mb=1000,
         runtime=10,
     shell:
-        "s2lc filter --config-json {params.config:q} --index {input} --out {output.selected} 2> {log}"
+        "s2lc filter --config-json {params.filter:q} {params.classes:q} --index {input:q}"
+        " --out {output.selected:q} 2> {log:q}"
 
 
 rule split_chips:
@@ -66,7 +68,7 @@ rule split_chips:
         footprints=f"{RESULTS}/splits/size{{tile}}/footprints.gpkg",
         summary=f"{RESULTS}/splits/size{{tile}}/split_summary.json",
     params:
-        config=cfg("split", "classes"),
+        **sections("split", "classes"),
         out_dir=lambda wildcards, output: str(Path(output.split).parent),
     log:
         f"{LOGS}/split_chips/size{{tile}}.log",
@@ -77,5 +79,5 @@ rule split_chips:
         mem_mb=1000,
         runtime=10,
     shell:
-        "s2lc split --config-json {params.config:q} --selected {input}"
-        " --out-dir {params.out_dir} 2> {log}"
+        "s2lc split --config-json {params.split:q} {params.classes:q} --selected {input:q}"
+        " --out-dir {params.out_dir:q} 2> {log:q}"

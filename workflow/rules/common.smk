@@ -1,8 +1,20 @@
 # Configuration validation, wildcard constraints and input functions shared by all rules.
+import os
+from pathlib import Path
+import shlex
 import sys
 
-from s2landcover.config import ConfigError, config_subset, validate_config
+from s2landcover.config import (
+    ConfigError,
+    RUNTIME_KEYS,
+    config_subset,
+    section_json,
+    validate_config,
+)
 
+# The whole config is validated once, here, with the checks that relate sections (split.scenes
+# against the scene table, chips.stride against tile_size, ...). Each job then gets the sections
+# its command reads, already resolved, and its command validates only those, section by section.
 try:
     _validated = validate_config(config, source="config (config.yaml and --config overrides)")
 except ConfigError as error:
@@ -12,9 +24,15 @@ except ConfigError as error:
 config.clear()
 config.update(_validated)
 
-SCENES = [scene["name"] for scene in config["scenes"]]
-SCENE_SOURCES = {scene["name"]: scene["source"] for scene in config["scenes"]}
+SCENE_ENTRIES = {scene["name"]: scene for scene in config["scenes"]}
+SCENES = list(SCENE_ENTRIES)
+SCENE_SOURCES = {name: scene["source"] for name, scene in SCENE_ENTRIES.items()}
 STAC_SCENES = [name for name, source in SCENE_SOURCES.items() if source["type"] == "stac"]
+# scenes[].role: `both` scenes are tiled, trained on, mapped and evaluated; `train` ones are only
+# tiled and trained on; `map` ones are only mapped (no mask needed).
+TRAIN_SCENES = [n for n, s in SCENE_ENTRIES.items() if s["role"] in ("train", "both")]
+MAP_SCENES = [n for n, s in SCENE_ENTRIES.items() if s["role"] in ("map", "both")]
+EVAL_SCENES = [n for n, s in SCENE_ENTRIES.items() if s["role"] == "both"]
 TILE = config["tile_size"]
 MODEL = config["model"]["name"]
 RESULTS = "results"
@@ -26,6 +44,13 @@ BENCHMARKS = f"{RESULTS}/benchmarks"
 DASK_SCHEDULER = config["compute"]["dask_scheduler"] or "local"
 # GPUs a training job asks the cluster for: training.devices when it is a count, else one.
 TRAINING_GPUS = config["training"]["devices"] if config["training"]["devices"] != "auto" else 1
+# Runtime-only training keys (RUNTIME_KEYS: loader workers, accelerator, strategy, save interval):
+# resources of train_model, so that changing them re-runs nothing (they are not in its params).
+TRAINING_RUNTIME = {key: str(config["training"][key]) for key in RUNTIME_KEYS["training"]}
+# Threads of the rules that use the whole machine: every CPU, which Snakemake lowers to --cores
+# (and a cluster profile sets per rule). A number, not workflow.cores, so that --summary, --dag,
+# --report and -n work without --cores.
+ALL_CORES = os.cpu_count() or 1
 # The software of every rule (used with --use-conda; relative to workflow/rules/).
 CONDA_ENV = "../../environment.yml"
 
@@ -37,27 +62,86 @@ wildcard_constraints:
 
 
 def cfg(*sections):
-    """JSON of the config sections a job reads (its params): changing them re-runs the job."""
+    """JSON of the config sections a job reads, as one param (one --config-json argument).
+    Prefer sections(): one param per section gives readable rerun reasons."""
     return config_subset(config, list(sections))
 
 
-def scene_product(wildcards):
-    """What ingest reads for a scene the workflow makes (demo) or fetches (stac); [] otherwise."""
-    kind = SCENE_SOURCES[wildcards.scene]["type"]
+def sections(*names):
+    """One param per config section a job's command reads, each the JSON {"section": value}
+    (runtime-only keys left out). Changing a section re-runs the job, and Snakemake's "params
+    changed" reason shows only the changed sections, by name. Pass them all to --config-json."""
+    return {name: section_json(name, config[name]) for name in names}
+
+
+def scene_section(wildcards):
+    """The scene table cut to this job's scene (without its role, which changes no product): adding
+    or changing another scene re-runs nothing of this one."""
+    entry = {k: v for k, v in SCENE_ENTRIES[wildcards.scene].items() if k != "role"}
+    return section_json("scenes", [entry])
+
+
+def tile_size_section(wildcards):
+    """tile_size resolved from the path ({tile}), which is what the job makes."""
+    return section_json("tile_size", int(wildcards.tile))
+
+
+def _vrt_sources(path):
+    """The files a GDAL VRT mosaic reads (its SourceFilename entries, recursively), so that a
+    replaced tile of a mosaic re-runs what depends on it; [] for other files."""
+    if not str(path).lower().endswith(".vrt") or not Path(path).is_file():
+        return []
+    import xml.etree.ElementTree as ElementTree
+
+    files = []
+    for element in ElementTree.parse(path).iter("SourceFilename"):
+        name = (element.text or "").strip()
+        parts = Path(name).parts
+        if not name or (len(parts) > 1 and parts[1].startswith("vsi")):
+            continue  # a GDAL virtual file system (/vsizip/..., /vsicurl/...): not a local file
+        if element.get("relativeToVRT") == "1":
+            name = str(Path(path).parent / name)
+        if Path(name).is_file():
+            files += [name, *_vrt_sources(name)]
+    return sorted(set(files))
+
+
+def _source_files(path):
+    """Every file under a scene source path (a file, or a folder such as a .SAFE or a folder of
+    band files), so that replacing any of them re-runs ingest. A missing path is returned as is:
+    Snakemake then stops with "missing input files" naming it."""
+    source = Path(path)
+    if source.is_dir():
+        files = sorted(str(p) for p in source.rglob("*") if p.is_file())
+        return files or [path]
+    files = [path, *_vrt_sources(path)]
+    sidecar = Path(f"{path}.aux.xml")  # GDAL's metadata (scale, offset, band names) beside it
+    if sidecar.is_file():
+        files.append(str(sidecar))
+    return files
+
+
+def scene_inputs(wildcards):
+    """What ingest reads: the product the workflow makes (demo) or fetches (stac) as `product`,
+    or the user's files (safe, band_files, geotiff) as `files`."""
+    source = SCENE_SOURCES[wildcards.scene]
+    kind = source["type"]
     if kind == "demo":
-        return f"{RESULTS}/demo/{wildcards.scene}.SAFE"
+        return {"product": f"{RESULTS}/demo/{wildcards.scene}.SAFE"}
     if kind == "stac":
-        return f"{RESULTS}/downloads/{wildcards.scene}"
-    return []
+        return {"product": f"{RESULTS}/downloads/{wildcards.scene}"}
+    if source.get("path"):
+        return {"files": _source_files(source["path"])}
+    return {}  # ingest names the missing `path`
 
 
 def scene_product_arg(wildcards, input):
     """The --source-path argument of ingest for workflow-made products."""
-    return f"--source-path {input.product}" if input.get("product") else ""
+    return f"--source-path {shlex.quote(input.product)}" if input.get("product") else ""
 
 
 def scl_output_arg(wildcards, output):
-    return f"--scl-out {output.scl}" if output.get("scl") else ""
+    return f"--scl-out {shlex.quote(output.scl)}" if output.get("scl") else ""
 
 
 def scl_band(wildcards):
@@ -66,7 +150,7 @@ def scl_band(wildcards):
 
 
 def scl_input_arg(wildcards, input):
-    return f"--scl {input.scl}" if input.get("scl") else ""
+    return f"--scl {shlex.quote(input.scl)}" if input.get("scl") else ""
 
 
 def ingest_outputs():
@@ -92,28 +176,38 @@ def mask_source(wildcards):
     return f"{RESULTS}/demo/landcover_1m.tif" if source == "demo" else source
 
 
+def mask_parts(wildcards):
+    """The files a VRT mosaic given as the land-cover map reads (inputs too); [] otherwise."""
+    source = config["mask"]["source"]
+    return [] if source == "demo" else _vrt_sources(source)
+
+
+def encoder_weights(wildcards):
+    """The user's encoder weights file (model.encoder_weights), when given: an input of training."""
+    path = config["model"]["encoder_weights"]
+    return [path] if path else []
+
+
 def chip_indexes(wildcards):
     return expand(
         "{results}/chips/size{tile}/{scene}/index.parquet",
         results=RESULTS,
         tile=wildcards.tile,
-        scene=SCENES,
+        scene=TRAIN_SCENES,
     )
 
 
 def final_outputs():
-    """Everything the default target builds: a prediction per scene and the evaluation report
-    (segmentation), or chip labels per scene with their metrics (classification)."""
+    """Everything the default target builds: a prediction per mapped scene and the evaluation
+    report (segmentation), or chip labels per trained-on scene with their metrics (classification)."""
     prefix = f"size{TILE}/{MODEL}"
     if config["task"] == "classification":
         return [
-            *expand(f"{RESULTS}/predictions/{prefix}/chips/{{scene}}.tif", scene=SCENES),
+            *expand(f"{RESULTS}/predictions/{prefix}/chips/{{scene}}.tif", scene=TRAIN_SCENES),
             f"{RESULTS}/predictions/{prefix}/chips/metrics.json",
         ]
-    return [
-        *expand(f"{RESULTS}/predictions/{prefix}/{{scene}}.tif", scene=SCENES),
-        f"{RESULTS}/evaluation/{prefix}/report.html",
-    ]
+    evaluation = [f"{RESULTS}/evaluation/{prefix}/report.html"] if EVAL_SCENES else []
+    return [*expand(f"{RESULTS}/predictions/{prefix}/{{scene}}.tif", scene=MAP_SCENES), *evaluation]
 
 
 def chip_stores(wildcards):
@@ -121,7 +215,7 @@ def chip_stores(wildcards):
         "{results}/chips/size{tile}/{scene}/{name}",
         results=RESULTS,
         tile=wildcards.tile,
-        scene=SCENES,
+        scene=TRAIN_SCENES,
         name=["index.parquet", "images.npy", "masks.npy", "meta.json"],
     )
 
@@ -138,7 +232,7 @@ def validity_rasters(wildcards):
     """The validity rasters of every scene (evaluation), or []."""
     if config["validity"]["source"] == "none":
         return []
-    return expand("{results}/validity/{scene}.tif", results=RESULTS, scene=SCENES)
+    return expand("{results}/validity/{scene}.tif", results=RESULTS, scene=EVAL_SCENES)
 
 
 def validity_arg(wildcards, input):
@@ -146,7 +240,8 @@ def validity_arg(wildcards, input):
     paths = input.get("validity")
     if not paths:
         return ""
-    return "--validity " + " ".join([paths] if isinstance(paths, str) else list(paths))
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    return "--validity " + " ".join(shlex.quote(str(path)) for path in paths)
 
 
 def validity_file(wildcards):

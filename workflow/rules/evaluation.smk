@@ -8,10 +8,10 @@ rule evaluate_model:
         predictions=expand(
             "{results}/predictions/size{{tile}}/{{model}}/{scene}.tif",
             results=RESULTS,
-            scene=SCENES,
+            scene=EVAL_SCENES,
         ),
-        masks=expand("{results}/masks/{scene}.tif", results=RESULTS, scene=SCENES),
-        scenes=expand("{results}/scenes/{scene}.tif", results=RESULTS, scene=SCENES),
+        masks=expand("{results}/masks/{scene}.tif", results=RESULTS, scene=EVAL_SCENES),
+        scenes=expand("{results}/scenes/{scene}.tif", results=RESULTS, scene=EVAL_SCENES),
         split=f"{RESULTS}/splits/size{{tile}}/split.parquet",
         metrics=f"{RESULTS}/models/size{{tile}}/{{model}}/metrics.csv",
         validity=validity_rasters,
@@ -19,11 +19,11 @@ rule evaluate_model:
         report=f"{RESULTS}/evaluation/size{{tile}}/{{model}}/report.html",
         metrics=f"{RESULTS}/evaluation/size{{tile}}/{{model}}/metrics.json",
     params:
-        config=cfg("evaluation", "classes"),
+        **sections("evaluation", "classes"),
         chips_root=lambda wildcards: f"{RESULTS}/chips/size{wildcards.tile}",
         model_dir=lambda wildcards, input: str(Path(input.metrics).parent),
         out_dir=lambda wildcards, output: str(Path(output.report).parent),
-        validity=validity_arg,
+        validity_arg=validity_arg,
     log:
         f"{LOGS}/evaluate_model/size{{tile}}/{{model}}.log",
     benchmark:
@@ -33,7 +33,8 @@ rule evaluate_model:
         mem_mb=3000,
         runtime=60,
     shell:
-        "s2lc evaluate --config-json {params.config:q} --predictions {input.predictions}"
-        " --masks {input.masks} --scenes {input.scenes} --split {input.split}"
-        " --chips-root {params.chips_root} --model-dir {params.model_dir}"
-        " --out-dir {params.out_dir} {params.validity} 2> {log}"
+        "s2lc evaluate --config-json {params.evaluation:q} {params.classes:q}"
+        " --predictions {input.predictions:q} --masks {input.masks:q} --scenes {input.scenes:q}"
+        " --split {input.split:q} --chips-root {params.chips_root:q}"
+        " --model-dir {params.model_dir:q} --out-dir {params.out_dir:q} {params.validity_arg}"
+        " 2> {log:q}"

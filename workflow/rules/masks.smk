@@ -6,11 +6,12 @@ rule downsample_mask:
         CONDA_ENV
     input:
         source=mask_source,
+        parts=mask_parts,
         scene=f"{RESULTS}/scenes/{{scene}}.tif",
     output:
         f"{RESULTS}/masks/{{scene}}.tif",
     params:
-        config=cfg("mask", "classes"),
+        **sections("mask", "classes"),
     log:
         f"{LOGS}/downsample_mask/{{scene}}.log",
     benchmark:
@@ -21,6 +22,6 @@ rule downsample_mask:
         runtime=120,
         dask_scheduler=DASK_SCHEDULER,
     shell:
-        "s2lc downsample-mask --config-json {params.config:q} --source {input.source}"
-        " --scene {input.scene} --out {output} --threads {threads}"
-        " --dask-scheduler {resources.dask_scheduler:q} 2> {log}"
+        "s2lc downsample-mask --config-json {params.mask:q} {params.classes:q}"
+        " --source {input.source:q} --scene {input.scene:q} --out {output:q} --threads {threads}"
+        " --dask-scheduler {resources.dask_scheduler:q} 2> {log:q}"

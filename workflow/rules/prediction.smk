@@ -11,20 +11,21 @@ rule predict_scene:
     output:
         **prediction_outputs(),
     params:
-        config=cfg("prediction"),
-        validity=validity_arg,
+        **sections("prediction"),
+        validity_arg=validity_arg,
     log:
         f"{LOGS}/predict_scene/size{{tile}}/{{model}}/{{scene}}.log",
     benchmark:
         f"{BENCHMARKS}/predict_scene/size{{tile}}/{{model}}/{{scene}}.tsv"
-    threads: workflow.cores
+    threads: ALL_CORES
     resources:
         mem_mb=6000,
         runtime=240,
         gpu=1,
     shell:
-        "s2lc predict --config-json {params.config:q} --checkpoint {input.model}"
-        " --scene {input.scene} --out {output.classes} --threads {threads} {params.validity} 2> {log}"
+        "s2lc predict --config-json {params.prediction:q} --checkpoint {input.model:q}"
+        " --scene {input.scene:q} --out {output.classes:q} --threads {threads}"
+        " {params.validity_arg} 2> {log:q}"
 
 
 rule predict_chips:
@@ -38,23 +39,24 @@ rule predict_chips:
         rasters=expand(
             "{results}/predictions/size{{tile}}/{{model}}/chips/{scene}.tif",
             results=RESULTS,
-            scene=SCENES,
+            scene=TRAIN_SCENES,
         ),
         layer=f"{RESULTS}/predictions/size{{tile}}/{{model}}/chips/chips.gpkg",
         metrics=f"{RESULTS}/predictions/size{{tile}}/{{model}}/chips/metrics.json",
     params:
-        config=cfg("classification"),
+        **sections("classification"),
         chips_root=lambda wildcards: f"{RESULTS}/chips/size{wildcards.tile}",
         out_dir=lambda wildcards, output: str(Path(output.metrics).parent),
     log:
         f"{LOGS}/predict_chips/size{{tile}}/{{model}}.log",
     benchmark:
         f"{BENCHMARKS}/predict_chips/size{{tile}}/{{model}}.tsv"
-    threads: workflow.cores
+    threads: ALL_CORES
     resources:
         mem_mb=4000,
         runtime=120,
         gpu=1,
     shell:
-        "s2lc classify-chips --config-json {params.config:q} --checkpoint {input.model}"
-        " --chips-root {params.chips_root} --split {input.split} --out-dir {params.out_dir} 2> {log}"
+        "s2lc classify-chips --config-json {params.classification:q}"
+        " --checkpoint {input.model:q} --chips-root {params.chips_root:q} --split {input.split:q}"
+        " --out-dir {params.out_dir:q} 2> {log:q}"

@@ -7,7 +7,7 @@ rule make_demo_landcover:
     output:
         f"{RESULTS}/demo/landcover_1m.tif",
     params:
-        config=cfg("demo"),
+        **sections("demo"),
     log:
         f"{LOGS}/make_demo_landcover.log",
     benchmark:
@@ -17,7 +17,7 @@ rule make_demo_landcover:
         mem_mb=2000,
         runtime=30,
     shell:
-        "s2lc make-demo-landcover --config-json {params.config:q} --out {output} 2> {log}"
+        "s2lc make-demo-landcover --config-json {params.demo:q} --out {output:q} 2> {log:q}"
 
 
 rule make_demo_scene:
@@ -28,7 +28,8 @@ rule make_demo_scene:
     output:
         directory(f"{RESULTS}/demo/{{scene}}.SAFE"),
     params:
-        config=cfg("demo", "scenes", "bands"),
+        **sections("demo", "bands"),
+        scenes=scene_section,
     log:
         f"{LOGS}/make_demo_scene/{{scene}}.log",
     benchmark:
@@ -38,8 +39,8 @@ rule make_demo_scene:
         mem_mb=2000,
         runtime=30,
     shell:
-        "s2lc make-demo-scene --config-json {params.config:q} --scene {wildcards.scene}"
-        " --landcover {input.landcover} --out {output} 2> {log}"
+        "s2lc make-demo-scene --config-json {params.demo:q} {params.bands:q} {params.scenes:q}"
+        " --scene {wildcards.scene:q} --landcover {input.landcover:q} --out {output:q} 2> {log:q}"
 
 
 rule download_scene:
@@ -48,7 +49,8 @@ rule download_scene:
     output:
         directory(f"{RESULTS}/downloads/{{scene}}"),
     params:
-        config=cfg("scenes", "bands", "download"),
+        **sections("bands", "download"),
+        scenes=scene_section,
     log:
         f"{LOGS}/download_scene/{{scene}}.log",
     benchmark:
@@ -60,8 +62,8 @@ rule download_scene:
         downloads=1,
     retries: 2
     shell:
-        "s2lc download --config-json {params.config:q} --scene {wildcards.scene}"
-        " --out-dir {output} 2> {log}"
+        "s2lc download --config-json {params.bands:q} {params.download:q} {params.scenes:q}"
+        " --scene {wildcards.scene:q} --out-dir {output:q} 2> {log:q}"
 
 
 rule download_mask:
@@ -72,7 +74,7 @@ rule download_mask:
     output:
         f"{RESULTS}/downloads/worldcover_{{year}}.tif",
     params:
-        config=cfg("download"),
+        **sections("download"),
     wildcard_constraints:
         year=r"20\d\d",
     log:
@@ -86,19 +88,20 @@ rule download_mask:
         downloads=1,
     retries: 2
     shell:
-        "s2lc download-mask --config-json {params.config:q} --download-dirs {input}"
-        " --year {wildcards.year} --out {output} 2> {log}"
+        "s2lc download-mask --config-json {params.download:q} --download-dirs {input:q}"
+        " --year {wildcards.year:q} --out {output:q} 2> {log:q}"
 
 
 rule ingest_scene:
     conda:
         CONDA_ENV
     input:
-        product=scene_product,
+        unpack(scene_inputs),
     output:
         **ingest_outputs(),
     params:
-        config=cfg("scenes", "bands", "ingest"),
+        **sections("bands", "ingest"),
+        scenes=scene_section,
         product=scene_product_arg,
         scl=scl_output_arg,
     log:
@@ -110,5 +113,6 @@ rule ingest_scene:
         mem_mb=3000,
         runtime=60,
     shell:
-        "s2lc ingest --config-json {params.config:q} --scene {wildcards.scene}"
-        " {params.product} --out {output.stack} {params.scl} --threads {threads} 2> {log}"
+        "s2lc ingest --config-json {params.bands:q} {params.ingest:q} {params.scenes:q}"
+        " --scene {wildcards.scene:q} {params.product} --out {output.stack:q} {params.scl}"
+        " --threads {threads} 2> {log:q}"

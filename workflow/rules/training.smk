@@ -7,6 +7,7 @@ rule train_model:
     input:
         split=f"{RESULTS}/splits/size{{tile}}/split.parquet",
         chips=chip_stores,
+        encoder_weights=encoder_weights,
     output:
         # last.ckpt (the resume state) lives beside these but is not an output: Snakemake deletes
         # the outputs of a killed job, and running the rule again resumes from last.ckpt.
@@ -14,18 +15,27 @@ rule train_model:
         metrics=f"{RESULTS}/models/size{{tile}}/{{model}}/metrics.csv",
         curves=f"{RESULTS}/models/size{{tile}}/{{model}}/curves.png",
     params:
-        config=cfg("model", "training", "classes", "bands", "tile_size", "task", "classification"),
+        **sections("model", "training", "classes", "bands", "task", "classification"),
+        tile_size=tile_size_section,
         chips_root=lambda wildcards: f"{RESULTS}/chips/size{wildcards.tile}",
         out_dir=lambda wildcards, output: str(Path(output.model).parent),
     log:
         f"{LOGS}/train_model/size{{tile}}/{{model}}.log",
     benchmark:
         f"{BENCHMARKS}/train_model/size{{tile}}/{{model}}.tsv"
-    threads: workflow.cores
+    threads: ALL_CORES
+    # Runtime-only keys (TRAINING_RUNTIME: they change how training runs, not what it learns) are
+    # resources, not params, so that changing them re-runs nothing.
     resources:
         mem_mb=8000,
         runtime=720,
         gpu=TRAINING_GPUS,
+        **TRAINING_RUNTIME,
     shell:
-        "s2lc train --config-json {params.config:q} --split {input.split}"
-        " --chips-root {params.chips_root} --out-dir {params.out_dir} 2> {log}"
+        "s2lc train --config-json {params.model:q} {params.training:q} {params.classes:q}"
+        " {params.bands:q} {params.task:q} {params.classification:q} {params.tile_size:q}"
+        " --num-workers {resources.num_workers} --accelerator {resources.accelerator:q}"
+        " --strategy {resources.strategy:q}"
+        " --checkpoint-interval-s {resources.checkpoint_interval_s}"
+        " --split {input.split:q} --chips-root {params.chips_root:q} --out-dir {params.out_dir:q}"
+        " 2> {log:q}"

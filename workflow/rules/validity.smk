@@ -7,14 +7,15 @@ rule scene_validity:
     conda:
         CONDA_ENV
     input:
+        unpack(scene_inputs),
         scene=f"{RESULTS}/scenes/{{scene}}.tif",
-        product=scene_product,
         scl=scl_band,
         file=validity_file,
     output:
         f"{RESULTS}/validity/{{scene}}.tif",
     params:
-        config=cfg("scenes", "validity"),
+        **sections("validity"),
+        scenes=scene_section,
         product=scene_product_arg,
         scl=scl_input_arg,
     log:
@@ -26,5 +27,6 @@ rule scene_validity:
         mem_mb=2000,
         runtime=60,
     shell:
-        "s2lc validity --config-json {params.config:q} --scene-name {wildcards.scene}"
-        " --scene {input.scene} {params.product} {params.scl} --out {output} 2> {log}"
+        "s2lc validity --config-json {params.validity:q} {params.scenes:q}"
+        " --scene-name {wildcards.scene:q} --scene {input.scene:q} {params.product} {params.scl}"
+        " --out {output:q} 2> {log:q}"
