@@ -335,6 +335,72 @@ def test_open_results_finds_the_paths_of_a_run(tmp_path):
         run.class_areas("scene")
 
 
+# --- real data (../shared/data/real; skipped when absent) -----------------------------------------
+
+REAL = ROOT.parent / "shared" / "data" / "real"
+WORLDCOVER = REAL / "worldcover_N00E006" / "ESA_WorldCover_10m_2021_v200_N00E006_Map.tif"
+
+
+def test_real_aberystwyth_ingested_stack_opens_as_reflectance(tmp_path):
+    """A real 10-band scene through `ingest` (stored x 1000), opened as named reflectance bands."""
+    from s2landcover.ingest import ingest_scene
+
+    source = REAL / "aberystwyth" / "aber_s2_10band_10m.tif"
+    if not source.is_file():
+        pytest.skip(f"real test data not found at {source}")
+    bands = ["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"]
+    out = tmp_path / "aber.tif"
+    ingest = {"resampling": "bilinear", "block_size": 256, "include_scl": False}
+    ingest_scene({"type": "geotiff", "path": str(source), "scale": 0.001}, bands, out, ingest)
+
+    scene = open_scene(out)
+    assert list(scene["band"].values) == bands and scene.attrs["date"] == "2021-05-27"
+    assert scene.rio.crs.to_epsg() == 27700
+    with rasterio.open(source) as src:
+        nir = src.read(7).astype(np.float64) / 1000
+        assert scene.rio.transform() == src.transform
+    got = scene.sel(band="B08").values
+    valid = ~np.isnan(got)
+    assert valid.mean() > 0.99
+    np.testing.assert_allclose(got[valid], nir[valid], rtol=1e-6, atol=1e-6)
+    assert np.nanmedian(got[:, :5]) < 0.1  # the west edge is sea
+
+
+def worldcover_codes(path: Path) -> xr.DataArray:
+    """The real WorldCover tile as a lazy class DataArray (ESA codes, named by code)."""
+    import rioxarray
+
+    codes = rioxarray.open_rasterio(path, chunks={"y": 1024, "x": 1024}).squeeze("band", drop=True)
+    codes.attrs = {"path": str(path), "class_names": {10: "Tree cover", 80: "Water"}}
+    return codes
+
+
+def test_real_worldcover_geographic_crs_is_refused(tmp_path):
+    if not WORLDCOVER.is_file():
+        pytest.skip(f"real test data not found at {WORLDCOVER}")
+    with pytest.raises(InputError, match=r"geographic CRS EPSG:4326.*degrees"):
+        class_areas({"wc": worldcover_codes(WORLDCOVER)})
+
+
+def test_real_worldcover_window_areas_match_a_rasterio_count(tmp_path):
+    """A 4096 px window (Sao Tome: forest, sea, towns) of the real tile on a UTM grid, by chunks."""
+    if not WORLDCOVER.is_file():
+        pytest.skip(f"real test data not found at {WORLDCOVER}")
+    codes = worldcover_codes(WORLDCOVER)[30500:34596, 6000:10096]
+    codes = codes.rio.write_crs("EPSG:32632").rio.write_transform(
+        Affine(10.0, 0, 300000.0, 0, -10.0, 300000.0)
+    )
+    table = class_areas({"wc": codes}).set_index("value")
+    with rasterio.open(WORLDCOVER) as src:
+        window = rasterio.windows.Window(6000, 30500, 4096, 4096)
+        expected = np.bincount(src.read(1, window=window).ravel(), minlength=256)
+    assert expected[80] > 0 and expected[10] > 0  # sea and forest in this window
+    for value in np.flatnonzero(expected[1:]) + 1:
+        assert table.loc[value, "pixels"] == expected[value]
+        assert table.loc[value, "area_ha"] == pytest.approx(expected[value] * 0.01)
+    assert table.loc[80, "class"] == "Water"
+
+
 # --- the docs example on a real run ---------------------------------------------------------------
 
 # The tiny configuration of tests/test_workflow.py (copied: that file belongs to the workflow).
