@@ -56,8 +56,8 @@ _VALUES = 256  # class rasters are uint8
 CHUNK_PIXELS = 1024
 
 
-def _open_lazy(path: Path, chunks: Chunks) -> xr.DataArray:
-    """rioxarray's lazy DataArray of ``path`` (no masking or scaling), with a clear error."""
+def _open_lazy(path: Path, chunks: Chunks) -> tuple[xr.DataArray, dict[str, Any]]:
+    """rioxarray's lazy DataArray of ``path`` (no masking or scaling) and the file's header."""
     with open_raster(path) as src:  # missing or unreadable file -> InputError naming it
         header = {
             "count": src.count,
@@ -83,8 +83,7 @@ def _open_lazy(path: Path, chunks: Chunks) -> xr.DataArray:
         raise InputError(f"{path} holds several datasets; expected a single GeoTIFF raster")
     data.attrs = {}
     data.encoding = {}
-    data.attrs["_header"] = header
-    return data
+    return data, header
 
 
 def _default_chunks(block: tuple[int, int], shape: tuple[int, int]) -> dict[str, int]:
@@ -126,8 +125,7 @@ def open_scene(path: str | Path, chunks: Chunks = True) -> xr.DataArray:
             stack that is not uint16.
     """
     path = Path(path)
-    stored = _open_lazy(path, chunks)
-    header = stored.attrs.pop("_header")
+    stored, header = _open_lazy(path, chunks)
     names = list(header["descriptions"])
     if not all(names):
         raise InputError(
@@ -240,8 +238,7 @@ def open_classes(path: str | Path, chunks: Chunks = True) -> xr.DataArray:
             without the class metadata the pipeline writes (CLASS_TABLE or CLASS_NAMES tags).
     """
     path = Path(path)
-    raw = _open_lazy(path, chunks)
-    header = raw.attrs.pop("_header")
+    raw, header = _open_lazy(path, chunks)
     if header["count"] != 1 or header["dtypes"][0] != "uint8":
         raise InputError(
             f"{path} has {header['count']} band(s) of {header['dtypes']}; expected one uint8 band "
