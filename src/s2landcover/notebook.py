@@ -74,7 +74,7 @@ def _open_lazy(path: Path, chunks: Chunks) -> tuple[xr.DataArray, dict[str, Any]
         }
     if chunks is True:
         chunks = _default_chunks(header["block_shape"], header["shape"])
-    # lock=False: each dask thread reads through its own handle, so chunks are read in parallel.
+    # lock=False: every chunk read opens its own handle, so dask threads read in parallel.
     with warnings.catch_warnings():
         # "Scales/Offsets differ across bands": open_scene applies each band's own, on purpose.
         warnings.filterwarnings("ignore", message="(Scales|Offsets) differ across bands")
