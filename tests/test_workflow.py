@@ -323,8 +323,8 @@ def test_replacing_a_scene_file_in_place_replans_ingest_and_after(spaced_run):
 
 @pytest.mark.workflow
 def test_adding_a_map_only_scene_plans_its_ingest_and_prediction_only(spaced_run):
-    """A `role: map` scene (no mask needed) is ingested and mapped with the trained model;
-    nothing is tiled, trained or evaluated again."""
+    """A `role: map` scene (no mask needed) is ingested, screened for clouds and mapped with the
+    trained model; nothing is tiled, trained or evaluated again."""
     workdir, scene, mask = spaced_run
     other = scene.with_name("scene b (august).tif")
     shutil.copyfile(scene, other)
@@ -342,7 +342,9 @@ def test_adding_a_map_only_scene_plans_its_ingest_and_prediction_only(spaced_run
     text = result.stdout + result.stderr
     table = text.split("Job stats:", 1)[1]
     counts = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", table, re.M))
-    assert counts == {"ingest_scene": "1", "predict_scene": "1", "all": "1", "total": "3"}
+    assert counts == {
+        "ingest_scene": "1", "scene_validity": "1", "predict_scene": "1", "all": "1", "total": "4"
+    }  # fmt: skip
     assert "results/predictions/size64/tiny/b.tif" in text
 
 
