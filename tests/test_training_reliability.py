@@ -100,7 +100,7 @@ def test_killed_and_resumed_training_equals_the_uninterrupted_run_bit_for_bit(
 ) -> None:
     """Three epochs uninterrupted vs killed in the middle of epoch 3 and run again: the same
     weights, the same metrics.csv bytes, and the same global random state at each epoch start."""
-    config = make_config(epochs=3, scheduler="step")
+    config = make_config(epochs=3, scheduler="onecycle")
     rng_at_start: dict[str, list] = {"whole": [], "resumed": []}
     run = {"name": "whole"}
     original_step = LandCoverModule.training_step
