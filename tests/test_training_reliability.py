@@ -231,6 +231,26 @@ def test_a_pickled_payload_in_last_ckpt_does_not_run(
     load_model_checkpoint(out_dir / "model.pt")
 
 
+def test_a_damaged_last_ckpt_is_not_resumed_from(tmp_path: Path) -> None:
+    from s2landcover.training.state import save_training_state
+
+    weight = torch.arange(4096, dtype=torch.float32) + 1.0
+    state = {
+        "format": "s2landcover-training-state", "version": 1, "model": {"w": weight},
+        "optimizers": [{"state": {0: {"exp_avg": weight * 2}}, "param_groups": []}],
+    }  # fmt: skip
+    path = tmp_path / "last.ckpt"
+    save_training_state(path, state)
+    loaded, _ = load_training_state(path)
+    assert loaded is not None and torch.equal(loaded["model"]["w"], weight)
+    data = bytearray(path.read_bytes())
+    start = bytes(data).find((weight * 2).numpy().tobytes()) + 8000
+    data[start : start + 64] = bytes(64)
+    path.write_bytes(bytes(data))
+    loaded, why = load_training_state(path)
+    assert loaded is None and "corrupt" in why
+
+
 # --- 15.1: nothing stale after an upstream change -------------------------------------------------
 
 

@@ -11,7 +11,11 @@ itself. Contents (:func:`collect_training_state`)::
      "epochs_completed": int, "stopped": bool, "global_step": int, "batches_that_stepped": int,
      "model": {name: tensor}, "optimizers": [state_dict], "schedulers": [state_dict],
      "precision": {...} (the fp16 gradient scaler), "callbacks": {name: state},
-     "rng": {"python": ..., "numpy": ..., "torch": tensor, "cuda": [tensor]}}
+     "rng": {"python": ..., "numpy": ..., "torch": tensor, "cuda": [tensor]},
+     "tensors_sha256": str}
+
+``tensors_sha256`` covers the weights and the optimiser's tensors: a state damaged on disk is not
+resumed from (training starts afresh).
 
 It is saved between two epochs (after the epoch's scheduler step), so a resumed run continues
 exactly where the saved one was: same weights, optimiser moments, schedule position, early
@@ -32,6 +36,7 @@ import lightning as L
 import numpy as np
 import torch
 
+from s2landcover.io.checkpoints import weights_sha256
 from s2landcover.io.rasters import atomic_path
 
 log = logging.getLogger(__name__)
@@ -96,6 +101,17 @@ def restore_rng(state: Mapping[str, Any]) -> None:
             )
 
 
+def _state_tensors(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """The weights and the optimisers' per-parameter tensors of a state, by a flat name."""
+    tensors = {f"model.{k}": v for k, v in state["model"].items()}
+    for i, optimizer in enumerate(state["optimizers"]):
+        for parameter, values in optimizer.get("state", {}).items():
+            for key, value in values.items():
+                if isinstance(value, torch.Tensor):
+                    tensors[f"optimizer{i}.{parameter}.{key}"] = value
+    return tensors
+
+
 def collect_training_state(
     trainer: L.Trainer,
     module: L.LightningModule,
@@ -128,8 +144,10 @@ def collect_training_state(
 
 def save_training_state(path: str | Path, state: Mapping[str, Any]) -> None:
     """Write the state atomically (temporary file renamed): a kill never leaves half a file."""
+    payload = dict(state)
+    payload["tensors_sha256"] = weights_sha256(_state_tensors(payload))
     with atomic_path(path) as tmp:
-        torch.save(dict(state), tmp)
+        torch.save(payload, tmp)
 
 
 def load_training_state(path: str | Path) -> tuple[dict[str, Any] | None, str]:
@@ -150,6 +168,12 @@ def load_training_state(path: str | Path) -> tuple[dict[str, Any] | None, str]:
         return None, f"{path} is not a resumable state of this project"
     if state.get("version") != STATE_VERSION:
         return None, f"{path} has state version {state.get('version')}, expected {STATE_VERSION}"
+    try:
+        intact = weights_sha256(_state_tensors(state)) == state.get("tensors_sha256")
+    except (KeyError, AttributeError, TypeError):
+        intact = False
+    if not intact:
+        return None, f"{path} is corrupt (its tensors do not match their SHA-256 checksum)"
     return state, ""
 
 
