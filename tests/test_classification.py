@@ -167,6 +167,7 @@ def test_one_batch_training_then_prediction_of_every_chip(
     chip_data: dict, tmp_path: Path, architecture: str
 ) -> None:
     config = make_config(architecture)
+    config["training"]["keep_checkpoints"] = True  # last.ckpt is compared below
     summary = train_model(
         chip_data["split"], chip_data["chips_root"], tmp_path / "model", config, progress=False
     )
@@ -182,9 +183,9 @@ def test_one_batch_training_then_prediction_of_every_chip(
     reloaded = build_classification_model(architecture, "resnet18", 4, 3)
     reloaded.load_state_dict(state)
     trained = build_classification_model(architecture, "resnet18", 4, 3)
-    last = torch.load(tmp_path / "model" / "last.ckpt", map_location="cpu", weights_only=False)
+    last = torch.load(tmp_path / "model" / "last.ckpt", map_location="cpu", weights_only=True)
     trained.load_state_dict(
-        {k[len("net.") :]: v for k, v in last["state_dict"].items() if k.startswith("net.")}
+        {k[len("net.") :]: v for k, v in last["model"].items() if k.startswith("net.")}
     )
     batch = torch.randn(3, 4, CHIP, CHIP, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

@@ -243,8 +243,9 @@ def test_one_epoch_training_writes_model_folder(
         and summary["train_chips"] == 6
         and summary["val_chips"] == 2
     )
-    for name in ("model.pt", "last.ckpt", "metrics.csv", "curves.png"):
+    for name in ("model.pt", "metrics.csv", "curves.png"):
         assert (out_dir / name).stat().st_size > 0, name
+    assert not (out_dir / "last.ckpt").exists()  # removed after success (keep_checkpoints: false)
 
     metrics = pd.read_csv(out_dir / "metrics.csv")
     assert list(metrics["epoch"]) == [1]
@@ -287,20 +288,20 @@ def test_one_epoch_training_writes_model_folder(
 def test_resume_after_kill_continues_at_the_next_epoch_with_the_same_optimiser_state(
     chip_data: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = make_config(epochs=3, scheduler="onecycle")
+    config = make_config(epochs=3, scheduler="onecycle", keep_checkpoints=True)
     out_dir = tmp_path / "model"
-    original_save = train_module.LastCheckpoint.on_train_epoch_end
+    original_save = train_module.LastCheckpoint.on_train_epoch_start
 
     def save_then_die(self, trainer, pl_module):  # type: ignore[no-untyped-def]
         original_save(self, trainer, pl_module)
-        if trainer.current_epoch == 1:  # killed right after epoch 2 was saved
+        if trainer.current_epoch == 2:  # killed right after the state of epoch 2 was saved
             raise RuntimeError("simulated kill")
 
-    monkeypatch.setattr(train_module.LastCheckpoint, "on_train_epoch_end", save_then_die)
+    monkeypatch.setattr(train_module.LastCheckpoint, "on_train_epoch_start", save_then_die)
     with pytest.raises(RuntimeError, match="simulated kill"):
         train_model(chip_data["split"], chip_data["chips_root"], out_dir, config, progress=False)
-    monkeypatch.setattr(train_module.LastCheckpoint, "on_train_epoch_end", original_save)
-    saved = torch.load(out_dir / "last.ckpt", map_location="cpu", weights_only=False)
+    monkeypatch.setattr(train_module.LastCheckpoint, "on_train_epoch_start", original_save)
+    saved = torch.load(out_dir / "last.ckpt", map_location="cpu", weights_only=True)
     first_rows = pd.read_csv(out_dir / "metrics.csv")
     assert list(first_rows["epoch"]) == [1, 2]
 
@@ -323,11 +324,11 @@ def test_resume_after_kill_continues_at_the_next_epoch_with_the_same_optimiser_s
     assert summary["resumed_from"] is not None
     assert [epoch for epoch, _, _ in starts] == [2]  # only the third epoch ran
     resumed_optimizer, resumed_scheduler = starts[0][1], starts[0][2]
-    saved_optimizer = saved["optimizer_states"][0]
+    saved_optimizer = saved["optimizers"][0]
     assert resumed_optimizer["param_groups"][0]["lr"] == pytest.approx(
         saved_optimizer["param_groups"][0]["lr"]
     )
-    assert resumed_scheduler["last_epoch"] == saved["lr_schedulers"][0]["last_epoch"]
+    assert resumed_scheduler["last_epoch"] == saved["schedulers"][0]["last_epoch"]
     for key, value in saved_optimizer["state"].items():
         assert torch.equal(resumed_optimizer["state"][key]["exp_avg"], value["exp_avg"])
         assert torch.equal(resumed_optimizer["state"][key]["step"], value["step"])
@@ -345,25 +346,25 @@ def test_resume_after_kill_continues_at_the_next_epoch_with_the_same_optimiser_s
     assert starts == [] and again["epochs_completed"] == 3
 
 
-def test_last_checkpoint_is_throttled_but_always_saved_at_the_end(tmp_path: Path) -> None:
+def test_last_checkpoint_is_throttled_but_always_saved_at_the_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from types import SimpleNamespace
 
     saved = []
-
-    def save_checkpoint(path: Path, weights_only: bool) -> None:
-        Path(path).write_text("state")
-        saved.append(trainer.current_epoch)
-
-    trainer = SimpleNamespace(
-        current_epoch=0, max_epochs=3, should_stop=False, is_global_zero=True,
-        save_checkpoint=save_checkpoint,
-    )  # fmt: skip
+    monkeypatch.setattr(
+        train_module, "collect_training_state", lambda trainer, *_: {"epoch": trainer.current_epoch}
+    )
+    monkeypatch.setattr(
+        train_module, "save_training_state", lambda path, state: saved.append(state["epoch"])
+    )
+    trainer = SimpleNamespace(current_epoch=0, is_global_zero=True)
     callback = train_module.LastCheckpoint(tmp_path / "last.ckpt", interval_s=3600)
-    for epoch in range(3):
+    for epoch in range(4):  # the state between epochs is taken as the next one starts
         trainer.current_epoch = epoch
-        callback.on_train_epoch_end(trainer, None)  # type: ignore[arg-type]
-    assert saved == [0, 2]  # the first save, then only the final epoch within the hour
-    assert (tmp_path / "last.ckpt").read_text() == "state"
+        callback.on_train_epoch_start(trainer, None)  # type: ignore[arg-type]
+    callback.on_train_end(trainer, None)  # type: ignore[arg-type]
+    assert saved == [1, 3]  # the first save, then only the final state within the hour
 
 
 def test_training_crop_is_the_same_window_of_image_and_target_and_a_multiple_of_32() -> None:
@@ -439,6 +440,6 @@ def test_two_device_ddp_inside_a_one_task_slurm_job(chip_data: dict, tmp_path: P
         if "train summary: " in line
     ]
     assert summaries and all(s["epochs_completed"] == 1 for s in summaries)
-    for name in ("model.pt", "last.ckpt", "metrics.csv", "curves.png"):
+    for name in ("model.pt", "metrics.csv", "curves.png"):
         assert (out_dir / name).stat().st_size > 0, name
     assert list(pd.read_csv(out_dir / "metrics.csv")["epoch"]) == [1]

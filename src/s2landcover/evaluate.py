@@ -30,6 +30,7 @@ from rasterio.windows import Window
 from s2landcover.classes import ClassTable
 from s2landcover.errors import InputError
 from s2landcover.io import evaluation_io as eio
+from s2landcover.training.digests import check_model_training_data
 
 log = logging.getLogger(__name__)
 
@@ -362,6 +363,11 @@ def evaluate_model(
     overviews (``evaluation.overview_size`` pixels a side), independent of scene size.
     ``validity`` maps scene names to validity rasters (None or empty: clouds not screened).
     Returns a summary: mIoU and overall accuracy per area and the paths written.
+
+    Raises:
+        InputError: when ``model_dir/model.pt`` records training on another split table (or class
+            table) than ``split_path`` (a stale model); ``metrics.json`` key ``training_data``
+            says whether the check matched or could not be made (``"unknown"``: no record).
     """
     from s2landcover import plots, report
 
@@ -369,6 +375,10 @@ def evaluate_model(
     out_dir = Path(out_dir)
     names = _check_scenes(predictions, masks, scenes)
     split_table = eio.read_split_table(split_path)
+    # A model trained on another split would be scored on its own training chips: refuse it.
+    training_data = check_model_training_data(
+        Path(model_dir) / "model.pt", split_path, classes.to_dict()
+    )
     class_names = list(classes.names)
     k = classes.num_classes
 
@@ -469,6 +479,7 @@ def evaluate_model(
     for name, data in figures.items():
         eio.write_bytes(out_dir / name, data)
     metrics["figures"] = sorted(figures)
+    metrics["training_data"] = training_data
     eio.write_json_file(metrics, out_dir / "metrics.json")
     html = report.report_html(
         metrics, figures, title=f"Land-cover evaluation: {out_dir.parent.name}/{out_dir.name}"

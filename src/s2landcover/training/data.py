@@ -6,9 +6,13 @@ A sample is one chip of a scene's chip store (``results/chips/size{tile}/{scene}
 band with the training split's mean and std. Pixels where every band holds the image no-data value
 are set to 0 after standardisation (the band mean) and their target to :data:`IGNORE_INDEX`.
 
-Augmentation (random flips, 90-degree rotations, optional brightness/contrast jitter) draws its
-random numbers from torch's generator (seeded per loader worker by torch, and by
-``lightning.seed_everything``) and applies the same geometric transform to image and mask.
+Randomness is keyed, not streamed: the order of the training chips in epoch ``e`` is a permutation
+drawn from ``(seed, e)`` (:class:`EpochSampler`), and the augmentation of a chip (random flips,
+90-degree rotations, optional brightness/contrast jitter, the random crop) from its own generator
+seeded with ``(seed, e, position)`` (:func:`sample_seed`). The same geometric transform goes to
+image and mask. So an epoch's batches do not depend on the data-loader workers (their number, or
+their random state after a restart), and a resumed run sees exactly the batches an uninterrupted
+run would.
 
 smp U-Nets need sides divisible by 32: training chips are cropped at a random offset to the largest
 multiple of 32 that fits (300 -> 288, :func:`random_crop_pair`); validation chips are padded at the
@@ -31,12 +35,54 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from s2landcover.io.chipstore import ChipStore
 from s2landcover.training.losses import IGNORE_INDEX
 
 PAD_MULTIPLE = 32
+ORDER_KEY = 2**32  # the position key of an epoch's order (chip positions are smaller)
+
+
+def sample_seed(seed: int, epoch: int, position: int) -> int:
+    """A 64-bit seed for the augmentation of chip ``position`` in ``epoch`` (SeedSequence mix)."""
+    entropy = [int(seed) % 2**64, int(epoch), int(position)]
+    return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0])
+
+
+class EpochSampler(Sampler):
+    """Training order: a permutation of ``size`` chips drawn from ``(seed, epoch)``.
+
+    Yields ``(epoch, position)`` keys (the dataset seeds a chip's augmentation from them). Under
+    several processes (``world_size`` > 1), rank ``r`` takes every ``world_size``-th key of the
+    permutation, padded by its first keys to a multiple of ``world_size`` (as torch's
+    ``DistributedSampler`` does). Lightning calls :meth:`set_epoch` before each epoch.
+    """
+
+    def __init__(
+        self, size: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1
+    ) -> None:
+        self.size, self.seed, self.shuffle = int(size), int(seed), shuffle
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch (from 0) whose order and augmentations to draw."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return -(-self.size // self.world_size)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, ORDER_KEY))
+            order = torch.randperm(self.size, generator=generator).tolist()
+        else:
+            order = list(range(self.size))
+        total = len(self) * self.world_size
+        order += (order * (total // max(1, len(order)) + 1))[: total - len(order)]
+        for position in order[self.rank : total : self.world_size]:
+            yield (self.epoch, position)
 
 
 def open_chip_store(chip_dir: str | Path) -> ChipStore:
@@ -205,6 +251,7 @@ class ChipDataset(Dataset):
         chip_targets: per-row class positions for chip-level tasks; None: the target is the mask
             (int64 (H', W'), class index - 1, -1 for no data and padding).
         pad_multiple: pad sides to a multiple of this (32 for smp U-Nets; 1 = no padding).
+        seed: the augmentation seed (with the epoch and the position: :func:`sample_seed`).
     """
 
     def __init__(
@@ -216,7 +263,9 @@ class ChipDataset(Dataset):
         augment: AugmentSettings | None = None,
         chip_targets: np.ndarray | None = None,
         pad_multiple: int = PAD_MULTIPLE,
+        seed: int = 0,
     ) -> None:
+        self.seed = int(seed)
         self.scene_names = chips["scene"].astype(str).to_numpy()
         self.store_indices = chips["store_index"].to_numpy(dtype=np.int64)
         self.scenes = dict(scenes)
@@ -243,7 +292,9 @@ class ChipDataset(Dataset):
             self._stores[scene] = open_chip_store(self.scenes[scene].chip_dir)
         return self._stores[scene]
 
-    def __getitem__(self, position: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sample ``position`` or ``(epoch, position)`` (augmentation key; epoch 0 if none)."""
+        epoch, position = (0, key) if isinstance(key, int | np.integer) else key
         scene_name = self.scene_names[position]
         scene = self.scenes[scene_name]
         stored, mask = self._store(scene_name).read(int(self.store_indices[position]))
@@ -256,8 +307,9 @@ class ChipDataset(Dataset):
         else:
             target = None
         if self.augment is not None:  # training: random flips/rotations, then a random crop
-            image, target = augment_pair(image, target, self.augment)
-            image, target = random_crop_pair(image, target, self.pad_multiple)
+            generator = torch.Generator().manual_seed(sample_seed(self.seed, epoch, position))
+            image, target = augment_pair(image, target, self.augment, generator)
+            image, target = random_crop_pair(image, target, self.pad_multiple, generator)
         else:  # validation: the whole chip, padded
             image, target = pad_pair(image, target, self.pad_multiple)
         if target is None:
@@ -316,8 +368,10 @@ class ChipDataModule(L.LightningDataModule):
     """Training and validation loaders over two :class:`ChipDataset` objects.
 
     Loaders use ``num_workers`` processes (persistent between epochs) and pinned memory on CUDA; the
-    last incomplete batch is kept (small training splits are common). Under DDP
-    Lightning inserts a distributed sampler, so every process sees its share of the chips.
+    last incomplete batch is kept (small training splits are common). The training order comes from
+    :class:`EpochSampler` (seeded by ``seed`` and the epoch). Under DDP each process takes its share
+    of the chips itself (the Trainer runs with ``use_distributed_sampler=False``): training through
+    :class:`EpochSampler`, validation through torch's ``DistributedSampler`` without shuffling.
     """
 
     def __init__(
@@ -327,6 +381,7 @@ class ChipDataModule(L.LightningDataModule):
         batch_size: int,
         num_workers: int = 0,
         pin_memory: bool = False,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.train_dataset = train_dataset
@@ -334,13 +389,20 @@ class ChipDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
+        self.seed = int(seed)
 
-    def _loader(self, dataset: ChipDataset, shuffle: bool) -> DataLoader:
+    def _ranks(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0, 1
+        return int(trainer.global_rank), int(trainer.world_size)
+
+    def _loader(self, dataset: ChipDataset, sampler: Sampler | None) -> DataLoader:
         workers = self.num_workers
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             num_workers=workers,
             pin_memory=self.pin_memory,
             persistent_workers=workers > 0,
@@ -349,9 +411,17 @@ class ChipDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled, augmented training chips."""
-        return self._loader(self.train_dataset, shuffle=True)
+        """Training chips in an order drawn per epoch, augmented."""
+        rank, world_size = self._ranks()
+        sampler = EpochSampler(len(self.train_dataset), self.seed, True, rank, world_size)
+        return self._loader(self.train_dataset, sampler)
 
     def val_dataloader(self) -> DataLoader:
-        """Validation chips in split order, not augmented."""
-        return self._loader(self.val_dataset, shuffle=False)
+        """Validation chips in split order, not augmented (each process its share under DDP)."""
+        rank, world_size = self._ranks()
+        sampler = None
+        if world_size > 1:
+            sampler = DistributedSampler(
+                self.val_dataset, num_replicas=world_size, rank=rank, shuffle=False
+            )
+        return self._loader(self.val_dataset, sampler)

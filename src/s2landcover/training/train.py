@@ -7,13 +7,21 @@ model folder ``results/models/size{tile}/{model}/``:
 - ``model.pt``: the weights of the epoch with the best value of the task's monitored metric
   (validation mIoU for segmentation, validation accuracy over chips for classification)
   and everything prediction needs (:mod:`s2landcover.io.checkpoints`, loads with
-  ``weights_only=True``). ``best.pt`` is the same file kept while training runs (Snakemake deletes
-  the declared outputs of a killed job; ``best.pt`` survives and is copied to ``model.pt`` at the
-  end).
-- ``last.ckpt``: Lightning's full training state after the last completed epoch (weights, optimiser,
-  schedule, early stopping, metric history), replaced atomically each epoch. Calling
-  :func:`train_model` again resumes from it at the next epoch; a run whose epochs are all done
-  returns at once. A ``last.ckpt`` written with other settings is ignored (training starts over).
+  ``weights_only=True``, its weights checked against their SHA-256). It records the digest of the
+  data it was trained on (metadata ``training_data``: split table, chip stores, class table; see
+  :mod:`s2landcover.training.digests`), which evaluation checks. ``best.pt`` is the same file
+  kept while training runs (Snakemake deletes the declared outputs of a killed job; ``best.pt``
+  survives and is copied to ``model.pt`` at the end).
+- ``last.ckpt``: the resumable training state between epochs (:mod:`s2landcover.training.state`:
+  weights, optimiser, schedule, gradient scaler, early stopping, metric history, random state;
+  tensors and plain containers only, loaded with ``weights_only=True``), replaced atomically.
+  Calling :func:`train_model` again resumes from it at the next epoch and reproduces the
+  uninterrupted run bit for bit (on the same hardware); a run whose epochs are all done returns at
+  once. A ``last.ckpt`` written with other settings or other data (any change to the split table,
+  a chip store or the class table), or one that cannot be loaded safely, is ignored: training
+  starts afresh and the log says why ("starting fresh: data changed").
+- ``best.pt`` and ``last.ckpt`` are removed after a successful run unless
+  ``training.keep_checkpoints`` is true.
 - ``metrics.csv``: one row per completed epoch (``epoch`` counts from 1): ``train_loss``,
   ``val_loss``, ``val_miou``, ``val_accuracy``, per class ``val_iou_<name>``, ``val_f1_<name>``,
   ``val_precision_<name>``, ``val_recall_<name>``, and ``lr`` (at the end of the epoch).
@@ -57,8 +65,15 @@ from s2landcover.training.data import (
     band_statistics,
     open_chip_store,
 )
+from s2landcover.training.digests import data_fingerprint, training_data_metadata
 from s2landcover.training.losses import class_weights_from_counts
 from s2landcover.training.module import LandCoverModule
+from s2landcover.training.state import (
+    collect_training_state,
+    load_training_state,
+    restore_training_state,
+    save_training_state,
+)
 from s2landcover.training.tasks import Task, task_from_config
 
 log = logging.getLogger(__name__)
@@ -68,7 +83,6 @@ BEST_FILE = "best.pt"
 LAST_FILE = "last.ckpt"
 METRICS_FILE = "metrics.csv"
 CURVES_FILE = "curves.png"
-DIGEST_KEY = "s2landcover_config_digest"
 
 
 def resolve_precision(setting: str, on_cuda: bool) -> str:
@@ -82,7 +96,14 @@ def resolve_precision(setting: str, on_cuda: bool) -> str:
 
 def config_digest(config: Mapping[str, Any]) -> str:
     """Hash of the settings a training state depends on (not loader, precision, save interval)."""
-    ignored = ("num_workers", "precision", "checkpoint_interval_s", "accelerator", "strategy")
+    ignored = (
+        "num_workers",
+        "precision",
+        "checkpoint_interval_s",
+        "accelerator",
+        "strategy",
+        "keep_checkpoints",
+    )
     training = {k: v for k, v in config["training"].items() if k not in ignored}
     relevant = {
         "model": config["model"],
@@ -214,38 +235,60 @@ class BestModelExport(Callback):
 
 
 class LastCheckpoint(Callback):
-    """Saves the full training state to last.ckpt (temporary file, renamed) after an epoch.
+    """Saves the resumable state to last.ckpt between epochs; restores one at the start of fit.
 
-    To spare the disk on fast epochs, a save is skipped when the previous one is less than
-    ``interval_s`` seconds old; the last epoch (and an early stop) is always saved. A kill loses at
-    most ``interval_s`` seconds of training.
+    The state is taken at the start of each epoch after the first (the previous epoch, its
+    validation and its scheduler step are all done) and at the end of training (always). To spare
+    the disk on fast epochs, a save is skipped when the previous one is less than ``interval_s``
+    seconds old: a kill loses at most ``interval_s`` seconds of training plus one epoch.
+
+    Args:
+        path: last.ckpt.
+        interval_s: least seconds between two saves (the final save is never skipped).
+        parts: callbacks whose ``state_dict`` goes into the state (history, best model, early
+            stopping).
+        digests: ``config_digest``, ``data_digest`` and ``data_files``, stored for the next start.
+        resume: a loaded state to restore at ``on_train_start`` (optimisers, schedules, scaler,
+            loop position, random state), or None.
     """
 
-    def __init__(self, path: Path, interval_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        interval_s: float = 0.0,
+        parts: Mapping[str, Any] | None = None,
+        digests: Mapping[str, Any] | None = None,
+        resume: Mapping[str, Any] | None = None,
+    ) -> None:
         self.path = path
         self.interval_s = interval_s
+        self.parts = dict(parts or {})
+        self.digests = dict(digests or {})
+        self.resume = resume
+        self._start_epoch = int(resume["epochs_completed"]) if resume else 0
         self._saved_at = -math.inf
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        final = trainer.current_epoch + 1 >= (trainer.max_epochs or 0) or trainer.should_stop
-        now = time.monotonic()
-        if not final and now - self._saved_at < self.interval_s:
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.resume is not None:
+            restore_training_state(trainer, self.resume)
+            self._saved_at = time.monotonic()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch == self._start_epoch:
+            return  # nothing done since the start (or the restored state)
+        if time.monotonic() - self._saved_at < self.interval_s:
             return
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        # Collective under DDP (rank 0 writes); full state: optimiser, schedule, callbacks.
-        trainer.save_checkpoint(temporary, weights_only=False)
+        self.save(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.save(trainer, pl_module)
+
+    def save(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Write the state now (rank 0; every process holds the same state under DDP)."""
         if trainer.is_global_zero:
-            os.replace(temporary, self.path)
+            state = collect_training_state(trainer, pl_module, self.parts, self.digests)
+            save_training_state(self.path, state)
         self._saved_at = time.monotonic()
-
-
-class _DigestModule(LandCoverModule):
-    """LandCoverModule that stamps the config digest into Lightning checkpoints."""
-
-    config_digest: str = ""
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[DIGEST_KEY] = self.config_digest
 
 
 def export_model(
@@ -352,28 +395,6 @@ def _labelled(
     return chips[keep].reset_index(drop=True), targets[keep]
 
 
-def _resume_path(last_path: Path, digest: str) -> Path | None:
-    """last.ckpt when it exists and was written with the same settings; else None."""
-    if not last_path.is_file():
-        return None
-    try:
-        # Our own file (written by LastCheckpoint); Lightning checkpoints need full unpickling.
-        state = torch.load(last_path, map_location="cpu", weights_only=False, mmap=True)
-        found = state.get(DIGEST_KEY)
-    except Exception as error:
-        log.warning("cannot read %s (%s); training starts over", last_path, error)
-        return None
-    if found != digest:
-        log.warning(
-            "%s was written with other settings (%s != %s); training starts over",
-            last_path,
-            found,
-            digest,
-        )
-        return None
-    return last_path
-
-
 def _scene_metadata(
     config: Mapping[str, Any],
     classes: ClassTable,
@@ -478,6 +499,7 @@ def train_model(
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
     L.seed_everything(int(training["seed"]), workers=True, verbose=False)
 
+    seed = int(training["seed"])
     data = ChipDataModule(
         ChipDataset(
             train_chips,
@@ -487,13 +509,15 @@ def train_model(
             AugmentSettings.from_config(training["augment"]),
             train_targets,
             pad_multiple,
+            seed=seed,
         ),
         ChipDataset(val_chips, scenes, mean, std, None, val_targets, pad_multiple),
         batch_size=int(training["batch_size"]),
         num_workers=int(training["num_workers"]),
         pin_memory=on_cuda,
+        seed=seed,
     )
-    module = _DigestModule(
+    module = LandCoverModule(
         task,
         config["model"],
         training,
@@ -502,13 +526,6 @@ def train_model(
         class_weights,
         channels_last=on_cuda,
     )
-    digest = config_digest(config)
-    module.config_digest = digest
-    metadata = _scene_metadata(config, classes, task, scenes, stores, train_chips, mean, std)
-    if task.name == "classification":
-        metadata["min_dominant_fraction"] = float(
-            config.get("classification", {}).get("min_dominant_fraction", 0.0)
-        )
 
     out_dir.mkdir(parents=True, exist_ok=True)
     last_path, best_path, model_path = (
@@ -516,23 +533,66 @@ def train_model(
         out_dir / BEST_FILE,
         out_dir / MODEL_FILE,
     )
-    resume = _resume_path(last_path, digest)
-    if resume is None:
+    state, why = load_training_state(last_path)
+    data_digest, data_files = data_fingerprint(
+        split_path,
+        chips_root,
+        scenes,
+        classes.to_dict(),
+        known=state.get("data_files") if state else None,
+    )
+    digests = {
+        "config_digest": config_digest(config),
+        "data_digest": data_digest,
+        "data_files": data_files,
+    }
+    if state is not None and state.get("config_digest") != digests["config_digest"]:
+        state, why = None, f"settings changed since {last_path} was written"
+    elif state is not None and state.get("data_digest") != data_digest:
+        state, why = (
+            None,
+            (
+                f"data changed since {last_path} was written "
+                "(split table, a chip store or the class table)"
+            ),
+        )
+    if state is None:
+        if last_path.exists():
+            log.warning("starting fresh: %s", why)
+        else:
+            log.info("starting fresh: %s in %s", why, out_dir)
         for stale in (last_path, best_path, model_path):
             stale.unlink(missing_ok=True)
+    metadata = _scene_metadata(config, classes, task, scenes, stores, train_chips, mean, std)
+    metadata["training_data"] = training_data_metadata(data_digest, data_files)
+    if task.name == "classification":
+        metadata["min_dominant_fraction"] = float(
+            config.get("classification", {}).get("min_dominant_fraction", 0.0)
+        )
     history = EpochHistory(out_dir / METRICS_FILE, out_dir / CURVES_FILE, list(classes.names))
     best = BestModelExport(best_path, task.monitor, metadata)
-    last = LastCheckpoint(last_path, float(training["checkpoint_interval_s"]))
-    callbacks: list[Callback] = [history, best, last]
+    parts: dict[str, Any] = {"history": history, "best": best}
+    callbacks: list[Callback] = [history, best]
     if int(training["early_stopping_patience"]) > 0:
-        callbacks.append(
-            EarlyStopping(
-                monitor=task.monitor,
-                mode="max",
-                patience=int(training["early_stopping_patience"]),
-                check_finite=False,
-            )
+        parts["early_stopping"] = EarlyStopping(
+            monitor=task.monitor,
+            mode="max",
+            patience=int(training["early_stopping_patience"]),
+            check_finite=False,
         )
+        callbacks.append(parts["early_stopping"])
+    epochs_done = 0
+    if state is not None:
+        module.load_state_dict(state["model"])
+        for name, part in parts.items():
+            if name in state["callbacks"]:
+                part.load_state_dict(state["callbacks"][name])
+        epochs_done = int(state["epochs_completed"])
+        log.info("resuming from %s after epoch %d", last_path, epochs_done)
+    last = LastCheckpoint(
+        last_path, float(training["checkpoint_interval_s"]), parts, digests, resume=state
+    )
+    callbacks.append(last)
     if progress:
         callbacks.append(StderrProgressBar())
     trainer = L.Trainer(
@@ -552,29 +612,33 @@ def train_model(
         benchmark=on_cuda,
         default_root_dir=str(out_dir),
         log_every_n_steps=1,
+        use_distributed_sampler=False,  # ChipDataModule shards (and orders) the chips itself
+    )
+    finished = state is not None and (
+        epochs_done >= int(training["epochs"]) or bool(state.get("stopped"))
     )
     log.info(
-        "training %s on %d chips, validating on %d (precision %s, resume from %s)",
+        "training %s on %d chips, validating on %d (precision %s, %s)",
         config["model"]["name"],
         len(train_chips),
         len(val_chips),
         precision,
-        resume,
+        "all epochs done"
+        if finished
+        else f"from epoch {epochs_done + 1}"
+        if state is not None
+        else "fresh start",
     )
-    with warnings.catch_warnings():
-        # Small splits give fewer batches than the logging interval; not worth a warning each run.
-        warnings.filterwarnings(
-            "ignore", message=".*(log_every_n_steps|does not have many workers).*"
-        )
-        # last.ckpt is this function's own file: loading it in full (weights_only=False) is safe.
-        trainer.fit(
-            module,
-            datamodule=data,
-            ckpt_path=str(resume) if resume else None,
-            weights_only=False if resume else None,
-        )
-    if trainer.interrupted:
-        raise KeyboardInterrupt(f"training interrupted; run again to resume from {last_path}")
+    if not finished:
+        with warnings.catch_warnings():
+            # Small splits give fewer batches than the logging interval; not worth a warning.
+            warnings.filterwarnings(
+                "ignore", message=".*(log_every_n_steps|does not have many workers).*"
+            )
+            trainer.fit(module, datamodule=data)
+        if trainer.interrupted:
+            raise KeyboardInterrupt(f"training interrupted; run again to resume from {last_path}")
+        epochs_done = int(trainer.current_epoch)
 
     if trainer.is_global_zero:
         if not best_path.is_file():
@@ -582,11 +646,14 @@ def train_model(
                 "no finite validation %s in any epoch; model.pt holds the last weights",
                 task.monitor,
             )
-            export_model(best_path, module, metadata, trainer.current_epoch, {})
+            export_model(best_path, module, metadata, epochs_done, {})
         with atomic_path(model_path) as tmp:
             shutil.copyfile(best_path, tmp)
         if history.rows:
             history.write()
+        if not bool(training.get("keep_checkpoints", False)):
+            for checkpoint in (best_path, last_path):
+                checkpoint.unlink(missing_ok=True)
     last_row = history.rows[-1] if history.rows else {}
     return {
         "epochs_completed": len(history.rows),
@@ -600,7 +667,8 @@ def train_model(
         "std": [float(v) for v in std],
         "class_weights": None if class_weights is None else [float(w) for w in class_weights],
         "precision": precision,
-        "resumed_from": str(resume) if resume else None,
+        "resumed_from": str(last_path) if state is not None else None,
+        "training_data_digest": data_digest,
         "model": str(model_path),
         "metrics": str(out_dir / METRICS_FILE),
         "curves": str(out_dir / CURVES_FILE),
