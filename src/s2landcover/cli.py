@@ -179,8 +179,13 @@ def _split(args: argparse.Namespace, config: dict[str, Any]) -> dict:
 
 @_stage("train", "train the model on the chips")
 def _train(args: argparse.Namespace, config: dict[str, Any]) -> dict:
+    from s2landcover.pixel_model import is_pixel_architecture, train_pixel_model
     from s2landcover.training.train import train_model
 
+    if getattr(args, "architecture", None):  # the workflow's pixel baseline
+        config = {**config, "model": {**config["model"], "architecture": args.architecture}}
+    if is_pixel_architecture(config["model"]["architecture"]):
+        return train_pixel_model(args.split, args.chips_root, args.out_dir, config)
     return train_model(
         args.split,
         args.chips_root,
@@ -327,6 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", help="auto, ddp, ... (default: training.strategy of the config)")
     p.add_argument(
         "--num-nodes", type=int, default=1, help="machines (srun: one task per GPU on each)"
+    )
+    p.add_argument(
+        "--architecture", help="override model.architecture (pixel_gbm: the pixel baseline)"
     )
     p = add("predict")
     p.add_argument("--checkpoint", required=True, help="model.pt written by train")

@@ -614,6 +614,12 @@ def predict_scene(
     Raises:
         InputError: for a bad checkpoint, a scene lacking a band, a scene at another resolution.
     """
+    from s2landcover import pixel_model
+
+    if pixel_model.checkpoint_is_pixel_model(checkpoint_path):
+        return pixel_model.predict_scene_pixels(
+            checkpoint_path, scene_path, out_path, prediction_cfg, threads, progress
+        )
     if threads is not None:
         torch.set_num_threads(threads)
     model, metadata = model_from_checkpoint(checkpoint_path)
