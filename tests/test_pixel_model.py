@@ -207,3 +207,118 @@ def test_cli_train_dispatches_on_the_architecture(trained, tmp_path):
     )  # fmt: skip
     assert status == 0
     assert pm.checkpoint_is_pixel_model(tmp_path / "baseline" / "model.pt")
+
+
+# --- the pixel classifier as the model of a workflow run ------------------------------------
+
+
+@pytest.mark.workflow
+def test_workflow_with_the_pixel_model_maps_the_scene_and_reports(tmp_path):
+    import yaml
+
+    from test_workflow import TINY_CONFIG
+    from workflow_helpers import snakemake
+
+    config = json.loads(json.dumps(TINY_CONFIG))
+    config["model"] = {"name": "gbm", "architecture": "pixel_gbm", "pixel": {"iterations": 20}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(tmp_path, "--cores", "2")
+    logs = "\n".join(p.read_text()[-2000:] for p in (tmp_path / "results").rglob("*.log"))
+    assert result.returncode == 0, result.stderr[-3000:] + logs
+    results = tmp_path / "results"
+    assert not (results / "baselines").exists()  # the model is the pixel classifier itself
+    with (
+        rasterio.open(results / "scenes" / "demo.tif") as scene,
+        rasterio.open(results / "predictions" / "size64" / "gbm" / "demo.tif") as pred,
+    ):
+        assert (pred.crs, pred.transform, pred.shape) == (scene.crs, scene.transform, scene.shape)
+    metrics = json.loads((results / "evaluation/size64/gbm/metrics.json").read_text())
+    majority = metrics["baselines"]["majority"]["areas"]["val"]["miou"]
+    assert metrics["areas"]["val"]["miou"] > majority
+    assert "not run" in metrics["baselines"]["pixel"]["description"]
+
+
+# --- baselines in the evaluation and the report ----------------------------------------------
+
+
+def test_majority_baseline_of_a_hand_made_confusion():
+    from s2landcover.evaluate import majority_confusion, metrics_from_confusion
+
+    matrix = np.array([[50, 10, 0], [5, 30, 5], [0, 0, 0]])  # class C absent from the area
+    baseline = majority_confusion(matrix, majority=2)
+    np.testing.assert_array_equal(baseline, [[0, 60, 0], [0, 40, 0], [0, 0, 0]])
+    scores = metrics_from_confusion(baseline, ["A", "B", "C"])
+    assert scores["overall_accuracy"] == pytest.approx(0.4)  # 40 of 100 pixels are B
+    assert scores["per_class"]["A"]["iou"] == 0 and scores["per_class"]["B"]["iou"] == 0.4
+    assert np.isnan(scores["per_class"]["C"]["iou"])  # neither present nor predicted
+    assert scores["miou"] == pytest.approx(0.2)  # mean over A and B
+
+
+def test_rare_class_warning_when_a_class_is_absent_or_rare_in_training():
+    from s2landcover.evaluate import rare_class_warnings
+
+    supports = {"val": np.array([10, 10, 5, 0]), "test": np.array([1, 1, 7, 0])}
+    warnings = rare_class_warnings(np.array([5000, 4000, 0, 0]), supports, ["A", "B", "C", "D"])
+    assert len(warnings) == 1  # D is absent everywhere: nothing to warn about
+    assert "class C is absent from the training chips" in warnings[0]
+    assert "validation chips 5 px" in warnings[0] and "test chips 7 px" in warnings[0]
+    rare = rare_class_warnings(np.array([9850, 50, 200, 0]), supports, ["A", "B", "C", "D"])
+    assert len(rare) == 1 and "class B is rare in the training chips (0.50 %" in rare[0]
+    assert rare_class_warnings(np.array([50, 50, 50, 50]), supports, list("ABCD")) == []
+
+
+def test_report_shows_the_model_beside_both_baselines(tmp_path, caplog):
+    from s2landcover.evaluate import evaluate_model
+    from s2landcover.io.rasters import write_class_metadata
+    from test_evaluate import CLASSES as EVAL_CLASSES
+    from test_evaluate import CONFIG, write_synthetic_run
+
+    run = write_synthetic_run(tmp_path)
+    table = pd.read_parquet(run["split"])
+    table.loc[table["split"] == "test", "split"] = "excluded"  # no test chips
+    last = EVAL_CLASSES.names[-1]
+    table.loc[table["split"] == "train", f"px_{EVAL_CLASSES.num_classes}"] = 0  # absent in training
+    table.to_parquet(run["split"])
+    baseline = tmp_path / "baselines" / "demo.tif"
+    baseline.parent.mkdir()
+    with rasterio.open(run["mask"]) as src:
+        profile, reference = src.profile, src.read(1)
+    with rasterio.open(baseline, "w", **profile) as dst:  # a perfect pixel baseline
+        dst.write(reference, 1)
+        write_class_metadata(dst, EVAL_CLASSES)
+    summary = evaluate_model(
+        {"demo": run["prediction"]}, {"demo": run["mask"]}, {"demo": run["scene"]}, run["split"],
+        tmp_path / "chips", run["model_dir"], tmp_path / "evaluation", EVAL_CLASSES,
+        CONFIG["evaluation"], window_size=64, baseline_predictions={"demo": baseline},
+    )  # fmt: skip
+    metrics = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
+    base = metrics["baselines"]
+    assert base["pixel"]["areas"]["val"]["miou"] == 1.0 == summary["val_pixel_miou"]
+    counts = table[table["split"] == "train"][[f"px_{k}" for k in range(1, 7)]].sum().to_numpy()
+    majority = int(np.argmax(counts)) + 1
+    assert base["majority"]["index"] == majority
+    val = np.asarray(metrics["areas"]["val"]["confusion_matrix"])
+    accuracy = val.sum(axis=1)[majority - 1] / val.sum()
+    assert base["majority"]["areas"]["val"]["overall_accuracy"] == pytest.approx(accuracy)
+    assert summary["val_majority_miou"] == base["majority"]["areas"]["val"]["miou"]
+    assert "no test chips" in metrics["areas"]["test"]["empty_reason"]
+    assert len(metrics["warnings"]) == 1 and f"class {last} is absent" in metrics["warnings"][0]
+    assert f"class {last} is absent" in caplog.text
+    html = (tmp_path / "evaluation" / "report.html").read_text()
+    assert "pixel baseline mIoU" in html and "majority class mIoU" in html
+    assert f"{base['majority']['areas']['val']['miou']:.3f}" in html
+    assert "no pixels: the split has no test chips" in html
+    assert f"Warning: class {last} is absent" in html
+    assert html.count("pixel baseline IoU") == 2  # per-class tables of val and whole scene
+
+
+def test_per_class_table_marks_classes_absent_from_the_area():
+    from s2landcover.evaluate import area_metrics, mark_absent_classes
+    from s2landcover.report import per_class_table
+
+    counts = np.zeros((4, 4), dtype=np.int64)
+    counts[1, 1], counts[2, 1] = 30, 5  # reference A and B, nothing of C
+    area = mark_absent_classes(area_metrics(counts, ["A", "B", "C"]))
+    assert area["absent_classes"] == ["C"]
+    html = per_class_table(area, ["#000000"] * 3)
+    assert html.count("(absent from this area)") == 1 and "3 C <span" in html

@@ -23,6 +23,8 @@ ALL_STAGES = {
     "train_model",
     "predict_scene",
     "evaluate_model",
+    "train_pixel_baseline",  # evaluation.pixel_baseline (default true): the report's baseline
+    "predict_pixel_baseline",
 }
 
 TINY_CONFIG = {

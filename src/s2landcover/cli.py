@@ -244,6 +244,7 @@ def _evaluate(args: argparse.Namespace, config: dict[str, Any]) -> dict:
         args.out_dir,
         _classes(config),
         config["evaluation"],
+        baseline_predictions=by_scene(args.baseline_predictions or []),
     )
 
 
@@ -358,6 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chips-root", required=True)
     p.add_argument("--model-dir", required=True)
     p.add_argument("--out-dir", required=True)
+    p.add_argument(
+        "--baseline-predictions", nargs="*", help="the pixel baseline's GeoTIFF per scene"
+    )
     return parser
 
 

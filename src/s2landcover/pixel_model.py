@@ -78,6 +78,21 @@ def pixel_settings(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
     return {**DEFAULTS, **dict(model_cfg.get("pixel") or {})}
 
 
+def baseline_rule_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config sections the workflow's pixel baseline reads: the classes, bands, tile size and
+    task, the seed, and a model section of architecture ``pixel_gbm`` with ``model.pixel`` (so a
+    change of the network's settings does not re-train the baseline)."""
+    return {
+        **{key: config[key] for key in ("classes", "bands", "tile_size", "task")},
+        "model": {
+            "name": "pixel-baseline",
+            "architecture": PIXEL_ARCHITECTURES[0],
+            "pixel": pixel_settings(config["model"]),
+        },
+        "training": {"seed": config["training"]["seed"]},
+    }
+
+
 # --- features ---------------------------------------------------------------------------------
 
 

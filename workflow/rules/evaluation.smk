@@ -14,6 +14,14 @@ rule evaluate_model:
         scenes=expand("{results}/scenes/{scene}.tif", results=RESULTS, scene=SCENES),
         split=f"{RESULTS}/splits/size{{tile}}/split.parquet",
         metrics=f"{RESULTS}/models/size{{tile}}/{{model}}/metrics.csv",
+        baseline=lambda wildcards: (
+            expand(
+                f"{RESULTS}/baselines/size{wildcards.tile}/pixel/{{scene}}.tif",
+                scene=SCENES,
+            )
+            if PIXEL_BASELINE
+            else []
+        ),
     output:
         report=f"{RESULTS}/evaluation/size{{tile}}/{{model}}/report.html",
         metrics=f"{RESULTS}/evaluation/size{{tile}}/{{model}}/metrics.json",
@@ -22,6 +30,11 @@ rule evaluate_model:
         chips_root=lambda wildcards: f"{RESULTS}/chips/size{wildcards.tile}",
         model_dir=lambda wildcards, input: str(Path(input.metrics).parent),
         out_dir=lambda wildcards, output: str(Path(output.report).parent),
+        baseline=lambda wildcards, input: (
+            f"--baseline-predictions {' '.join(input.baseline)}"
+            if input.baseline
+            else ""
+        ),
     log:
         f"{LOGS}/evaluate_model/size{{tile}}/{{model}}.log",
     benchmark:
@@ -34,4 +47,4 @@ rule evaluate_model:
         "s2lc evaluate --config-json {params.config:q} --predictions {input.predictions}"
         " --masks {input.masks} --scenes {input.scenes} --split {input.split}"
         " --chips-root {params.chips_root} --model-dir {params.model_dir}"
-        " --out-dir {params.out_dir} 2> {log}"
+        " --out-dir {params.out_dir} {params.baseline} 2> {log}"
