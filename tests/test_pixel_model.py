@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickletools
+import re
 import zipfile
 from pathlib import Path
 
@@ -66,6 +67,7 @@ def write_chips(
             masks[i][masks[i] == missing_in_train] = 1
     images = np.stack([stored_of(rng, m) for m in masks])
     masks[0, :3, :] = 0  # a few unlabelled pixels
+    images[1, :, :3, :] = 0  # a few labelled pixels without image data
     write_chip_store(folder / "chips" / "demo", "demo", images, masks, K)
     table = pd.read_parquet(folder / "chips" / "demo" / "index.parquet")
     table["split"] = splits
@@ -126,6 +128,7 @@ def test_sampling_uses_training_chips_only_and_never_class_0(tmp_path):
     )
     assert len(x) == len(y) and 0 < len(y) <= 1200 and x.shape[1] == 6
     assert set(np.unique(y)) == {1, 2}  # class 3 is only in val chips; 0 never drawn
+    assert x[:, :4].min() > OFFSET + 0.005  # no pixel without image data (stored 0 -> OFFSET)
     _, y2 = pm.sample_pixels(
         table[table["split"] == "train"], tmp_path / "chips", BANDS, K, 1000, "balanced", 1
     )
@@ -306,7 +309,15 @@ def test_report_shows_the_model_beside_both_baselines(tmp_path, caplog):
     assert f"class {last} is absent" in caplog.text
     html = (tmp_path / "evaluation" / "report.html").read_text()
     assert "pixel baseline mIoU" in html and "majority class mIoU" in html
-    assert f"{base['majority']['areas']['val']['miou']:.3f}" in html
+    key_table = html.split("<h2>Key numbers</h2>", 1)[1].split("</table>", 1)[0]
+    val_row = next(row for row in key_table.split("<tr>") if "Validation area" in row)
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", val_row)
+    assert cells[1] == f"{metrics['areas']['val']['miou']:.3f}"
+    assert cells[5:9] == [
+        "1.000", "1.000",  # the perfect pixel baseline
+        f"{base['majority']['areas']['val']['miou']:.3f}",
+        f"{base['majority']['areas']['val']['overall_accuracy']:.3f}",
+    ]  # fmt: skip
     assert "no pixels: the split has no test chips" in html
     assert f"Warning: class {last} is absent" in html
     assert html.count("pixel baseline IoU") == 2  # per-class tables of val and whole scene
