@@ -321,6 +321,25 @@ def test_report_shows_the_model_beside_both_baselines(tmp_path, caplog):
     assert "no pixels: the split has no test chips" in html
     assert f"Warning: class {last} is absent" in html
     assert html.count("pixel baseline IoU") == 2  # per-class tables of val and whole scene
+    assert "id='baselines.png'" in html and (tmp_path / "evaluation" / "baselines.png").is_file()
+
+
+def test_baseline_figure_draws_a_bar_per_series_and_group():
+    from s2landcover.plots import baseline_comparison_figure
+
+    series = {
+        "validation chips": {
+            "model": {"A": 0.5, "B": 0.7, "mIoU": 0.6},
+            "pixel": {"A": 0.9, "B": 0.8, "mIoU": 0.85},
+            "majority": {"A": 0.0, "B": 0.4, "mIoU": 0.2},
+        }
+    }
+    figure = baseline_comparison_figure(series, ["A", "B"])
+    bars = figure.axes[0].patches
+    assert len(bars) == 9  # 3 series x (2 classes + mIoU)
+    assert sorted(round(b.get_height(), 2) for b in bars)[-1] == 0.9
+    labels = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    assert labels == ["model", "pixel baseline", "majority class"]
 
 
 def test_per_class_table_marks_classes_absent_from_the_area():

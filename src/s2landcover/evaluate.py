@@ -357,6 +357,30 @@ def baselines_of(
     return result
 
 
+def baseline_series(
+    metrics: Mapping[str, Any], class_names: Sequence[str]
+) -> dict[str, dict[str, dict[str, float]]]:
+    """IoU per class and mIoU of the model and each baseline, per evaluated val / test area (the
+    input of :func:`s2landcover.plots.baseline_comparison_figure`)."""
+    result: dict[str, dict[str, dict[str, float]]] = {}
+    for area in ("val", "test"):
+        model = metrics["areas"][area]
+        if model["pixels"] == 0:
+            continue
+        sources = {"model": model}
+        for name, baseline in metrics.get("baselines", {}).items():
+            if baseline.get("areas", {}).get(area):
+                sources[name] = baseline["areas"][area]
+        result[AREA_LABELS[area]] = {
+            name: {
+                **{c: m["per_class"][c]["iou"] for c in class_names},
+                "mIoU": m["miou"],
+            }
+            for name, m in sources.items()
+        }
+    return result
+
+
 # --- sample chips ---------------------------------------------------------------------------------
 
 
@@ -546,6 +570,11 @@ def evaluate_model(
             class_names,
         )
     )
+    comparison = baseline_series(metrics, class_names)
+    if comparison and metrics["baselines"]["pixel"]["areas"]:  # the majority alone: tables only
+        figures["baselines.png"] = plots.figure_png(
+            plots.baseline_comparison_figure(comparison, class_names)
+        )
     training = eio.read_training_metrics(model_dir)
     if training is not None:
         figures["training_curves.png"] = plots.figure_png(

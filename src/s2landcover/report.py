@@ -22,6 +22,8 @@ AREA_TITLES = {
     "whole_scene": "Whole scene (includes training areas)",
 }
 FIGURE_CAPTIONS = {
+    "baselines.png": "IoU per class and mIoU of the model beside the pixel baseline and the "
+    "majority class, on the same pixels of the validation and test areas.",
     "confusion_matrix.png": "Confusion matrices normalised by reference class (rows sum to 1).",
     "training_curves.png": "Training curves: losses, validation mIoU and accuracy, IoU per class.",
     "samples.png": "Sample chips: Sentinel-2 true colour (B04, B03, B02; 2-98 % stretch) | "
