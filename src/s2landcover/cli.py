@@ -180,12 +180,13 @@ def _split(args: argparse.Namespace, config: dict[str, Any]) -> dict:
 @_stage("train", "train the model on the chips")
 def _train(args: argparse.Namespace, config: dict[str, Any]) -> dict:
     from s2landcover.pixel_model import is_pixel_architecture, train_pixel_model
-    from s2landcover.training.train import train_model
 
     if getattr(args, "architecture", None):  # the workflow's pixel baseline
         config = {**config, "model": {**config["model"], "architecture": args.architecture}}
     if is_pixel_architecture(config["model"]["architecture"]):
-        return train_pixel_model(args.split, args.chips_root, args.out_dir, config)
+        return train_pixel_model(args.split, args.chips_root, args.out_dir, config)  # before torch
+    from s2landcover.training.train import train_model
+
     return train_model(
         args.split,
         args.chips_root,

@@ -198,8 +198,8 @@ def empty_area_reason(split_table: pd.DataFrame, area: str) -> str:
     chips = int((split_table["split"] == area).sum())
     if chips == 0:
         return (
-            f"the split has no {AREA_LABELS[area]}: split.fractions.{area} is 0 or the scenes "
-            "have too few spatial blocks (split.block_size) to give this split one"
+            f"the split has no {AREA_LABELS[area]} (split.fractions.{area} is 0, or the scenes "
+            "have too few spatial blocks of split.block_size to give this split one)"
         )
     return (
         f"the {chips} {AREA_LABELS[area]} hold no pixel with both a reference class and a "

@@ -15,8 +15,9 @@ pixels are drawn in one pass over the chips, each labelled pixel kept with a pro
 ``balanced`` gives every class present an equal quota (a class with fewer pixels gives all it has;
 what is left goes to the others), ``proportional`` keeps the training distribution. A pixel covered
 by several overlapping chips is counted once. The validation chips give a second, proportional
-sample on which the number of boosting rounds is chosen (best validation mIoU), as the U-Net keeps
-its best epoch.
+sample on which the number of boosting rounds is chosen: training stops 20 rounds after the
+validation log loss last fell, and the model keeps the fewest rounds whose validation mIoU is within
+0.001 of the best (as the U-Net keeps its best epoch; fewer trees predict faster).
 
 The model file: ``model.pt`` of the project's checkpoint format (:mod:`s2landcover.io.checkpoints`,
 read with ``torch.load(weights_only=True)``: tensors and plain values only, never unpickled code),
@@ -65,6 +66,10 @@ DEFAULTS = {
     "learning_rate": 0.1,
 }
 EVAL_EVERY = 10  # boosting rounds between two validation scores
+# Rounds kept: the fewest whose validation mIoU is within this of the best (prediction time grows
+# with the rounds; on Aberystwyth 20 rounds score 0.9971 against 0.9977 for 90, 4.5x faster).
+ROUNDS_TOLERANCE = 0.001
+EARLY_STOPPING_ROUNDS = 20  # rounds without a lower validation log loss before training stops
 ROWS_PIXELS = 2**20  # pixels per band of rows in prediction
 
 
@@ -232,7 +237,20 @@ def sample_pixels(
 # --- training ----------------------------------------------------------------------------------
 
 
+def passive_openmp() -> None:
+    """Let OpenMP threads wait passively unless the user chose otherwise (``OMP_WAIT_POLICY``).
+
+    Threads that spin while they wait make LightGBM several times slower than one thread when the
+    cores are shared (measured on 2 cores at load 6: Aberystwyth training 75 s against 9 s). The
+    OpenMP runtime reads the variable once, when it starts (torch's import starts it), so this
+    takes effect only when called before torch is imported: ``s2lc train`` calls
+    :func:`train_pixel_model` first thing.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def _lightgbm() -> Any:
+    passive_openmp()
     try:
         import lightgbm
     except ImportError as error:  # pragma: no cover - a pinned dependency
@@ -268,11 +286,13 @@ def train_pixel_model(
     ``metrics.csv`` has a row per ``EVAL_EVERY`` boosting rounds (column ``epoch`` = rounds):
     ``train_loss`` / ``val_loss`` (multi-class log loss of the samples), ``val_miou``,
     ``val_accuracy`` and ``val_iou_<class>`` on the validation sample. ``model.pt`` keeps the
-    rounds with the best validation mIoU (all rounds when there are no validation chips).
+    fewest rounds within :data:`ROUNDS_TOLERANCE` of the best validation mIoU (all rounds when
+    there are no validation chips).
 
     Raises:
         InputError: no training chips, no labelled training pixel, a task other than segmentation.
     """
+    passive_openmp()  # before anything imports torch
     from s2landcover.io import evaluation_io as eio
     from s2landcover.io.checkpoints import save_model_checkpoint
     from s2landcover.io.chipstore import ChipStore
@@ -333,16 +353,18 @@ def train_pixel_model(
     train_set = lgb.Dataset(x_train, label=y_train - 1, feature_name=fnames, free_raw_data=False)
     valid_sets, valid_names = [train_set], ["train"]
     record: dict[str, Any] = {}
+    callbacks = [lgb.record_evaluation(record)]
     if len(y_val):
         valid_sets.append(lgb.Dataset(x_val, label=y_val - 1, reference=train_set))
         valid_names.append("val")
+        callbacks.append(lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False))
     booster = lgb.train(
         params,
         train_set,
         num_boost_round=int(settings["iterations"]),
         valid_sets=valid_sets,
         valid_names=valid_names,
-        callbacks=[lgb.record_evaluation(record)],
+        callbacks=callbacks,
     )
     rounds = booster.current_iteration()
     rows = []
@@ -365,9 +387,12 @@ def train_pixel_model(
             row["val_miou"], row["val_accuracy"] = scores["miou"], scores["overall_accuracy"]
             for name in names:
                 row[f"val_iou_{name}"] = scores["per_class"][name]["iou"]
-            if scores["miou"] > best_miou:
-                best_rounds, best_miou = n, scores["miou"]
         rows.append(row)
+    if len(y_val):  # the fewest rounds within ROUNDS_TOLERANCE of the best validation mIoU
+        best_miou = max(row["val_miou"] for row in rows)
+        best_rounds = next(
+            int(row["epoch"]) for row in rows if row["val_miou"] >= best_miou - ROUNDS_TOLERANCE
+        )
 
     first = str(train_chips["scene"].astype(str).iloc[0])
     store = ChipStore(chips_root / first)
@@ -407,7 +432,7 @@ def train_pixel_model(
     eio.write_bytes(out_dir / "curves.png", plots.figure_png(figure))
     seconds = time.perf_counter() - started
     log.info(
-        "pixel model: %d rounds kept (val mIoU %.3f), trained in %.1f s",
+        "pixel model: %d rounds kept (best validation mIoU %.3f), trained in %.1f s",
         best_rounds,
         best_miou,
         seconds,

@@ -223,11 +223,12 @@ def baseline_comparison_figure(
             positions = np.arange(len(groups)) + (i - (len(names) - 1) / 2) * width
             axes.bar(positions, np.nan_to_num(values, nan=0.0), width, label=label, color=color)
         axes.set_xticks(range(len(groups)), groups, rotation=30, ha="right", fontsize=9)
-        axes.set_ylim(0, 1)
+        axes.set_ylim(0, 1.15)  # room for the legend above the bars
+        axes.set_yticks(np.linspace(0, 1, 6))
         axes.set_ylabel("IoU")
         axes.set_title(title, fontsize=10)
         axes.grid(axis="y", alpha=0.3)
-        axes.legend(fontsize=8, loc="lower right")
+        axes.legend(fontsize=8, loc="upper center", ncols=len(names), frameon=False)
     figure.suptitle("The model beside the baselines, on the same pixels", fontsize=11)
     figure.set_layout_engine("constrained")
     return figure
