@@ -111,6 +111,7 @@ def test_full_run_writes_prediction_on_the_scene_grid(finished_run):
     assert (report / "report.html").stat().st_size > 0
     metrics = json.loads((report / "metrics.json").read_text())
     assert metrics  # the report's numbers are checked in test_evaluate
+    assert metrics["baselines"]["pixel"]["areas"]["val"]["pixels"] > 0  # evaluation.pixel_baseline
 
 
 @pytest.mark.workflow
