@@ -12,7 +12,8 @@ the majority class (always predicting the class with most pixels in the training
 its predictions are given, the pixel classifier (:mod:`s2landcover.pixel_model`) trained on the
 same training chips. Classes without reference pixels in an area are listed as absent; an area
 without pixels says why; a class absent or rare (< 1 % of labelled pixels) in the training chips
-but present in the validation or test area is warned about (log, ``warnings``, report).
+but present in the validation or test area or the scene is warned about (log, ``warnings``,
+report).
 
 Outputs in ``results/evaluation/size{tile}/{model}/``: ``metrics.json``, ``confusion_matrix.png``,
 ``training_curves.png``, ``samples.png``, ``overview_<scene>.png`` and ``report.html``.
@@ -232,7 +233,7 @@ def rare_class_warnings(
         )
         warnings.append(
             f"class {name} is {what} but present in the {where}: the model can hardly learn it "
-            "(see the filter's water_fraction and the split's blocks)"
+            "(the training chips are those the filter kept in the split's training blocks)"
         )
     return warnings
 
@@ -550,7 +551,7 @@ def evaluate_model(
     metrics["baselines"] = baselines_of(totals, baseline_counts, names, split_table, class_names)
     supports = {
         area: class_confusion(totals[area]).sum(axis=1)
-        for area in ("val", "test")
+        for area in ("val", "test", WHOLE_SCENE)
         if totals[area].sum() > 0
     }
     metrics["warnings"] = rare_class_warnings(
