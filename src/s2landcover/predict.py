@@ -611,6 +611,9 @@ def predict_scene(
         A summary: output paths, grid, window, stride, windows, seconds, megapixels per second,
         pixel count per class.
 
+    A checkpoint of a pixel classifier (``model.architecture: pixel_gbm``) is mapped by
+    :func:`s2landcover.pixel_model.predict_scene_pixels` instead, with the same output contract.
+
     Raises:
         InputError: for a bad checkpoint, a scene lacking a band, a scene at another resolution.
     """
