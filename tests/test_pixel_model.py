@@ -135,6 +135,16 @@ def test_sampling_uses_training_chips_only_and_never_class_0(tmp_path):
     np.testing.assert_array_equal(y, y2)  # deterministic for a seed
 
 
+def test_training_reads_only_the_training_chips(tmp_path):
+    split = write_chips(tmp_path, ["train"] * 3 + ["val"] * 2 + ["test"] * 2, missing_in_train=3)
+    pm.train_pixel_model(
+        split, tmp_path / "chips", tmp_path / "m", config(samples=500, iterations=3), threads=1
+    )
+    _, metadata = load_model_checkpoint(tmp_path / "m" / "model.pt")
+    assert metadata["training_pixels"]["Water"] == 0  # only in the val and test chips
+    assert metadata["training_pixels"]["Forest"] > 0
+
+
 # --- the model file --------------------------------------------------------------------------
 
 
