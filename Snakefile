@@ -12,6 +12,7 @@ include: "workflow/rules/masks.smk"
 include: "workflow/rules/chips.smk"
 include: "workflow/rules/training.smk"
 include: "workflow/rules/prediction.smk"
+include: "workflow/rules/baseline.smk"
 include: "workflow/rules/evaluation.smk"
 
 

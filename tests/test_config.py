@@ -219,7 +219,7 @@ def _job_argv(command: str, config: dict, scene: str) -> list[str]:
                 return shlex.quote(section_json("scenes", [entry]))
             if section in config:
                 return shlex.quote(section_json(section, config[section]))
-            if section in ("product", "scl", "validity_arg"):
+            if section in ("product", "scl", "validity_arg", "baseline_arg"):
                 return ""  # optional flags made by common.smk (--source-path, --scl, --validity)
         return shlex.quote(
             {

@@ -27,6 +27,8 @@ ALL_STAGES = {
     "train_model",
     "predict_scene",
     "evaluate_model",
+    "train_pixel_baseline",  # evaluation.pixel_baseline (default true): the report's baseline
+    "predict_pixel_baseline",
 }
 
 TINY_CONFIG = {
@@ -116,6 +118,7 @@ def test_full_run_writes_prediction_on_the_scene_grid(finished_run):
     # Clouds: the demo product's SCL screened the scene; its cloud fraction is in metrics.json.
     assert metrics["clouds"]["scenes"]["demo"]["source"] == "scl"
     assert (finished_run / "results/validity/demo.tif").exists()
+    assert metrics["baselines"]["pixel"]["areas"]["val"]["pixels"] > 0  # evaluation.pixel_baseline
 
 
 @pytest.mark.workflow

@@ -264,6 +264,12 @@ def _split(args: argparse.Namespace, config: dict[str, Any]) -> dict:
     "--chips-root results/chips/size300 --out-dir results/models/size300/unet-resnet34",
 )
 def _train(args: argparse.Namespace, config: dict[str, Any]) -> dict:
+    from s2landcover.pixel_model import is_pixel_architecture, train_pixel_model
+
+    if getattr(args, "architecture", None):  # the workflow's pixel baseline
+        config = {**config, "model": {**config["model"], "architecture": args.architecture}}
+    if is_pixel_architecture(config["model"]["architecture"]):
+        return train_pixel_model(args.split, args.chips_root, args.out_dir, config)  # before torch
     from s2landcover.training.train import train_model
 
     # Runtime-only keys given as flags (the workflow passes them as resources, not params).
@@ -350,6 +356,7 @@ def _evaluate(args: argparse.Namespace, config: dict[str, Any]) -> dict:
         _classes(config),
         config["evaluation"],
         validity=by_scene(args.validity) if args.validity else None,
+        baseline_predictions=by_scene(args.baseline_predictions or []),
     )
 
 
@@ -490,6 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--num-nodes", type=int, default=1, help="machines (srun: one task per GPU on each)"
     )
+    p.add_argument(
+        "--architecture", help="override model.architecture (pixel_gbm: the pixel baseline)"
+    )
     p = add("predict")
     p.add_argument("--checkpoint", required=True, help="model.pt written by train")
     p.add_argument("--scene", required=True, help="scene stack GeoTIFF with the model's bands")
@@ -516,6 +526,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--out-dir", required=True, help="folder for report.html, metrics.json and the figures"
     )
     p.add_argument("--validity", nargs="*", help="validity raster per scene ({scene}.tif)")
+    p.add_argument(
+        "--baseline-predictions", nargs="*", help="the pixel baseline's GeoTIFF per scene"
+    )
     p = add("validity")
     p.add_argument("--scene-name", required=True, help="scene name in the scene table")
     p.add_argument("--scene", required=True, help="scene stack GeoTIFF (the grid)")

@@ -12,6 +12,14 @@ no data are left out of every metric (their reference is treated as 0), and pred
 ("Not observed") never count; ``metrics.json`` gets ``clouds``: whether clouds were screened and,
 per scene, the source, the cloud fraction and the pixels predicted as not observed.
 
+Every area is set beside two baselines on the same pixels (``baselines`` in ``metrics.json``):
+the majority class (always predicting the class with most pixels in the training chips) and, when
+its predictions are given, the pixel classifier (:mod:`s2landcover.pixel_model`) trained on the
+same training chips. Classes without reference pixels in an area are listed as absent; an area
+without pixels says why; a class absent or rare (< 1 % of labelled pixels) in the training chips
+but present in the validation or test area or the scene is warned about (log, ``warnings``,
+report).
+
 Outputs in ``results/evaluation/size{tile}/{model}/``: ``metrics.json``, ``confusion_matrix.png``,
 ``training_curves.png``, ``samples.png``, ``overview_<scene>.png`` and ``report.html``.
 """
@@ -166,6 +174,87 @@ def area_metrics(full_counts: np.ndarray, class_names: Sequence[str]) -> dict[st
     return result
 
 
+# --- baselines and warnings ---------------------------------------------------------------------
+
+RARE_SHARE = 0.01  # a class below this share of the training chips' labelled pixels is rare
+
+
+def training_class_counts(split_table: pd.DataFrame, num_classes: int) -> np.ndarray | None:
+    """Labelled pixels per class 1..K (int64, length K) in the training chips of the split table
+    (its ``px_1..px_K`` columns, from the chip index); None when the table lacks those columns."""
+    columns = [f"px_{k}" for k in range(1, num_classes + 1)]
+    if any(c not in split_table.columns for c in columns):
+        return None
+    train = split_table[split_table["split"] == "train"]
+    return train[columns].to_numpy(dtype=np.int64).sum(axis=0)
+
+
+def majority_confusion(matrix: np.ndarray, majority: int) -> np.ndarray:
+    """The K x K confusion matrix of always predicting class ``majority`` (1..K) on the pixels of
+    ``matrix`` (same reference pixels: every row's total goes to the majority column)."""
+    matrix = np.asarray(matrix, dtype=np.int64)
+    baseline = np.zeros_like(matrix)
+    baseline[:, majority - 1] = matrix.sum(axis=1)
+    return baseline
+
+
+def empty_area_reason(split_table: pd.DataFrame, area: str) -> str:
+    """Why an area of the split has no evaluated pixel."""
+    if area == WHOLE_SCENE:
+        return "no pixel has both a reference class and a prediction"
+    chips = int((split_table["split"] == area).sum())
+    if chips == 0:
+        return (
+            f"the split has no {AREA_LABELS[area]} (split.fractions.{area} is 0, or the scenes "
+            "have too few spatial blocks of split.block_size to give this split one)"
+        )
+    return (
+        f"the {chips} {AREA_LABELS[area]} hold no pixel with both a reference class and a "
+        "prediction (all no data)"
+    )
+
+
+def rare_class_warnings(
+    training_counts: np.ndarray | None,
+    area_supports: Mapping[str, np.ndarray],
+    class_names: Sequence[str],
+    rare_share: float = RARE_SHARE,
+) -> list[str]:
+    """Warnings for classes absent or rare (< ``rare_share`` of labelled pixels) in the training
+    chips but present in an evaluated area (``area_supports``: reference pixels per class)."""
+    if training_counts is None or training_counts.sum() == 0:
+        return []
+    shares = training_counts / training_counts.sum()
+    warnings = []
+    for i, name in enumerate(class_names):
+        present = [area for area, support in area_supports.items() if support[i] > 0]
+        if shares[i] >= rare_share or not present:
+            continue
+        where = ", ".join(f"{AREA_LABELS[a]} {int(area_supports[a][i]):,} px" for a in present)
+        what = (
+            "absent from the training chips"
+            if training_counts[i] == 0
+            else f"rare in the training chips ({100 * shares[i]:.2f} % of labelled pixels, "
+            f"{int(training_counts[i]):,} px)"
+        )
+        warnings.append(
+            f"class {name} is {what} but present in the {where}: the model can hardly learn it "
+            "(the training chips are those the filter kept in the split's training blocks)"
+        )
+    return warnings
+
+
+def mark_absent_classes(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Add ``absent`` to each class (no reference pixel in the area) and ``absent_classes``."""
+    absent = []
+    for name, values in metrics["per_class"].items():
+        values["absent"] = values["support"] == 0
+        if values["absent"]:
+            absent.append(name)
+    metrics["absent_classes"] = absent
+    return metrics
+
+
 # --- areas of the split -----------------------------------------------------------------------
 
 
@@ -265,6 +354,85 @@ def screened_blocks(
         yield window, np.where(invalid, 0, reference).astype(reference.dtype), prediction
 
 
+def baselines_of(
+    totals: Mapping[str, np.ndarray],
+    baseline_counts: Mapping[str, Mapping[str, np.ndarray]],
+    names: Sequence[str],
+    split_table: pd.DataFrame,
+    class_names: Sequence[str],
+) -> dict[str, Any]:
+    """``baselines`` of metrics.json: ``majority`` (the most frequent class of the training chips,
+    scored on each area's pixels) and ``pixel`` (the pixel classifier's maps, when given)."""
+    k = len(class_names)
+    counts = training_class_counts(split_table, k)
+    source = "chip index of the training chips (px_1..px_K)"
+    if counts is None or counts.sum() == 0:
+        counts = class_confusion(totals["train"]).sum(axis=1)
+        source = "reference pixels of the training area"
+    result: dict[str, Any] = {}
+    if counts.sum() > 0:
+        majority = int(np.argmax(counts)) + 1
+        result["majority"] = {
+            "description": f"always predict {class_names[majority - 1]}, the most frequent class "
+            f"of the training chips ({source})",
+            "class": class_names[majority - 1],
+            "index": majority,
+            "training_share": float(counts[majority - 1] / counts.sum()),
+            "training_pixels": {n: int(c) for n, c in zip(class_names, counts, strict=True)},
+            "areas": {
+                area: mark_absent_classes(
+                    metrics_from_confusion(
+                        majority_confusion(class_confusion(totals[area]), majority), class_names
+                    )
+                )
+                for area in AREAS
+            },
+        }
+    else:
+        result["majority"] = {"description": "no labelled training pixel", "areas": {}}
+    if baseline_counts:
+        pixel_totals = {area: sum(baseline_counts[s][area] for s in names) for area in AREAS}
+        result["pixel"] = {
+            "description": "pixel classifier (LightGBM on reflectance and NDVI/NDWI/NDBI) trained "
+            "on pixels of the same training chips",
+            "areas": {
+                area: mark_absent_classes(area_metrics(pixel_totals[area], class_names))
+                for area in AREAS
+            },
+        }
+    else:
+        result["pixel"] = {
+            "description": "not run: evaluation.pixel_baseline is false, or the model is itself "
+            "the pixel classifier",
+            "areas": {},
+        }
+    return result
+
+
+def baseline_series(
+    metrics: Mapping[str, Any], class_names: Sequence[str]
+) -> dict[str, dict[str, dict[str, float]]]:
+    """IoU per class and mIoU of the model and each baseline, per evaluated val / test area (the
+    input of :func:`s2landcover.plots.baseline_comparison_figure`)."""
+    result: dict[str, dict[str, dict[str, float]]] = {}
+    for area in ("val", "test"):
+        model = metrics["areas"][area]
+        if model["pixels"] == 0:
+            continue
+        sources = {"model": model}
+        for name, baseline in metrics.get("baselines", {}).items():
+            if baseline.get("areas", {}).get(area):
+                sources[name] = baseline["areas"][area]
+        result[AREA_LABELS[area]] = {
+            name: {
+                **{c: m["per_class"][c]["iou"] for c in class_names},
+                "mIoU": m["miou"],
+            }
+            for name, m in sources.items()
+        }
+    return result
+
+
 # --- sample chips ---------------------------------------------------------------------------------
 
 
@@ -353,10 +521,12 @@ def evaluate_model(
     evaluation_cfg: Mapping[str, Any],
     window_size: int = DEFAULT_WINDOW_SIZE,
     validity: Mapping[str, Path] | None = None,
+    baseline_predictions: Mapping[str, Path] | None = None,
 ) -> dict[str, Any]:
     """Evaluate the predicted maps of a run against the masks; write metrics, figures, report.
 
-    Keys of ``predictions``, ``masks`` and ``scenes`` are scene names; the rasters of one scene
+    Keys of ``predictions``, ``masks`` and ``scenes`` (and ``baseline_predictions``, the pixel
+    baseline's maps, optional) are scene names; the rasters of one scene
     share one grid (pixel windows of ``split.parquet`` are in that grid). ``chips_root`` is accepted
     for the workflow's interface: chip windows come from the split table, pixels from the rasters.
     Memory: one ``window_size``² window of two uint8 rasters plus the sample chips and the decimated
@@ -396,6 +566,19 @@ def evaluate_model(
             int(per_scene_counts[scene][WHOLE_SCENE][1:, 1:].sum()),
         )
 
+    baseline_counts: dict[str, dict[str, np.ndarray]] = {}
+    if baseline_predictions:
+        missing = [n for n in names if n not in baseline_predictions]
+        if missing:
+            raise InputError(
+                f"evaluate: no pixel-baseline prediction for scene(s) {missing}; got "
+                f"{sorted(baseline_predictions)} (files are matched by name: {{scene}}.tif)"
+            )
+        for scene in names:
+            chips_by_area = {area: chip_windows(split_table, scene, area) for area in SPLIT_AREAS}
+            blocks = eio.iter_label_windows(baseline_predictions[scene], masks[scene], window_size)
+            baseline_counts[scene] = accumulate_area_counts(blocks, chips_by_area, k)
+
     totals = {area: sum(per_scene_counts[s][area] for s in names) for area in AREAS}
     metrics: dict[str, Any] = {
         "classes": [
@@ -422,6 +605,26 @@ def evaluate_model(
             for scene in names
         },
     }
+    scene_tables = {scene: split_table[split_table["scene"] == scene] for scene in names}
+    for area_set, table in [
+        (metrics["areas"], split_table),
+        *((metrics["scenes"][scene], scene_tables[scene]) for scene in names),
+    ]:
+        for area in AREAS:
+            mark_absent_classes(area_set[area])
+            if area_set[area]["pixels"] == 0:
+                area_set[area]["empty_reason"] = empty_area_reason(table, area)
+    metrics["baselines"] = baselines_of(totals, baseline_counts, names, split_table, class_names)
+    supports = {
+        area: class_confusion(totals[area]).sum(axis=1)
+        for area in ("val", "test", WHOLE_SCENE)
+        if totals[area].sum() > 0
+    }
+    metrics["warnings"] = rare_class_warnings(
+        training_class_counts(split_table, k), supports, class_names
+    )
+    for warning in metrics["warnings"]:
+        log.warning("%s", warning)
 
     figures: dict[str, bytes] = {}
     figures["confusion_matrix.png"] = plots.figure_png(
@@ -434,6 +637,11 @@ def evaluate_model(
             class_names,
         )
     )
+    comparison = baseline_series(metrics, class_names)
+    if comparison and metrics["baselines"]["pixel"]["areas"]:  # the majority alone: tables only
+        figures["baselines.png"] = plots.figure_png(
+            plots.baseline_comparison_figure(comparison, class_names)
+        )
     training = eio.read_training_metrics(model_dir)
     if training is not None:
         figures["training_curves.png"] = plots.figure_png(
@@ -490,5 +698,9 @@ def evaluate_model(
         for area in AREAS
         for key in ("miou", "overall_accuracy")
     }
+    for name, baseline in metrics["baselines"].items():
+        if baseline.get("areas"):
+            for area in ("val", "test"):
+                summary[f"{area}_{name}_miou"] = baseline["areas"][area]["miou"]
     summary["report"] = str(out_dir / "report.html")
     return summary

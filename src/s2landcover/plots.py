@@ -195,6 +195,45 @@ def confusion_matrix_figure(
     return figure
 
 
+BASELINE_STYLES = {  # series name -> (label, bar colour)
+    "model": ("model", "#2b6cb0"),
+    "pixel": ("pixel baseline", "#a0a0a0"),
+    "majority": ("majority class", "#e0b000"),
+}
+
+
+def baseline_comparison_figure(
+    series: Mapping[str, Mapping[str, Mapping[str, float]]], class_names: Sequence[str]
+) -> Figure:
+    """IoU per class and mIoU of the model beside the baselines, a panel per area.
+
+    ``series`` maps an area title to ``{series name: {class name or "mIoU": IoU}}`` with series
+    names from :data:`BASELINE_STYLES` (``model``, ``pixel``, ``majority``); a missing or NaN value
+    draws no bar. Bars are grouped by class, the mIoU group last.
+    """
+    groups = [*class_names, "mIoU"]
+    figure = new_figure(max(6.0, 1.0 + 0.9 * len(groups)) * len(series) ** 0.5 + 1, 3.6)
+    axes_list = figure.subplots(1, max(1, len(series)), squeeze=False).ravel()
+    for axes, (title, by_series) in zip(axes_list, series.items(), strict=False):
+        names = [n for n in BASELINE_STYLES if n in by_series]
+        width = 0.8 / max(1, len(names))
+        for i, name in enumerate(names):
+            label, color = BASELINE_STYLES[name]
+            values = [by_series[name].get(g, math.nan) for g in groups]
+            positions = np.arange(len(groups)) + (i - (len(names) - 1) / 2) * width
+            axes.bar(positions, np.nan_to_num(values, nan=0.0), width, label=label, color=color)
+        axes.set_xticks(range(len(groups)), groups, rotation=30, ha="right", fontsize=9)
+        axes.set_ylim(0, 1.15)  # room for the legend above the bars
+        axes.set_yticks(np.linspace(0, 1, 6))
+        axes.set_ylabel("IoU")
+        axes.set_title(title, fontsize=10)
+        axes.grid(axis="y", alpha=0.3)
+        axes.legend(fontsize=8, loc="upper center", ncols=len(names), frameon=False)
+    figure.suptitle("The model beside the baselines, on the same pixels", fontsize=11)
+    figure.set_layout_engine("constrained")
+    return figure
+
+
 def training_curves_figure(
     table: pd.DataFrame, class_names: Sequence[str], colors: Sequence[str] = ()
 ) -> Figure:

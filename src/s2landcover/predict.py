@@ -612,6 +612,43 @@ def model_from_checkpoint(checkpoint_path: str | Path) -> tuple[nn.Module, dict[
     return model.eval(), metadata
 
 
+# Relative difference of pixel size (per axis) below which a scene counts as on the model's
+# resolution: a model trained on a 9.995 m grid maps a 9.997 m grid (a source kept on its native
+# grid, see ingest), while a 20 m scene for a 10 m model is refused.
+RESOLUTION_TOLERANCE = 0.01
+
+
+def check_model_resolution(
+    scene_path: str | Path, scene_resolution: tuple[float, float], model_resolution: float
+) -> None:
+    """Raise an InputError when the scene's pixel size (x, y in CRS units, metres) differs from
+    the model's training resolution by more than :data:`RESOLUTION_TOLERANCE` on either axis."""
+    res_x, res_y = scene_resolution
+    if not all(
+        math.isclose(res, model_resolution, rel_tol=RESOLUTION_TOLERANCE) for res in (res_x, res_y)
+    ):
+        raise InputError(
+            f"scene {scene_path} has {res_x:g} x {res_y:g} m pixels but the model was trained on "
+            f"{model_resolution:g} m pixels; resample the scene to {model_resolution:g} m "
+            "(the scene stack of ingest)"
+        )
+
+
+def hide_not_observed(
+    rows: np.ndarray, confidence: np.ndarray | None, validity_rows: np.ndarray
+) -> int:
+    """Set predicted ``rows`` (uint8, in place) to 255 "Not observed" where the validity raster's
+    rows say cloud, shadow, cirrus or no data (and the confidence to 0 there); returns how many
+    pixels that were. Pixels without scene data stay 0."""
+    from s2landcover.validity import invalid_pixels
+
+    hidden = invalid_pixels(validity_rows) & (rows != 0)
+    rows[hidden] = NOT_OBSERVED
+    if confidence is not None:
+        confidence[hidden] = 0
+    return int(hidden.sum())
+
+
 def confidence_path(out_path: str | Path) -> Path:
     """Where the confidence raster of ``out_path`` goes: ``<stem>_confidence.tif`` beside it."""
     out_path = Path(out_path)
@@ -648,9 +685,19 @@ def predict_scene(
         A summary: output paths, grid, window, stride, windows, seconds, megapixels per second,
         pixel count per class.
 
+    A checkpoint of a pixel classifier (``model.architecture: pixel_gbm``) is mapped by
+    :func:`s2landcover.pixel_model.predict_scene_pixels` instead, with the same output contract.
+
     Raises:
         InputError: for a bad checkpoint, a scene lacking a band, a scene at another resolution.
     """
+    from s2landcover import pixel_model
+
+    if pixel_model.checkpoint_is_pixel_model(checkpoint_path):
+        return pixel_model.predict_scene_pixels(
+            checkpoint_path, scene_path, out_path, prediction_cfg, threads, progress,
+            validity_path=validity_path,
+        )  # fmt: skip
     if threads is not None:
         torch.set_num_threads(threads)
     model, metadata = model_from_checkpoint(checkpoint_path)
@@ -702,17 +749,7 @@ def predict_scene_with_model(
 
         check_validity_grid(validity_path, scene.grid, f"scene {scene_path}")
         classes = dataclasses.replace(classes, not_observed=True)
-    resolution = float(metadata["resolution"])
-    res_x, res_y = scene.grid.resolution
-    if not (
-        math.isclose(res_x, resolution, rel_tol=1e-6)
-        and math.isclose(res_y, resolution, rel_tol=1e-6)
-    ):
-        raise InputError(
-            f"scene {scene_path} has {res_x:g} x {res_y:g} m pixels but the model was trained on "
-            f"{resolution:g} m pixels; resample the scene to {resolution:g} m "
-            "(the scene stack of ingest)"
-        )
+    check_model_resolution(scene_path, scene.grid.resolution, float(metadata["resolution"]))
     torch_device = choose_device(device)
     window = window_side(prediction_cfg, int(metadata["tile_size"]))
     stride = window_stride(window, float(prediction_cfg.get("overlap", 0.25)))
@@ -775,14 +812,10 @@ def predict_scene_with_model(
         def write(item: tuple[int, np.ndarray, np.ndarray | None]) -> None:
             row_off, rows, conf = item
             if validity_src is not None:
-                from s2landcover.validity import invalid_pixels
-
                 window = Window(0, row_off, rows.shape[1], rows.shape[0])
-                hidden = invalid_pixels(validity_src.read(1, window=window)) & (rows != 0)
-                rows[hidden] = NOT_OBSERVED
-                not_observed_pixels[0] += int(hidden.sum())
-                if conf is not None:
-                    conf[hidden] = 0
+                not_observed_pixels[0] += hide_not_observed(
+                    rows, conf, validity_src.read(1, window=window)
+                )
             class_pixels[:] += np.bincount(rows.ravel(), minlength=classes.num_classes + 1)[
                 : classes.num_classes + 1
             ]

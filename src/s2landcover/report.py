@@ -22,6 +22,8 @@ AREA_TITLES = {
     "whole_scene": "Whole scene (includes training areas)",
 }
 FIGURE_CAPTIONS = {
+    "baselines.png": "IoU per class and mIoU of the model beside the pixel baseline and the "
+    "majority class, on the same pixels of the validation and test areas.",
     "confusion_matrix.png": "Confusion matrices normalised by reference class (rows sum to 1).",
     "training_curves.png": "Training curves: losses, validation mIoU and accuracy, IoU per class.",
     "samples.png": "Sample chips: Sentinel-2 true colour (B04, B03, B02; 2-98 % stretch) | "
@@ -42,6 +44,9 @@ td.name, th.name { text-align: left; }
 .swatch { display: inline-block; width: 0.9em; height: 0.9em; border: 1px solid #555;
   margin-right: 0.4em; vertical-align: middle; }
 .note { background: #fff6d6; border-left: 4px solid #e0b000; padding: 0.6em 1em; }
+.warning { background: #fde2dd; border-left-color: #c0392b; }
+td.baseline { color: #555; background: #f8f8f8; }
+.absent { color: #a33; font-size: 0.85em; }
 figure { margin: 1em 0 2em; }
 figure img { max-width: 100%; border: 1px solid #ddd; }
 figcaption { color: #555; font-size: 0.9em; }
@@ -58,48 +63,123 @@ def _number(value: Any, percent: bool = False) -> str:
     return f"{value:.3f}"
 
 
-def key_numbers_table(areas: Mapping[str, Mapping[str, Any]]) -> str:
-    """HTML table: mIoU, overall accuracy, mean F1 and pixel count per area."""
+BASELINE_TITLES = {"pixel": "pixel baseline", "majority": "majority class"}
+
+
+def _baseline_area(
+    baselines: Mapping[str, Any] | None, name: str, area: str
+) -> Mapping[str, Any] | None:
+    """Metrics of baseline ``name`` in ``area``, or None when that baseline was not run."""
+    if not baselines or name not in baselines:
+        return None
+    return baselines[name].get("areas", {}).get(area)
+
+
+def key_numbers_table(
+    areas: Mapping[str, Mapping[str, Any]], baselines: Mapping[str, Any] | None = None
+) -> str:
+    """HTML table: mIoU, overall accuracy, mean F1 and pixel count per area, and beside them the
+    mIoU and overall accuracy of each baseline (``baselines`` of metrics.json) on the same pixels.
+    An area without pixels shows its ``empty_reason`` instead of dashes."""
+    shown = [b for b in BASELINE_TITLES if baselines and baselines.get(b, {}).get("areas")]
+    head = "".join(
+        f"<th>{BASELINE_TITLES[b]} mIoU</th><th>{BASELINE_TITLES[b]} accuracy</th>" for b in shown
+    )
     rows = [
         "<tr><th class='name'>area</th><th>mIoU</th><th>overall accuracy</th><th>mean F1</th>"
-        "<th>pixels</th></tr>"
+        f"<th>pixels</th>{head}</tr>"
     ]
     for area in KEY_AREAS:
         if area not in areas:
             continue
         m = areas[area]
+        title = f"<td class='name'>{escape(AREA_TITLES.get(area, area))}</td>"
+        if m.get("pixels") == 0 and m.get("empty_reason"):
+            rows.append(
+                f"<tr>{title}<td class='empty' colspan='{4 + 2 * len(shown)}'>"
+                f"no pixels: {escape(m['empty_reason'])}</td></tr>"
+            )
+            continue
+        cells = ""
+        for b in shown:
+            bm = _baseline_area(baselines, b, area) or {}
+            cells += (
+                f"<td class='baseline'>{_number(bm.get('miou'))}</td>"
+                f"<td class='baseline'>{_number(bm.get('overall_accuracy'))}</td>"
+            )
         rows.append(
-            f"<tr><td class='name'>{escape(AREA_TITLES.get(area, area))}</td>"
-            f"<td>{_number(m['miou'])}</td>"
+            f"<tr>{title}<td>{_number(m['miou'])}</td>"
             f"<td>{_number(m['overall_accuracy'])}</td><td>{_number(m['mean_f1'])}</td>"
-            f"<td>{_number(m['pixels'])}</td></tr>"
+            f"<td>{_number(m['pixels'])}</td>{cells}</tr>"
         )
     return "<table>" + "".join(rows) + "</table>"
 
 
-def per_class_table(area_metrics: Mapping[str, Any], colors: Sequence[str]) -> str:
-    """HTML table of IoU, F1, precision, recall, reference and predicted pixels per class."""
+def baselines_note(baselines: Mapping[str, Any] | None) -> str:
+    """What the baselines are (HTML paragraph)."""
+    if not baselines:
+        return ""
+    parts = []
+    majority = baselines.get("majority", {})
+    if majority.get("class"):
+        parts.append(
+            f"<b>majority class</b>: always predict {escape(majority['class'])}, the most "
+            f"frequent class of the training chips ({100 * majority['training_share']:.1f} % of "
+            "their labelled pixels)"
+        )
+    pixel = baselines.get("pixel", {})
+    parts.append(f"<b>pixel baseline</b>: {escape(pixel.get('description', 'not run'))}")
+    return (
+        "<p>Baselines, scored on the same pixels as the model: "
+        + "; ".join(parts)
+        + ". A model that does not beat them has not learnt what the data offer.</p>"
+    )
+
+
+def per_class_table(
+    area_metrics: Mapping[str, Any],
+    colors: Sequence[str],
+    baselines: Mapping[str, Mapping[str, Any] | None] | None = None,
+) -> str:
+    """HTML table of IoU, F1, precision, recall, reference and predicted pixels per class, with
+    the IoU of each baseline (``baselines``: name -> that baseline's metrics in the same area);
+    classes without reference pixels in the area are marked absent. An area without pixels gives
+    its ``empty_reason`` (when known) instead of a table."""
+    if area_metrics.get("pixels") == 0 and area_metrics.get("empty_reason"):
+        return f"<p class='note'>No pixels: {escape(area_metrics['empty_reason'])}.</p>"
+    shown = {b: m for b, m in (baselines or {}).items() if m}
+    head = "".join(f"<th>{BASELINE_TITLES.get(b, b)} IoU</th>" for b in shown)
     rows = [
         "<tr><th class='name'>class</th><th>IoU</th><th>F1 / Dice</th><th>precision</th>"
         "<th>recall</th>"
-        "<th>reference px</th><th>predicted px</th></tr>"
+        f"<th>reference px</th><th>predicted px</th>{head}</tr>"
     ]
     for i, (name, m) in enumerate(area_metrics["per_class"].items()):
         color = colors[i] if i < len(colors) else "#808080"
+        absent = m.get("absent", m["support"] == 0)
+        mark = " <span class='absent'>(absent from this area)</span>" if absent else ""
+        cells = "".join(
+            f"<td class='baseline'>{_number(b['per_class'][name]['iou'])}</td>"
+            for b in shown.values()
+        )
         rows.append(
             f"<tr><td class='name'><span class='swatch' style='background:{escape(color)}'></span>"
-            f"{m['index']} {escape(name)}</td><td>{_number(m['iou'])}</td>"
+            f"{m['index']} {escape(name)}{mark}</td><td>{_number(m['iou'])}</td>"
             f"<td>{_number(m['f1'])}</td>"
             f"<td>{_number(m['precision'])}</td><td>{_number(m['recall'])}</td>"
-            f"<td>{_number(m['support'])}</td><td>{_number(m['predicted'])}</td></tr>"
+            f"<td>{_number(m['support'])}</td><td>{_number(m['predicted'])}</td>{cells}</tr>"
         )
+    means = "".join(f"<th>{_number(b['miou'])}</th>" for b in shown.values())
     rows.append(
         f"<tr><th class='name'>mean of present classes</th><th>{_number(area_metrics['miou'])}</th>"
         f"<th>{_number(area_metrics['mean_f1'])}</th><th></th><th></th>"
-        f"<th>{_number(area_metrics['pixels'])}</th><th></th></tr>"
+        f"<th>{_number(area_metrics['pixels'])}</th><th></th>{means}</tr>"
     )
     accuracy = _number(area_metrics["overall_accuracy"])
-    return "<table>" + "".join(rows) + f"</table><p>Overall accuracy: {accuracy}</p>"
+    beside = "".join(
+        f"; {BASELINE_TITLES.get(b, b)} {_number(m['overall_accuracy'])}" for b, m in shown.items()
+    )
+    return "<table>" + "".join(rows) + f"</table><p>Overall accuracy: {accuracy}{beside}</p>"
 
 
 def per_scene_table(scenes: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
@@ -156,12 +236,18 @@ def report_html(metrics: Mapping[str, Any], figures: Mapping[str, bytes], title:
     """The report page: key numbers, per-class tables per area, per-scene table and all figures."""
     colors = [c["color"] for c in metrics.get("classes", [])]
     areas = metrics["areas"]
+    baselines = metrics.get("baselines")
+    warnings = "".join(
+        f"<p class='note warning'>Warning: {escape(w)}</p>" for w in metrics.get("warnings", [])
+    )
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>{escape(title)}</title><style>{STYLE}</style></head><body>",
         f"<h1>{escape(title)}</h1>",
+        warnings,
         "<h2>Key numbers</h2>",
-        key_numbers_table(areas),
+        key_numbers_table(areas, baselines),
+        baselines_note(baselines),
         f"<p class='note'>{escape(WHOLE_SCENE_NOTE)}</p>",
         "<p>Metrics are computed over the full predicted scenes against the reference masks, "
         "pixels where either holds no data (0) left out. The same numbers are in "
@@ -169,9 +255,10 @@ def report_html(metrics: Mapping[str, Any], figures: Mapping[str, bytes], title:
     ]
     for area in TABLE_AREAS:
         if area in areas:
+            beside = {b: _baseline_area(baselines, b, area) for b in BASELINE_TITLES}
             parts += [
                 f"<h2>Per class: {escape(AREA_TITLES[area])}</h2>",
-                per_class_table(areas[area], colors),
+                per_class_table(areas[area], colors, beside),
             ]
     if metrics.get("scenes"):
         parts += ["<h2>Per scene</h2>", per_scene_table(metrics["scenes"])]

@@ -11,6 +11,7 @@ from s2landcover.config import (
     section_json,
     validate_config,
 )
+from s2landcover.pixel_model import baseline_rule_config, is_pixel_architecture
 
 # The whole config is validated once, here, with the checks that relate sections (split.scenes
 # against the scene table, chips.stride against tile_size, ...). Each job then gets the sections
@@ -247,3 +248,42 @@ def validity_arg(wildcards, input):
 def validity_file(wildcards):
     """A user-supplied mask for the scene (validity.files), so that changing it re-runs."""
     return config["validity"]["files"].get(wildcards.scene, [])
+
+
+# The pixel baseline (workflow/rules/baseline.smk): the report sets the model beside it unless
+# evaluation.pixel_baseline is false or the model is the pixel classifier itself.
+PIXEL_BASELINE = config["evaluation"]["pixel_baseline"] and not is_pixel_architecture(
+    config["model"]["architecture"]
+)
+
+
+def pixel_baseline_sections():
+    """The sections the pixel baseline's training reads, one param each (model: architecture
+    pixel_gbm with model.pixel; training: the seed), so that changing the network's settings does
+    not re-train the baseline."""
+    return {
+        name: section_json(name, value)
+        for name, value in baseline_rule_config(config).items()
+        if name != "tile_size"  # resolved from the path: tile_size_section
+    }
+
+
+def pixel_baseline_maps(wildcards):
+    """The pixel baseline's map of every evaluated scene, or [] when there is no baseline."""
+    if not PIXEL_BASELINE:
+        return []
+    return expand(
+        "{results}/baselines/size{tile}/pixel/{scene}.tif",
+        results=RESULTS,
+        tile=wildcards.tile,
+        scene=EVAL_SCENES,
+    )
+
+
+def pixel_baseline_arg(wildcards, input):
+    """--baseline-predictions with the pixel baseline's maps, or nothing."""
+    paths = input.get("baseline")
+    if not paths:
+        return ""
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    return "--baseline-predictions " + " ".join(shlex.quote(str(path)) for path in paths)

@@ -15,6 +15,7 @@ rule evaluate_model:
         split=f"{RESULTS}/splits/size{{tile}}/split.parquet",
         metrics=f"{RESULTS}/models/size{{tile}}/{{model}}/metrics.csv",
         validity=validity_rasters,
+        baseline=pixel_baseline_maps,
     output:
         report=f"{RESULTS}/evaluation/size{{tile}}/{{model}}/report.html",
         metrics=f"{RESULTS}/evaluation/size{{tile}}/{{model}}/metrics.json",
@@ -24,6 +25,7 @@ rule evaluate_model:
         model_dir=lambda wildcards, input: str(Path(input.metrics).parent),
         out_dir=lambda wildcards, output: str(Path(output.report).parent),
         validity_arg=validity_arg,
+        baseline_arg=pixel_baseline_arg,
     log:
         f"{LOGS}/evaluate_model/size{{tile}}/{{model}}.log",
     benchmark:
@@ -37,4 +39,4 @@ rule evaluate_model:
         " --predictions {input.predictions:q} --masks {input.masks:q} --scenes {input.scenes:q}"
         " --split {input.split:q} --chips-root {params.chips_root:q}"
         " --model-dir {params.model_dir:q} --out-dir {params.out_dir:q} {params.validity_arg}"
-        " 2> {log:q}"
+        " {params.baseline_arg} 2> {log:q}"

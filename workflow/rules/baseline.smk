@@ -1,0 +1,58 @@
+# The pixel baseline (evaluation.pixel_baseline): a pixel classifier trained on the same training
+# chips and mapped over every evaluated scene, so that the report sets the model beside it.
+
+
+rule train_pixel_baseline:
+    conda:
+        CONDA_ENV
+    input:
+        split=f"{RESULTS}/splits/size{{tile}}/split.parquet",
+        chips=chip_stores,
+    output:
+        model=f"{RESULTS}/baselines/size{{tile}}/pixel/model.pt",
+        metrics=f"{RESULTS}/baselines/size{{tile}}/pixel/metrics.csv",
+        curves=f"{RESULTS}/baselines/size{{tile}}/pixel/curves.png",
+    params:
+        **pixel_baseline_sections(),
+        tile_size=tile_size_section,
+        chips_root=lambda wildcards: f"{RESULTS}/chips/size{wildcards.tile}",
+        out_dir=lambda wildcards, output: str(Path(output.model).parent),
+    log:
+        f"{LOGS}/train_pixel_baseline/size{{tile}}.log",
+    benchmark:
+        f"{BENCHMARKS}/train_pixel_baseline/size{{tile}}.tsv"
+    threads: ALL_CORES
+    resources:
+        mem_mb=3000,
+        runtime=60,
+    shell:
+        "s2lc train --config-json {params.model:q} {params.training:q} {params.classes:q}"
+        " {params.bands:q} {params.task:q} {params.tile_size:q}"
+        " --split {input.split:q} --chips-root {params.chips_root:q} --out-dir {params.out_dir:q}"
+        " 2> {log:q}"
+
+
+rule predict_pixel_baseline:
+    conda:
+        CONDA_ENV
+    input:
+        model=f"{RESULTS}/baselines/size{{tile}}/pixel/model.pt",
+        scene=f"{RESULTS}/scenes/{{scene}}.tif",
+        validity=validity_raster,
+    output:
+        f"{RESULTS}/baselines/size{{tile}}/pixel/{{scene}}.tif",
+    params:
+        prediction=section_json("prediction", {**config["prediction"], "confidence": False}),
+        validity_arg=validity_arg,
+    log:
+        f"{LOGS}/predict_pixel_baseline/size{{tile}}/{{scene}}.log",
+    benchmark:
+        f"{BENCHMARKS}/predict_pixel_baseline/size{{tile}}/{{scene}}.tsv"
+    threads: ALL_CORES
+    resources:
+        mem_mb=3000,
+        runtime=120,
+    shell:
+        "s2lc predict --config-json {params.prediction:q} --checkpoint {input.model:q}"
+        " --scene {input.scene:q} --out {output:q} --threads {threads} {params.validity_arg}"
+        " 2> {log:q}"
