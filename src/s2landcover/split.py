@@ -214,9 +214,19 @@ class _LayoutScore:
         self, class_px: np.ndarray, chip_block: np.ndarray, pairs: tuple[np.ndarray, np.ndarray],
         shares: np.ndarray,
     ) -> None:  # fmt: skip
-        self.class_px = class_px.astype(float)  # (N, K)
-        self.chip_block = chip_block
-        self.pair_chip, self.pair_block = pairs
+        # Chips with the same block and the same nearby blocks (the same ground in several
+        # scenes) always share their fate: score them as one unit (sums of pixels and chips).
+        pair_chip, pair_block = pairs
+        near = pd.Series(pair_block).groupby(pair_chip).apply(lambda b: tuple(sorted(b)))
+        keys = pd.Series(list(zip(chip_block, near.reindex(range(len(chip_block))), strict=True)))
+        unit, first = pd.factorize(keys)[0], ~keys.duplicated().to_numpy()
+        self.class_px = np.zeros((unit.max() + 1, class_px.shape[1]))  # (units, K)
+        np.add.at(self.class_px, unit, class_px.astype(float))
+        self.chips = np.bincount(unit).astype(float)
+        self.chip_block = chip_block[first]  # unit order = order of first appearance
+        unit_pairs = np.unique(np.stack([unit[pair_chip], pair_block]), axis=1)
+        self.pair_chip, self.pair_block = unit_pairs[0], unit_pairs[1]
+        self.n = float(len(chip_block))
         self.shares = shares  # fractions of the active splits, summing to 1
         total = self.class_px.sum(axis=0)
         self.whole = total / max(total.sum(), 1.0)
@@ -224,7 +234,7 @@ class _LayoutScore:
         self.scale = np.maximum(self.whole, 0.01)
 
     def chip_splits(self, block_split: np.ndarray) -> np.ndarray:
-        """Split code per chip (0 = train, 1.. = held out, -1 = excluded by the buffer)."""
+        """Split code per unit (0 = train, 1.. = held out, -1 = excluded by the buffer)."""
         codes = block_split[self.chip_block].copy()
         held = block_split > 0
         near_held = np.zeros(len(codes), dtype=bool)
@@ -236,13 +246,13 @@ class _LayoutScore:
     def cost(self, block_split: np.ndarray) -> float:
         codes = self.chip_splits(block_split)
         total = 0.0
-        n = len(codes)
         for code, share in enumerate(self.shares):
             rows = codes == code
             px = self.class_px[rows].sum(axis=0)
             p = px / px.sum() if px.sum() > 0 else np.zeros_like(px)
             deviation = ((p - self.whole) / self.scale)[self.present]
-            total += float(np.mean(deviation**2)) + ((rows.sum() / n - share) / share) ** 2
+            chips = self.chips[rows].sum()
+            total += float(np.mean(deviation**2)) + float((chips / self.n - share) / share) ** 2
         return total
 
 
@@ -318,8 +328,8 @@ def stratified_blocks_to_splits(
                     swaps += 1
     report = {
         "candidates": int(candidates),
-        "plain_cost": round(plain_cost, 6),
-        "cost": round(best_cost, 6),
+        "plain_cost": round(float(plain_cost), 6),
+        "cost": round(float(best_cost), 6),
         "single_block_moves": moves,
         "block_swaps": swaps,
         "evaluations": evaluations,
