@@ -17,6 +17,7 @@ from s2landcover.classes import ClassTable
 from s2landcover.config import validate_config
 from s2landcover.errors import InputError
 from s2landcover.split import (
+    SPLITS,
     assign_blocks,
     blocks_to_splits,
     hilbert_index,
@@ -394,3 +395,37 @@ def test_rare_class_in_training_is_warned(tmp_path, caplog):
     summary = json.loads((tmp_path / "out" / "split_summary.json").read_text())
     assert summary["class_pixel_shares"]["train"]["Cropland"] > 0.05
     assert not [w for w in summary["warnings"] if "training" in w and "Cropland" in w]
+
+
+def test_real_aberystwyth_sea_is_in_training(tmp_path):
+    # The shipped example (96 px chips, blocks of 2, 0.6/0.2/0.2, seed 42): the plain layout gave
+    # training 0.36 % water against 13-14 % in val and test; with water-only survival and the
+    # class-aware layout training holds about the scene's share (9.4 %)
+    folder = REAL / "aberystwyth"
+    scene, mask = folder / "aber_s2_10band_10m.tif", folder / "aber_cls_4class.tif"
+    if not (scene.exists() and mask.exists()):
+        pytest.skip(f"real test data not found in {folder}")
+    classes = ClassTable.from_config(
+        [{"index": i + 1, "name": n, "codes": [i + 1], "water": n == "Water"}
+         for i, n in enumerate(["Forest", "Grass", "Urban", "Water"])]
+    )  # fmt: skip
+    tile_scene(
+        scene, mask, "aber", tmp_path / "aber", 96, {"stride": None, "edge": "shift"}, classes
+    )
+    cfg = dict(CONFIG["split"], fractions={"train": 0.6, "val": 0.2, "test": 0.2}, block_size=2)
+    water = {}
+    for name, survival, stratify in (("before", 0.0, False), ("after", 1.0, True)):
+        selected = tmp_path / name / "selected.parquet"
+        filter_cfg = dict(CONFIG["filter"], water_only_keep_fraction=survival)
+        filter_chips([tmp_path / "aber" / "index.parquet"], selected, filter_cfg, classes)
+        split_chips(selected, tmp_path / name / "split", dict(cfg, stratify=stratify), classes)
+        summary = json.loads((tmp_path / name / "split" / "split_summary.json").read_text())
+        water[name] = {s: summary["class_pixel_shares"][s]["Water"] for s in SPLITS}
+        rare = [w for w in summary["warnings"] if "'Water'" in w and "training" in w]
+        assert bool(rare) == (name == "before")
+    assert (
+        water["before"]["train"] < 0.01 < 0.1 < min(water["before"]["val"], water["before"]["test"])
+    )
+    assert (
+        water["after"]["train"] > 0.08 and min(water["after"]["val"], water["after"]["test"]) > 0.04
+    )
