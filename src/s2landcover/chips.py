@@ -493,8 +493,9 @@ def filter_chips(
     """Choose the chips to train on from the scenes' chip indexes (no pixels are read).
 
     Writes ``out_path`` (``results/chips/size{tile}/selected.parquet``: every chip of every scene
-    with ``keep`` and ``drop_reason``) and ``filter_summary.json`` beside it (chips in, kept,
-    dropped, chips per reason, thresholds). Raises :class:`InputError` (writing nothing) when no
+    with ``keep``, ``drop_reason`` and ``keep_reason``) and ``filter_summary.json`` beside it
+    (chips in, kept, dropped, chips failing each test (water-only survivors included), water-only
+    chips and how many survived, thresholds). Raises :class:`InputError` (writing nothing) when no
     chip is left.
     """
     out_path = Path(out_path)
@@ -522,7 +523,7 @@ def filter_chips(
             f"({[str(p) for p in index_paths]}); give each scene's index once"
         )
     keep, reasons, counts = filter_decisions(index, filter_cfg, classes)
-    fraction = float(filter_cfg.get("water_only_keep_fraction", 0.0))
+    fraction = float(filter_cfg.get("water_only_keep_fraction", 1.0))
     survivors = water_only_survivors(
         index["chip_id"], reasons, fraction, int(filter_cfg.get("seed", 42))
     )
