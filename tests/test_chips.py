@@ -14,11 +14,13 @@ from affine import Affine
 from rasterio.windows import Window
 
 from s2landcover.chips import (
+    WATER_SURVIVAL,
     chip_statistics,
     filter_chips,
     filter_decisions,
     plan_windows,
     tile_scene,
+    water_only_survivors,
     window_offsets,
 )
 from s2landcover.classes import ClassTable
@@ -246,7 +248,8 @@ def test_filter_chips_writes_selected_and_summary(scene_and_mask, tmp_path):
     scene, mask_path, _, _ = scene_and_mask
     tile_scene(scene, mask_path, "demo", tmp_path / "demo", 16, CONFIG["chips"], CLASSES)
     out = tmp_path / "selected.parquet"
-    result = filter_chips([tmp_path / "demo" / "index.parquet"], out, CONFIG["filter"], CLASSES)
+    no_survival = dict(CONFIG["filter"], water_only_keep_fraction=0.0)
+    result = filter_chips([tmp_path / "demo" / "index.parquet"], out, no_survival, CLASSES)
     selected = pd.read_parquet(out)
     summary = json.loads((tmp_path / "filter_summary.json").read_text())
     assert len(selected) == 20 and result["kept"] == int(selected["keep"].sum()) == summary["kept"]
@@ -254,13 +257,41 @@ def test_filter_chips_writes_selected_and_summary(scene_and_mask, tmp_path):
     assert (water_chips["drop_reason"].str.contains("water")).all()
     assert summary["dropped_by_reason"]["water"] == len(water_chips)
     assert (selected.loc[selected["keep"], "drop_reason"] == "").all()
+    assert (selected["keep_reason"] == "").all() and summary["water_only_kept"] == 0
+    # the default keeps the water-only chips (negative survival 1.0), marked with their reason
+    filter_chips([tmp_path / "demo" / "index.parquet"], out, CONFIG["filter"], CLASSES)
+    default = pd.read_parquet(out).set_index("chip_id")
+    survivors = default.loc[water_chips.loc[water_chips["drop_reason"] == "water", "chip_id"]]
+    assert len(survivors) > 0 and survivors["keep"].all()
+    assert (survivors["keep_reason"] == WATER_SURVIVAL).all()
+    assert (survivors["drop_reason"] == "").all()
+
+
+def test_water_only_survival_keeps_the_configured_share_deterministically():
+    water_only = [{"px_6": 100}] * 200
+    index = make_index([*water_only, {"px_0": 70, "px_6": 30}, {"px_1": 100}])
+    index["chip_id"] = [f"s_r{i}_c0" for i in range(len(index))]
+    _, reasons, _ = filter_decisions(index, CONFIG["filter"], CLASSES)
+    assert (reasons == "water").sum() == 200  # the nodata;water and the kept chip are not eligible
+    kept = water_only_survivors(index["chip_id"], reasons, 0.3, seed=7)
+    assert kept.sum() == 60 and kept[:200].sum() == 60 and not kept[200:].any()
+    again = water_only_survivors(index["chip_id"].iloc[::-1], reasons.iloc[::-1], 0.3, seed=7)
+    assert set(index["chip_id"][kept]) == set(index["chip_id"].iloc[::-1][again])  # row order
+    other = water_only_survivors(index["chip_id"], reasons, 0.3, seed=8)
+    assert other.sum() == 60 and (other != kept).any()  # another seed, another draw
+    more = water_only_survivors(index["chip_id"], reasons, 0.5, seed=7)
+    assert more.sum() == 100 and (more | ~kept).all()  # a larger share only adds chips
+    assert water_only_survivors(index["chip_id"], reasons, 0.0, seed=7).sum() == 0
+    assert water_only_survivors(index["chip_id"], reasons, 1.0, seed=7).sum() == 200
 
 
 def test_filter_chips_no_chip_left_names_thresholds_and_writes_nothing(scene_and_mask, tmp_path):
     scene, mask_path, _, _ = scene_and_mask
     tile_scene(scene, mask_path, "demo", tmp_path / "demo", 16, CONFIG["chips"], CLASSES)
     out = tmp_path / "selected.parquet"
-    strict = dict(CONFIG["filter"], max_nodata_fraction=0.0, water_fraction=0.0)
+    strict = dict(
+        CONFIG["filter"], max_nodata_fraction=0.0, water_fraction=0.0, water_only_keep_fraction=0.0
+    )
     with pytest.raises(
         InputError, match=r"no chip left after filtering 20 chips.*removed \d+.*removed"
     ):
@@ -294,8 +325,9 @@ def test_real_aberystwyth_sea_chips_are_dropped_as_water(tmp_path):
         window = Window(row["col_off"], row["row_off"], 100, 100)
         np.testing.assert_array_equal(store.read(i)[0], src.read(window=window))
         assert store.transform_of(i) == src.window_transform(window)
+    no_survival = dict(CONFIG["filter"], water_only_keep_fraction=0.0)
     result = filter_chips([tmp_path / "aber" / "index.parquet"], tmp_path / "selected.parquet",
-                          CONFIG["filter"], classes)  # fmt: skip
+                          no_survival, classes)  # fmt: skip
     selected = pd.read_parquet(tmp_path / "selected.parquet")
     water = selected[selected["drop_reason"].str.contains("water")]
     assert result["dropped_by_reason"]["water"] == len(water) >= 3

@@ -17,9 +17,11 @@ from s2landcover.classes import ClassTable
 from s2landcover.config import validate_config
 from s2landcover.errors import InputError
 from s2landcover.split import (
+    SPLITS,
     assign_blocks,
     blocks_to_splits,
     hilbert_index,
+    near_block_pairs,
     near_held_out,
     split_chips,
 )
@@ -61,11 +63,24 @@ def pixel_sets(table: pd.DataFrame) -> dict[str, set]:
     }
 
 
+def coastal_classes(r: int, c: int) -> dict[int, int]:
+    """Class pixels of a 20 px chip at (r, c) of a 200 x 200 px scene: sea on the west edge."""
+    if c < 20:
+        return {6: 400}  # open water
+    if c < 40:
+        return {6: 200, 2: 200}  # coast
+    return {1: 200, 2: 200} if r < 100 else {1: 100, 3: 300}
+
+
+@pytest.mark.parametrize("stratify", [True, False])
 @pytest.mark.parametrize("stride,buffer", [(20, 1), (10, 1), (7, 1), (10, 2), (10, 0)])
-def test_blocks_no_pixel_of_val_or_test_chip_in_or_touching_a_train_chip(tmp_path, stride, buffer):
-    table = chip_table("s", 150, 130, 20, stride)
+def test_blocks_no_pixel_of_val_or_test_chip_in_or_touching_a_train_chip(
+    tmp_path, stride, buffer, stratify
+):
+    table = chip_table("s", 150, 130, 20, stride, classes_of=lambda r, c: coastal_classes(r, c))
     table.to_parquet(tmp_path / "selected.parquet")
     cfg = dict(CONFIG["split"], buffer=buffer, fractions={"train": 0.6, "val": 0.2, "test": 0.2})
+    cfg["stratify"] = stratify
     split_chips(tmp_path / "selected.parquet", tmp_path / "out", cfg, CLASSES)
     result = pd.read_parquet(tmp_path / "out" / "split.parquet")
     assert set(result["split"]) == {"train", "val", "test", "excluded"}
@@ -196,6 +211,8 @@ def test_outputs_summary_and_footprints(tmp_path, caplog):
     table = chip_table("s", 200, 200, 20, 20, classes_of=classes_of)
     table.loc[5, "keep"] = False
     table.loc[5, "drop_reason"] = "water"
+    table["keep_reason"] = ""
+    table.loc[7, "keep_reason"] = "kept: water-only survival"
     table.to_parquet(tmp_path / "selected.parquet")
     for seed in range(20):  # a seed that puts the Cropland chip in training
         with caplog.at_level(logging.WARNING):
@@ -223,6 +240,8 @@ def test_outputs_summary_and_footprints(tmp_path, caplog):
     assert len(layer) == 100 and layer.crs.to_epsg() == 32631
     row = layer.set_index("chip_id").loc[table.loc[5, "chip_id"]]
     assert row["split"] == "dropped" and row["drop_reason"] == "water" and not row["keep"]
+    survivor = layer.set_index("chip_id").loc[table.loc[7, "chip_id"]]
+    assert survivor["keep"] and survivor["keep_reason"] == "kept: water-only survival"
     first = layer.set_index("chip_id").loc["s_r0_c0"]
     assert first["dominant_class"] == "Forest" and first["split"] == "train"
     assert first.geometry.bounds == (400000, 4599800, 400200, 4600000)
@@ -292,3 +311,121 @@ def test_real_aberystwyth_split_has_no_leakage(tmp_path):
     train_px = set().union(*(pixels[c] for c in result.loc[result.split == "train", "chip_id"]))
     val_px = set().union(*(pixels[c] for c in result.loc[result.split == "val", "chip_id"]))
     assert not train_px & val_px
+
+
+def worst_share_deviation(summary: dict, table: pd.DataFrame) -> float:
+    """Largest |share in a split - share in all chips| / share in all chips, over classes."""
+    px = table[[f"px_{i}" for i in CLASSES.indices]].sum().to_numpy(float)
+    whole = px / px.sum()
+    shares = summary["class_pixel_shares"]
+    return max(
+        abs(shares[s][name] - whole[i]) / whole[i]
+        for s in ("train", "val", "test")
+        for i, name in enumerate(CLASSES.names)
+        if whole[i] > 0
+    )
+
+
+def test_stratified_split_keeps_class_shares_where_the_plain_split_fails(tmp_path):
+    # the sea (15 % of the pixels) lies in one column of blocks: a plain compact layout gives it
+    # to one or two splits only; the class-aware layout keeps every class within 35 % of its share
+    table = chip_table("s", 200, 200, 20, 20, classes_of=coastal_classes)
+    table.to_parquet(tmp_path / "selected.parquet")
+    fractions = {"train": 0.6, "val": 0.2, "test": 0.2}
+    for seed in range(4):
+        worst = {}
+        for stratify in (False, True):
+            cfg = dict(CONFIG["split"], seed=seed, stratify=stratify, fractions=fractions)
+            split_chips(tmp_path / "selected.parquet", tmp_path / "out", cfg, CLASSES)
+            summary = json.loads((tmp_path / "out" / "split_summary.json").read_text())
+            worst[stratify] = worst_share_deviation(summary, table)
+        assert worst[False] >= 1.0, seed  # the plain layout fails on this scene
+        assert worst[True] <= 0.35, seed
+        counts = summary["counts"]
+        assert counts["train"] >= 35 and counts["val"] >= 12 and counts["test"] >= 12
+        assert summary["stratify"]["cost"] <= summary["stratify"]["plain_cost"]
+
+
+def test_near_block_pairs_give_the_buffer_exclusions_exactly():
+    # two scenes over shifted ground, stride below the tile size: pairs must match near_held_out
+    table = pd.concat(
+        [chip_table("a", 150, 130, 20, 7), chip_table("b", 120, 140, 20, 10, x0=400055.0)],
+        ignore_index=True,
+    )
+    blocks = assign_blocks(table, 2)["block"]
+    codes = {b: i for i, b in enumerate(sorted(set(blocks)))}
+    chip_block = blocks.map(codes).to_numpy()
+    rng = np.random.default_rng(3)
+    for buffer in (0, 1, 2):
+        pair_chip, pair_block = near_block_pairs(table, chip_block, buffer)
+        for _ in range(5):
+            block_split = rng.choice(np.array(["train", "val", "test"], dtype=object), len(codes))
+            splits = block_split[chip_block]
+            held = np.isin(block_split, ["val", "test"])
+            from_pairs = np.zeros(len(table), dtype=bool)
+            from_pairs[pair_chip[held[pair_block]]] = True
+            from_pairs &= splits == "train"
+            np.testing.assert_array_equal(from_pairs, near_held_out(table, splits, buffer))
+
+
+def test_rare_class_in_training_is_warned(tmp_path, caplog):
+    # Cropland (class 3) in the two bottom rows only, and the plain layout of seed 0 puts none of
+    # it into training: a warning in the log and in split_summary.json names the class and shares
+    def classes_of(r, c):
+        return {1: 200, 3: 200} if r >= 160 else {1: 200, 2: 200}
+
+    table = chip_table("s", 200, 200, 20, 20, classes_of=classes_of)
+    table.to_parquet(tmp_path / "selected.parquet")
+    fractions = {"train": 0.6, "val": 0.2, "test": 0.2}
+    found = None
+    for seed in range(30):
+        cfg = dict(CONFIG["split"], seed=seed, stratify=False, fractions=fractions)
+        with caplog.at_level(logging.WARNING):
+            split_chips(tmp_path / "selected.parquet", tmp_path / "out", cfg, CLASSES)
+        summary = json.loads((tmp_path / "out" / "split_summary.json").read_text())
+        shares = summary["class_pixel_shares"]
+        if shares["train"]["Cropland"] < 0.01 and shares["val"]["Cropland"] > 0:
+            found = seed
+            break
+    assert found is not None
+    message = [w for w in summary["warnings"] if "'Cropland'" in w and "training" in w]
+    assert message and "val" in message[0] and "'Cropland'" in caplog.text
+    cfg = dict(CONFIG["split"], seed=found, stratify=True, fractions=fractions)
+    split_chips(tmp_path / "selected.parquet", tmp_path / "out", cfg, CLASSES)
+    summary = json.loads((tmp_path / "out" / "split_summary.json").read_text())
+    assert summary["class_pixel_shares"]["train"]["Cropland"] > 0.05
+    assert not [w for w in summary["warnings"] if "training" in w and "Cropland" in w]
+
+
+def test_real_aberystwyth_sea_is_in_training(tmp_path):
+    # The shipped example (96 px chips, blocks of 2, 0.6/0.2/0.2, seed 42): the plain layout gave
+    # training 0.36 % water against 13-14 % in val and test; with water-only survival and the
+    # class-aware layout training holds about the scene's share (9.4 %)
+    folder = REAL / "aberystwyth"
+    scene, mask = folder / "aber_s2_10band_10m.tif", folder / "aber_cls_4class.tif"
+    if not (scene.exists() and mask.exists()):
+        pytest.skip(f"real test data not found in {folder}")
+    classes = ClassTable.from_config(
+        [{"index": i + 1, "name": n, "codes": [i + 1], "water": n == "Water"}
+         for i, n in enumerate(["Forest", "Grass", "Urban", "Water"])]
+    )  # fmt: skip
+    tile_scene(
+        scene, mask, "aber", tmp_path / "aber", 96, {"stride": None, "edge": "shift"}, classes
+    )
+    cfg = dict(CONFIG["split"], fractions={"train": 0.6, "val": 0.2, "test": 0.2}, block_size=2)
+    water = {}
+    for name, survival, stratify in (("before", 0.0, False), ("after", 1.0, True)):
+        selected = tmp_path / name / "selected.parquet"
+        filter_cfg = dict(CONFIG["filter"], water_only_keep_fraction=survival)
+        filter_chips([tmp_path / "aber" / "index.parquet"], selected, filter_cfg, classes)
+        split_chips(selected, tmp_path / name / "split", dict(cfg, stratify=stratify), classes)
+        summary = json.loads((tmp_path / name / "split" / "split_summary.json").read_text())
+        water[name] = {s: summary["class_pixel_shares"][s]["Water"] for s in SPLITS}
+        rare = [w for w in summary["warnings"] if "'Water'" in w and "training" in w]
+        assert bool(rare) == (name == "before")
+    assert (
+        water["before"]["train"] < 0.01 < 0.1 < min(water["before"]["val"], water["before"]["test"])
+    )
+    assert (
+        water["after"]["train"] > 0.08 and min(water["after"]["val"], water["after"]["test"]) > 0.04
+    )

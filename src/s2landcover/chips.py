@@ -34,6 +34,15 @@ lists every reason it fails, joined by ``;`` in that order):
 - ``cloud``: ``cloud_fraction > filter.max_cloud_fraction`` (default 1.0: cloudy chips are kept,
   as the seeds did; their cloud pixels carry no label anyway).
 
+Water-only survival (Raster Vision's *negative survival probability*): of the chips dropped for
+``water`` alone, a share ``filter.water_only_keep_fraction`` is kept after all, so that open water
+stays learnable (a model that never sees open sea paints it with land classes). Which ones: the
+chips are ranked by a hash of (``filter.seed``, chip id) and the first
+``round(fraction x count)`` kept, so the choice is deterministic for a seed and a chip's fate does
+not depend on the order of the scenes. They get ``keep`` true, an empty ``drop_reason`` and
+``keep_reason`` ``"kept: water-only survival"`` (``""`` for every other chip), which
+``footprints.gpkg`` shows.
+
 With a validity raster (:mod:`s2landcover.validity`, ``--validity``): pixels coded no data, cloud,
 cloud shadow or cirrus get label 0 in the chip's mask (ignored by the loss, like no data) and
 count in ``px_0``; ``nodata_fraction`` counts only no data (mask 0, image no data, validity 0), so
@@ -44,6 +53,7 @@ cirrus share of the chip's pixels with data) and ``validity_fraction_<code>`` (c
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -73,6 +83,7 @@ log = logging.getLogger(__name__)
 
 SCL_CODES = tuple(range(12))  # Sentinel-2 L2A scene classification values 0..11
 FILTER_REASONS = ("nodata", "water", "scl", "cloud")
+WATER_SURVIVAL = "kept: water-only survival"  # keep_reason of water-only chips kept anyway
 
 
 # --- window planning ---------------------------------------------------------------------------
@@ -456,6 +467,29 @@ def filter_decisions(
     return keep, pd.Series(reasons, index=index.index, name="drop_reason").astype(str), counts
 
 
+def water_only_survivors(
+    chip_ids: pd.Series, reasons: pd.Series, fraction: float, seed: int
+) -> np.ndarray:
+    """Chips dropped for water alone that are kept after all (boolean array, index order).
+
+    ``round(fraction x n)`` of the ``n`` chips whose drop reason is exactly ``water``: those with
+    the lowest hash of (seed, chip id) (BLAKE2b), so the choice is deterministic for a seed,
+    independent of the order of the rows and, as the fraction grows, only adds chips.
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise InputError(f"filter.water_only_keep_fraction = {fraction}; expected 0..1")
+    candidates = np.flatnonzero(reasons.to_numpy(dtype=object) == "water")
+    survivors = np.zeros(len(reasons), dtype=bool)
+    count = round(fraction * len(candidates))
+    if count == 0:
+        return survivors
+    ids = chip_ids.to_numpy(dtype=object)[candidates]
+    keys = [hashlib.blake2b(f"{seed}:{c}".encode(), digest_size=8).digest() for c in ids]
+    order = sorted(range(len(candidates)), key=lambda i: (keys[i], str(ids[i])))
+    survivors[candidates[order[:count]]] = True
+    return survivors
+
+
 def filter_chips(
     index_paths: Sequence[str | Path],
     out_path: str | Path,
@@ -465,8 +499,9 @@ def filter_chips(
     """Choose the chips to train on from the scenes' chip indexes (no pixels are read).
 
     Writes ``out_path`` (``results/chips/size{tile}/selected.parquet``: every chip of every scene
-    with ``keep`` and ``drop_reason``) and ``filter_summary.json`` beside it (chips in, kept,
-    dropped, chips per reason, thresholds). Raises :class:`InputError` (writing nothing) when no
+    with ``keep``, ``drop_reason`` and ``keep_reason``) and ``filter_summary.json`` beside it
+    (chips in, kept, dropped, chips failing each test (water-only survivors included), water-only
+    chips and how many survived, thresholds). Raises :class:`InputError` (writing nothing) when no
     chip is left.
     """
     out_path = Path(out_path)
@@ -494,15 +529,23 @@ def filter_chips(
             f"({[str(p) for p in index_paths]}); give each scene's index once"
         )
     keep, reasons, counts = filter_decisions(index, filter_cfg, classes)
-    index["keep"] = keep.to_numpy()
-    index["drop_reason"] = reasons.to_numpy()
-    kept = int(keep.sum())
+    fraction = float(filter_cfg.get("water_only_keep_fraction", 1.0))
+    survivors = water_only_survivors(
+        index["chip_id"], reasons, fraction, int(filter_cfg.get("seed", 42))
+    )
+    water_only = int((reasons == "water").sum())
+    index["keep"] = keep.to_numpy() | survivors
+    index["drop_reason"] = np.where(survivors, "", reasons.to_numpy())
+    index["keep_reason"] = np.where(survivors, WATER_SURVIVAL, "")
+    kept = int(index["keep"].sum())
     thresholds = {
         "max_nodata_fraction": filter_cfg.get("max_nodata_fraction", 0.5),
         "drop_water_only": filter_cfg.get("drop_water_only", True),
         "water_fraction": filter_cfg.get("water_fraction", 1.0),
         "scl_filter": dict(filter_cfg.get("scl_filter") or {}),
         "max_cloud_fraction": filter_cfg.get("max_cloud_fraction", 1.0),
+        "water_only_keep_fraction": fraction,
+        "seed": int(filter_cfg.get("seed", 42)),
     }
     per_scene = {
         str(scene): {"chips": len(part), "kept": int(part["keep"].sum())}
@@ -513,12 +556,18 @@ def filter_chips(
         "kept": kept,
         "dropped": len(index) - kept,
         "dropped_by_reason": counts,
+        "water_only": water_only,
+        "water_only_kept": int(survivors.sum()),
         "reason_rule": "a dropped chip lists every reason it fails, joined by ';'",
         "scenes": per_scene,
         "thresholds": thresholds,
     }
     for name in FILTER_REASONS:
         log.info("filter: %d of %d chips fail %r", counts[name], len(index), name)
+    log.info(
+        "filter: kept %d of %d water-only chips (filter.water_only_keep_fraction %.2f)",
+        int(survivors.sum()), water_only, fraction,
+    )  # fmt: skip
     log.info("filter: kept %d of %d chips", kept, len(index))
     if kept == 0:
         raise InputError(

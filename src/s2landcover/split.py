@@ -16,6 +16,16 @@ Methods (``split.method``):
   Guarantee for buffer >= 1, whatever the stride: no training chip contains or touches a pixel of
   a val/test chip (at least one pixel lies between them). Buffer 0 still excludes overlapping
   chips, so no pixel is ever in both a training and a val/test chip.
+  Class-aware layout (``split.stratify``, default true): a compact layout can hand a class that
+  lives in a few blocks (the sea along a coast) to val/test only. With stratify, the splitter
+  scores ``split.stratify_candidates`` seeded compact layouts (the plain one first) by how close
+  each class's pixel share in train, val and test, after the buffer, stays to its share in all
+  kept chips and how well chip counts match the fractions, keeps the best and refines it by
+  moving single blocks and swapping pairs of blocks while the score improves
+  (:func:`stratified_blocks_to_splits`). The buffer rule is unchanged (it is part of the score
+  and applied afterwards as before). ``split_summary.json`` holds the search's report
+  (``stratify``) and the class pixel shares per split; a class absent or under 1 % of training's
+  valid pixels but present in val/test is warned about in the log and the summary.
 - ``random``: each chip draws its split from a hash of (seed, chip id), so its split does not
   depend on the other chips. Training chips that share pixels with a val/test chip (stride < tile
   size) are excluded (no pixel leaks), but touching chips are kept: a random split is spatially
@@ -146,6 +156,187 @@ def blocks_to_splits(
     return assignment
 
 
+def near_block_pairs(
+    chips: pd.DataFrame, blocks: np.ndarray, buffer: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(chip position, block position) pairs: the block holds a chip within the buffer of the chip.
+
+    The same rule as :func:`near_held_out` (same CRS, gap in pixels at most ``(buffer - 1) x
+    stride``, or overlapping for buffer 0), so a training chip is excluded exactly when one of its
+    paired blocks is held out. ``blocks`` gives each chip's block position (0..B-1). Candidate
+    pairs come from a grid hash of the chips' lower-left corners (cells of the largest chip side
+    plus the buffer), so memory and time grow with the chips, not their square.
+    """
+    chip_pos, block_pos = [], []
+    crs_values = chips["crs"].to_numpy()
+    bounds_all = chips[["minx", "miny", "maxx", "maxy"]].to_numpy(float)
+    for crs in np.unique(crs_values):
+        members = np.flatnonzero(crs_values == crs)
+        part = chips.iloc[members]
+        res = float(np.max(pixel_size(part)))
+        limit_px = (buffer - 1) * int(part["stride"].max()) if buffer >= 1 else -1
+        bounds = bounds_all[members]
+        side = float(np.max(bounds[:, 2:] - bounds[:, :2]))
+        cell = side + max(limit_px + 1, 0) * res + res
+        cx = np.floor(bounds[:, 0] / cell).astype(np.int64)
+        cy = np.floor(bounds[:, 1] / cell).astype(np.int64)
+        grid = pd.DataFrame({"j": np.arange(len(members)), "cx": cx, "cy": cy})
+        found = []
+        for dx in (-1, 0, 1):
+            for dy in (-1, 0, 1):
+                probe = pd.DataFrame({"i": np.arange(len(members)), "cx": cx + dx, "cy": cy + dy})
+                found.append(probe.merge(grid, on=["cx", "cy"])[["i", "j"]].to_numpy())
+        pairs = np.concatenate(found)
+        i, j = pairs[:, 0], pairs[:, 1]
+        gap_x = np.maximum(bounds[j, 0] - bounds[i, 2], bounds[i, 0] - bounds[j, 2])
+        gap_y = np.maximum(bounds[j, 1] - bounds[i, 3], bounds[i, 1] - bounds[j, 3])
+        near = np.maximum(gap_x, gap_y) / res <= limit_px + 0.5
+        chip_pos.append(members[i[near]])
+        block_pos.append(blocks[members[j[near]]])
+    if not chip_pos:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    unique = np.unique(np.stack([np.concatenate(chip_pos), np.concatenate(block_pos)]), axis=1)
+    return unique[0].astype(np.int64), unique[1].astype(np.int64)
+
+
+class _LayoutScore:
+    """Scores block layouts: class pixel shares and chip counts per split after the buffer.
+
+    Cost (lower is better) = sum over splits of the mean over classes of
+    ``((p_sk - p_k) / max(p_k, 0.01))^2`` (p_sk: class k's share of the valid pixels of split s's
+    chips, p_k: of all kept chips; relative, so a 9 % class at 0.4 % costs as much as a 50 % class
+    at 2 %, while classes under 1 % do not dominate) plus the sum over splits of
+    ``((n_s / N - f_s) / f_s)^2`` (n_s: chips of split s after the buffer, N: kept chips, f_s:
+    the fraction), so training chips lost to the buffer count against a layout.
+    """
+
+    def __init__(
+        self, class_px: np.ndarray, chip_block: np.ndarray, pairs: tuple[np.ndarray, np.ndarray],
+        shares: np.ndarray,
+    ) -> None:  # fmt: skip
+        # Chips with the same block and the same nearby blocks (the same ground in several
+        # scenes) always share their fate: score them as one unit (sums of pixels and chips).
+        pair_chip, pair_block = pairs
+        near = pd.Series(pair_block).groupby(pair_chip).apply(lambda b: tuple(sorted(b)))
+        keys = pd.Series(list(zip(chip_block, near.reindex(range(len(chip_block))), strict=True)))
+        unit, first = pd.factorize(keys)[0], ~keys.duplicated().to_numpy()
+        self.class_px = np.zeros((unit.max() + 1, class_px.shape[1]))  # (units, K)
+        np.add.at(self.class_px, unit, class_px.astype(float))
+        self.chips = np.bincount(unit).astype(float)
+        self.chip_block = chip_block[first]  # unit order = order of first appearance
+        unit_pairs = np.unique(np.stack([unit[pair_chip], pair_block]), axis=1)
+        self.pair_chip, self.pair_block = unit_pairs[0], unit_pairs[1]
+        self.n = float(len(chip_block))
+        self.shares = shares  # fractions of the active splits, summing to 1
+        total = self.class_px.sum(axis=0)
+        self.whole = total / max(total.sum(), 1.0)
+        self.present = total > 0
+        self.scale = np.maximum(self.whole, 0.01)
+
+    def chip_splits(self, block_split: np.ndarray) -> np.ndarray:
+        """Split code per unit (0 = train, 1.. = held out, -1 = excluded by the buffer)."""
+        codes = block_split[self.chip_block].copy()
+        held = block_split > 0
+        near_held = np.zeros(len(codes), dtype=bool)
+        hit = held[self.pair_block]
+        near_held[self.pair_chip[hit]] = True
+        codes[(codes == 0) & near_held] = -1
+        return codes
+
+    def cost(self, block_split: np.ndarray) -> float:
+        codes = self.chip_splits(block_split)
+        total = 0.0
+        for code, share in enumerate(self.shares):
+            rows = codes == code
+            px = self.class_px[rows].sum(axis=0)
+            p = px / px.sum() if px.sum() > 0 else np.zeros_like(px)
+            deviation = ((p - self.whole) / self.scale)[self.present]
+            chips = self.chips[rows].sum()
+            total += float(np.mean(deviation**2)) + float((chips / self.n - share) / share) ** 2
+        return total
+
+
+def stratified_blocks_to_splits(
+    blocks: pd.DataFrame,
+    kept: pd.DataFrame,
+    classes: ClassTable,
+    fractions: Mapping[str, float],
+    seed: int,
+    regions: int,
+    buffer: int,
+    candidates: int = 64,
+    max_evaluations: int = 20_000,
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """Class-aware block layout: (block -> split, search report).
+
+    Scores (:class:`_LayoutScore`) ``candidates`` seeded compact layouts of
+    :func:`blocks_to_splits` (the first is the plain layout of ``seed``, so the result is never
+    worse than it), then refines the best by moving single blocks to another split while that
+    lowers the cost (blocks visited in a seeded order; at most ``max_evaluations`` layouts
+    scored). The buffer's exclusions are part of the score, computed exactly from
+    :func:`near_block_pairs`. Deterministic for a seed.
+    """
+    active = [s for s in SPLITS if float(fractions.get(s, 0.0)) > 0]
+    shares = np.array([float(fractions[s]) for s in active])
+    shares = shares / shares.sum()
+    keys = blocks["block"].tolist()
+    position = {key: i for i, key in enumerate(keys)}
+    chip_block = kept["block"].map(position).to_numpy(dtype=np.int64)
+    class_px = kept[[f"px_{i}" for i in classes.indices]].to_numpy(dtype=float)
+    score = _LayoutScore(class_px, chip_block, near_block_pairs(kept, chip_block, buffer), shares)
+    code_of = {s: i for i, s in enumerate(active)}
+
+    def encode(assignment: Mapping[str, str]) -> np.ndarray:
+        return np.array([code_of[assignment[k]] for k in keys], dtype=np.int64)
+
+    plain = encode(blocks_to_splits(blocks, fractions, seed, regions))
+    plain_cost = score.cost(plain)
+    best, best_cost = plain, plain_cost
+    for c in range(1, int(candidates)):
+        layout = encode(blocks_to_splits(blocks, fractions, seed * 1_000_003 + c, regions))
+        value = score.cost(layout)
+        if value < best_cost - 1e-12:
+            best, best_cost = layout, value
+    evaluations = int(candidates)
+    rng = np.random.default_rng([seed, 16])
+    improved = True
+    moves = swaps = 0
+    while improved and evaluations < max_evaluations:
+        improved = False
+        order = rng.permutation(len(keys))
+        for b in order:  # move one block to another split
+            for target in range(len(active)):
+                if target == best[b] or evaluations >= max_evaluations:
+                    continue
+                trial = best.copy()
+                trial[b] = target
+                value = score.cost(trial)
+                evaluations += 1
+                if value < best_cost - 1e-12:
+                    best, best_cost, improved = trial, value, True
+                    moves += 1
+        for position, b in enumerate(order):  # swap the splits of two blocks (counts kept)
+            for other in order[position + 1 :]:
+                if best[b] == best[other] or evaluations >= max_evaluations:
+                    continue
+                trial = best.copy()
+                trial[b], trial[other] = best[other], best[b]
+                value = score.cost(trial)
+                evaluations += 1
+                if value < best_cost - 1e-12:
+                    best, best_cost, improved = trial, value, True
+                    swaps += 1
+    report = {
+        "candidates": int(candidates),
+        "plain_cost": round(float(plain_cost), 6),
+        "cost": round(float(best_cost), 6),
+        "single_block_moves": moves,
+        "block_swaps": swaps,
+        "evaluations": evaluations,
+    }
+    return {k: active[int(code)] for k, code in zip(keys, best, strict=True)}, report
+
+
 def random_splits(chip_ids: pd.Series, fractions: Mapping[str, float], seed: int) -> np.ndarray:
     """Split per chip from a hash of (seed, chip id): uniform in [0, 1) vs cumulative fractions."""
     draws = np.array(
@@ -233,6 +424,7 @@ def split_chips(
     fractions = dict(split_cfg.get("fractions") or {"train": 0.8, "val": 0.2, "test": 0.0})
     seed = int(split_cfg.get("seed", 42))
     warnings: list[str] = []
+    stratify_report: dict[str, Any] | None = None
     layout = assign_blocks(kept, int(split_cfg.get("block_size", 2)))
     kept["block"] = layout["block"].to_numpy()
 
@@ -244,9 +436,17 @@ def split_chips(
                  block_col=("block_col", "first"), chips=("block", "size"))
             .reset_index()
         )  # fmt: skip
-        assignment = blocks_to_splits(blocks, fractions, seed, int(split_cfg.get("regions", 5)))
-        splits = kept["block"].map(assignment).to_numpy(dtype=object)
         buffer = int(split_cfg.get("buffer", 1))
+        regions = int(split_cfg.get("regions", 5))
+        if split_cfg.get("stratify", True):
+            assignment, stratify_report = stratified_blocks_to_splits(
+                blocks, kept, classes, fractions, seed, regions, buffer,
+                int(split_cfg.get("stratify_candidates", 64)),
+            )  # fmt: skip
+            log.info("split: class-aware block layout %s", stratify_report)
+        else:
+            assignment = blocks_to_splits(blocks, fractions, seed, regions)
+        splits = kept["block"].map(assignment).to_numpy(dtype=object)
     elif method == "random":
         splits = random_splits(kept["chip_id"], fractions, seed)
         buffer = 0
@@ -293,6 +493,8 @@ def split_chips(
                 "metrics"
                 " will be undefined"
             )
+    for message in rare_in_training(shares, counts, classes):
+        warnings.append(message)
     if method == "blocks" and counts["train"]:
         lost = counts[EXCLUDED] / (counts["train"] + counts[EXCLUDED])
         if lost > 0.5:
@@ -303,6 +505,12 @@ def split_chips(
     for message in warnings:
         log.warning("split: %s", message)
     log.info("split (%s, seed %d): %s", method, seed, counts)
+    for split in (*SPLITS, EXCLUDED):
+        if counts[split]:
+            log.info(
+                "split: %s class pixel shares %s", split,
+                ", ".join(f"{name} {share:.2%}" for name, share in shares[split].items()),
+            )  # fmt: skip
 
     summary = {
         "method": method,
@@ -310,6 +518,7 @@ def split_chips(
         "fractions": fractions,
         "block_size": int(split_cfg.get("block_size", 2)),
         "buffer": buffer,
+        "stratify": stratify_report,
         "chips": len(selected),
         "kept": len(kept),
         "counts": counts,
@@ -326,13 +535,37 @@ def split_chips(
     layers = write_footprints(
         footprints,
         out_dir / "footprints.gpkg",
-        ["chip_id", "scene", "store_index", "row_off", "col_off", "keep", "drop_reason", "split",
-         "block", "valid_fraction", "dominant_class", "dominant_index"],
+        ["chip_id", "scene", "store_index", "row_off", "col_off", "keep", "drop_reason",
+         "keep_reason", "split", "block", "valid_fraction", "dominant_class", "dominant_index"],
     )  # fmt: skip
     summary["footprint_layers"] = layers
     write_json(summary, out_dir / "split_summary.json")
     write_table(kept, out_dir / "split.parquet")
     return {"method": method, "counts": counts, "warnings": warnings, "out_dir": str(out_dir)}
+
+
+def rare_in_training(
+    shares: Mapping[str, Mapping[str, float]], counts: Mapping[str, int], classes: ClassTable,
+    rare: float = 0.01,
+) -> list[str]:  # fmt: skip
+    """Warnings for classes absent or under ``rare`` (share of valid pixels) in training but
+    present in val or test: the model can hardly learn what it is then judged on."""
+    messages = []
+    for name in classes.names:
+        held = {
+            s: shares[s][name] for s in ("val", "test") if counts.get(s, 0) and shares[s][name] > 0
+        }
+        train = shares["train"][name]
+        if not held or train >= rare:
+            continue
+        where = ", ".join(f"{s} {v:.2%}" for s, v in held.items())
+        state = "absent from training" if train == 0 else f"rare in training ({train:.2%})"
+        messages.append(
+            f"class {name!r} is {state} but present in {where} of the valid pixels: the model "
+            "can hardly learn it; keep split.stratify true, raise filter.water_only_keep_fraction "
+            "for water, or add scenes with more of it"
+        )
+    return messages
 
 
 def _scene_splits(kept: pd.DataFrame, scenes: Mapping[str, Any], warnings: list[str]) -> np.ndarray:
@@ -360,8 +593,10 @@ def _footprint_table(
     by_id = kept.set_index("chip_id")
     table["split"] = table["chip_id"].map(by_id["split"]).fillna(DROPPED).astype(str)
     table["block"] = table["chip_id"].map(by_id["block"]).fillna("").astype(str)
-    if "drop_reason" not in table.columns:
-        table["drop_reason"] = ""
+    for column in ("drop_reason", "keep_reason"):
+        if column not in table.columns:
+            table[column] = ""
+        table[column] = table[column].fillna("").astype(str)
     px = table[[f"px_{i}" for i in classes.indices]].to_numpy()
     dominant = px.argmax(axis=1) + 1
     has_valid = px.sum(axis=1) > 0
