@@ -295,3 +295,15 @@ def test_qgis_loads_the_styles_headless(tmp_path):
         assert vector.isValid() and vector.renderer().type() == "categorizedSymbol"
     finally:
         app.exitQgis()
+
+
+def test_scl_band_gets_the_sen2cor_classes(tmp_path):
+    names = ["no data", "saturated or defective", "dark area pixels", "cloud shadows"]
+    out = tmp_path / "S1_scl.tif"
+    with StackWriter(
+        out, grid(32, 32), 1, "uint8", descriptions=["SCL"], tags={"CLASS_NAMES": ",".join(names)}
+    ) as writer:
+        writer.write(Window(0, 0, 32, 32), np.full((1, 32, 32), 3, np.uint8))
+    entries = palette(parse(tmp_path / "S1_scl.qml"))
+    assert [(value, label) for value, label, *_ in entries] == list(enumerate(names))[1:]
+    assert entries[-1][2] == "#643200"  # ESA's colour of cloud shadows
