@@ -276,25 +276,83 @@ def test_gdalinfo_on_a_lone_copy_of_the_prediction_shows_the_class_names(tmp_pat
         assert src.colormap(1)[1][:3] == hex_to_rgb(classes.colors[0])
 
 
+# Run by the system Python, where Debian's python3-qgis puts the bindings (the project's virtual
+# environment does not see them): loads each layer as QGIS does when a file is added, the default
+# style included, and prints what QGIS made of it.
+QGIS_SCRIPT = """
+import json, os, sys
+from qgis.core import QgsApplication, QgsRasterLayer, QgsVectorLayer
+app = QgsApplication([], False)
+app.initQgis()
+raster = QgsRasterLayer(sys.argv[1], "prediction")
+scene = QgsRasterLayer(sys.argv[2], "scene")
+vector = QgsVectorLayer(sys.argv[3] + "|layername=chips", "chips", "ogr")
+categories = vector.renderer().categories()  # kept: a temporary's symbol would be freed
+symbol = categories[0].symbol()
+print(json.dumps({
+    "raster": [raster.isValid(), raster.renderer().type(),
+               [[c.value, c.label, c.color.name()] for c in raster.renderer().classes()]],
+    "scene": [scene.isValid(), scene.renderer().type(), scene.renderer().redBand(),
+              scene.renderer().redContrastEnhancement().minimumValue()],
+    "vector": [vector.isValid(), vector.renderer().type(), [c.value() for c in categories],
+               int(symbol.symbolLayer(0).brushStyle())],
+}))
+sys.stdout.flush()
+del symbol, categories, vector, scene, raster
+app.exitQgis()
+os._exit(0)  # PyQGIS outside QGIS may crash while the interpreter tears down its Qt objects
+"""
+
+
+def qgis_python() -> str | None:
+    """A Python that imports QGIS's bindings, or None."""
+    for exe in ("/usr/bin/python3", shutil.which("python3")):
+        if (
+            exe
+            and subprocess.run(
+                [exe, "-c", "import qgis.core"], capture_output=True, env={"PATH": "/usr/bin:/bin"}
+            ).returncode
+            == 0
+        ):
+            return exe
+    return None
+
+
 def test_qgis_loads_the_styles_headless(tmp_path):
-    """Runs where QGIS's Python bindings are installed (skipped otherwise)."""
-    qgis_core = pytest.importorskip("qgis.core")
+    """Runs where QGIS's Python bindings are installed (Debian: python3-qgis); skipped otherwise."""
+    exe = qgis_python()
+    if exe is None:
+        pytest.skip("QGIS's Python bindings (python3-qgis) are not installed")
     classes = ClassTable(**{**CLASSES.__dict__, "not_observed": True})
-    prediction = write_prediction(tmp_path / "scene.tif", classes)
-    footprints = tmp_path / "footprints.gpkg"
-    write_footprints(footprint_table(), footprints, ["chip_id", "split"])
-    qgis_core.QgsApplication.setPrefixPath("/usr", True)
-    app = qgis_core.QgsApplication([], False)
-    app.initQgis()
-    try:
-        raster = qgis_core.QgsRasterLayer(str(prediction), "prediction")
-        assert raster.isValid() and raster.renderer().type() == "paletted"
-        labels = [c.label for c in raster.renderer().classes()]
-        assert labels == [*classes.names, NOT_OBSERVED_NAME]
-        vector = qgis_core.QgsVectorLayer(f"{footprints}|layername=chips", "chips", "ogr")
-        assert vector.isValid() and vector.renderer().type() == "categorizedSymbol"
-    finally:
-        app.exitQgis()
+    prediction = write_prediction(tmp_path / "pred.tif", classes)
+    rng = np.random.default_rng(1)
+    data = (1000 + rng.integers(0, 500, (3, 300, 300))).astype(np.uint16)
+    scene = write_stack(tmp_path / "S1.tif", ["B02", "B03", "B04"], data)
+    write_footprints(footprint_table(), tmp_path / "footprints.gpkg", ["chip_id", "split"])
+    footprints = tmp_path / "alone" / "footprints.gpkg"  # no .qml beside it: layer_styles only
+    footprints.parent.mkdir()
+    shutil.copy(tmp_path / "footprints.gpkg", footprints)
+    result = subprocess.run(
+        [exe, "-c", QGIS_SCRIPT, str(prediction), str(scene), str(footprints)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": "/usr/bin:/bin", "QT_QPA_PLATFORM": "offscreen", "HOME": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    valid, kind, entries = loaded["raster"]
+    assert valid and kind == "paletted"
+    assert [(v, label, color) for v, label, color in entries] == [
+        (value, label, color) for value, label, color, _ in expected_palette(classes)
+    ]
+    valid, kind, red, low = loaded["scene"]
+    assert valid and kind == "multibandcolor" and red == 3 and 1000 <= low < 1500
+    valid, kind, values, brush = loaded["vector"]
+    assert (
+        valid and kind == "categorizedSymbol" and values[:4] == ["train", "val", "test", "excluded"]
+    )
+    assert brush == 0  # Qt.NoBrush: outlined, not filled
 
 
 def test_scl_band_gets_the_sen2cor_classes(tmp_path):

@@ -41,6 +41,7 @@ from s2landcover.classes import (
     hex_to_rgb,
 )
 from s2landcover.io.atomic import atomic_path
+from s2landcover.io.rasters import open_raster
 
 QGIS_VERSION = "3.22.0-Białowieża"  # the oldest QGIS these styles were written for
 TRUE_COLOUR_BANDS = ("B04", "B03", "B02")  # red, green, blue
@@ -309,7 +310,7 @@ def percentile_stretch(
     Computed from a decimated nearest read whose longest side is at most ``sample_side`` pixels
     (GDAL serves it from the overview nearest that size), over the pixels that are not the file's
     no-data value in any of the bands (0 when the file declares none: the scene stacks' no data).
-    A band without valid pixels gets its dtype's (0, 1).
+    A band without valid pixels gets (0, 1).
     """
     scale = max(1.0, max(dataset.width, dataset.height) / sample_side)
     shape = (max(1, round(dataset.height / scale)), max(1, round(dataset.width / scale)))
@@ -335,7 +336,7 @@ def write_scene_style(data_path: str | Path) -> Path:
     """Write ``<stem>.qml`` beside a scene stack: true colour from the bands described ``B04``,
     ``B03``, ``B02`` with a 2-98 % stretch each (:func:`percentile_stretch`); a stack lacking one
     of them opens as grey of the first present (else band 1), stretched the same way."""
-    with rasterio.open(data_path) as src:
+    with open_raster(data_path) as src:
         by_name = {name: i + 1 for i, name in enumerate(src.descriptions) if name}
         present = [by_name[name] for name in TRUE_COLOUR_BANDS if name in by_name]
         if len(present) == 3:
@@ -453,7 +454,8 @@ def write_gpkg_default_styles(
     import pandas as pd
     import pyogrio
 
-    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0, tzinfo=None)
+    # UTC, to the millisecond: GDAL writes "YYYY-MM-DDTHH:MM:SS.SSSZ", the GeoPackage's form
+    now = pd.Timestamp(datetime.datetime.now(datetime.UTC)).floor("ms")
     rows = [
         {
             "f_table_catalog": "",
@@ -467,7 +469,7 @@ def write_gpkg_default_styles(
             "description": "written by s2landcover",
             "owner": "",
             "ui": "",
-            "update_time": pd.Timestamp(now),
+            "update_time": now,
         }
         for layer, root in styles.items()
     ]
