@@ -190,11 +190,12 @@ def test_scene_stack_is_a_cog_in_true_colour_with_a_percentile_stretch(tmp_path)
     for tag, band in (("red", 2), ("green", 1), ("blue", 0)):
         low = float(r.findtext(f"{tag}ContrastEnhancement/minValue"))
         high = float(r.findtext(f"{tag}ContrastEnhancement/maxValue"))
-        values = data[band][data[band] > 0]
-        assert values.min() <= low < high <= values.max()  # stored units, inside the data
+        # in the units QGIS renders: stored x scale + offset (reflectance), inside the data
+        values = data[band][data[band] > 0] * 1e-4 - 0.1
+        assert values.min() <= low < high <= values.max()
         expected = np.percentile(values, [2, 98])  # the decimated read's estimate is close
-        assert low == pytest.approx(expected[0], abs=40) and high == pytest.approx(
-            expected[1], abs=40
+        assert low == pytest.approx(expected[0], abs=0.004) and high == pytest.approx(
+            expected[1], abs=0.004
         )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["S1.qml", "S1.tif"]
 
@@ -205,8 +206,8 @@ def test_scene_without_true_colour_bands_opens_grey(tmp_path):
     out = write_stack(tmp_path / "S2.tif", ["B08", "B03"], data)
     r = renderer(parse(style_path(out)))
     assert r.get("type") == "singlebandgray" and r.get("grayBand") == "2"  # B03, the first present
-    assert float(r.findtext("contrastEnhancement/minValue")) == 300
-    assert float(r.findtext("contrastEnhancement/maxValue")) == 900
+    assert float(r.findtext("contrastEnhancement/minValue")) == pytest.approx(300e-4 - 0.1)
+    assert float(r.findtext("contrastEnhancement/maxValue")) == pytest.approx(900e-4 - 0.1)
 
 
 def footprint_table() -> pd.DataFrame:
@@ -281,24 +282,38 @@ def test_gdalinfo_on_a_lone_copy_of_the_prediction_shows_the_class_names(tmp_pat
 # style included, and prints what QGIS made of it.
 QGIS_SCRIPT = """
 import json, os, sys
-from qgis.core import QgsApplication, QgsRasterLayer, QgsVectorLayer
+from qgis.core import (QgsApplication, QgsMapRendererSequentialJob, QgsMapSettings,
+                       QgsRasterLayer, QgsVectorLayer)
+from qgis.PyQt.QtCore import QSize
+from qgis.PyQt.QtGui import QColor
 app = QgsApplication([], False)
 app.initQgis()
 raster = QgsRasterLayer(sys.argv[1], "prediction")
 scene = QgsRasterLayer(sys.argv[2], "scene")
 vector = QgsVectorLayer(sys.argv[3] + "|layername=chips", "chips", "ogr")
+settings = QgsMapSettings()  # the scene drawn as QGIS draws it: mean grey of a 64 x 64 image
+settings.setLayers([scene])
+settings.setDestinationCrs(scene.crs())
+settings.setExtent(scene.extent())
+settings.setOutputSize(QSize(64, 64))
+job = QgsMapRendererSequentialJob(settings)
+job.start()
+job.waitForFinished()
+image = job.renderedImage()
+colors = [QColor(image.pixel(x, y)) for x in range(64) for y in range(64)]
+grey = [(c.red() + c.green() + c.blue()) / 3 for c in colors]
 categories = vector.renderer().categories()  # kept: a temporary's symbol would be freed
 symbol = categories[0].symbol()
 print(json.dumps({
     "raster": [raster.isValid(), raster.renderer().type(),
                [[c.value, c.label, c.color.name()] for c in raster.renderer().classes()]],
     "scene": [scene.isValid(), scene.renderer().type(), scene.renderer().redBand(),
-              scene.renderer().redContrastEnhancement().minimumValue()],
+              sum(grey) / len(grey)],
     "vector": [vector.isValid(), vector.renderer().type(), [c.value() for c in categories],
                int(symbol.symbolLayer(0).brushStyle())],
 }))
 sys.stdout.flush()
-del symbol, categories, vector, scene, raster
+del colors, job, symbol, categories, vector, scene, raster
 app.exitQgis()
 os._exit(0)  # PyQGIS outside QGIS may crash while the interpreter tears down its Qt objects
 """
@@ -346,8 +361,10 @@ def test_qgis_loads_the_styles_headless(tmp_path):
     assert [(v, label, color) for v, label, color in entries] == [
         (value, label, color) for value, label, color, _ in expected_palette(classes)
     ]
-    valid, kind, red, low = loaded["scene"]
-    assert valid and kind == "multibandcolor" and red == 3 and 1000 <= low < 1500
+    valid, kind, red, mean_grey = loaded["scene"]
+    # B04 as red (a 3-band default would take band 1), and a stretch on the values QGIS draws:
+    # uniform noise stretched 2-98 % averages mid-grey (limits in the wrong units: black or white)
+    assert valid and kind == "multibandcolor" and red == 3 and 100 < mean_grey < 160
     valid, kind, values, brush = loaded["vector"]
     assert (
         valid and kind == "categorizedSymbol" and values[:4] == ["train", "val", "test", "excluded"]

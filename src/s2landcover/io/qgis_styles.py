@@ -7,7 +7,8 @@ read:
 - scene stacks in true colour: the bands named ``B04``, ``B03``, ``B02`` (found by band
   description, never by position) as red, green, blue, each stretched between its 2nd and 98th
   percentile, computed from a decimated read (GDAL serves it from the overviews) of the pixels with
-  data, in the file's stored units (digital numbers, not reflectance);
+  data, converted to the units QGIS renders (stored value x the band's scale + offset: QGIS
+  applies a band's GDAL scale and offset, so a scene stack is rendered as reflectance);
 - class rasters (masks, predictions, chip-level predictions, validity and SCL rasters) as paletted
   ("unique values") with exactly the configured classes named and coloured, plus 255
   "Not observed" where the raster can hold it; 0 (no data) has no entry and stays transparent;
@@ -332,19 +333,41 @@ def percentile_stretch(
     return stretch
 
 
+def display_units(
+    stretch: Sequence[tuple[float, float]], scales: Sequence[float], offsets: Sequence[float]
+) -> list[tuple[float, float]]:
+    """Stretch limits in the units QGIS renders: stored value x the band's GDAL scale + offset.
+
+    QGIS's GDAL provider applies a band's scale and offset when it reads the band (a uint16 scene
+    stack with scale 1e-4 is rendered as Float32 reflectance; checked with QGIS 3.22.16: data type
+    Float32, values 0.001-1.111 on the Aberystwyth stack stored as 1-1111 with scale 0.001), so
+    limits in stored units would render the scene black.
+    """
+    return [
+        (low * scale + offset, high * scale + offset)
+        for (low, high), scale, offset in zip(stretch, scales, offsets, strict=True)
+    ]
+
+
 def write_scene_style(data_path: str | Path) -> Path:
     """Write ``<stem>.qml`` beside a scene stack: true colour from the bands described ``B04``,
-    ``B03``, ``B02`` with a 2-98 % stretch each (:func:`percentile_stretch`); a stack lacking one
-    of them opens as grey of the first present (else band 1), stretched the same way."""
+    ``B03``, ``B02`` with a 2-98 % stretch each (:func:`percentile_stretch`, converted to the units
+    QGIS renders by :func:`display_units`); a stack lacking one of them opens as grey of the
+    first present (else band 1), stretched the same way."""
     with open_raster(data_path) as src:
         by_name = {name: i + 1 for i, name in enumerate(src.descriptions) if name}
         present = [by_name[name] for name in TRUE_COLOUR_BANDS if name in by_name]
-        if len(present) == 3:
-            root = multiband_qml(tuple(present), percentile_stretch(src, present))  # type: ignore[arg-type]
-            return write_qml(style_path(data_path), root)
-        band = present[0] if present else 1
-        ((low, high),) = percentile_stretch(src, [band])
-    return write_qml(style_path(data_path), gray_qml(low, high, band))
+        bands = present if len(present) == 3 else [present[0] if present else 1]
+        stretch = display_units(
+            percentile_stretch(src, bands),
+            [src.scales[b - 1] for b in bands],
+            [src.offsets[b - 1] for b in bands],
+        )
+    if len(bands) == 3:
+        root = multiband_qml((bands[0], bands[1], bands[2]), stretch)
+    else:
+        root = gray_qml(*stretch[0], bands[0])
+    return write_qml(style_path(data_path), root)
 
 
 # --- vector layers ------------------------------------------------------------------------------
