@@ -30,10 +30,10 @@ BANDS = ["B02", "B03", "B04", "B08"]
 SIZE = 160  # scene pixels a side
 TRANSFORM = Affine(10.0, 0.0, 400000.0, 0.0, -10.0, 4600000.0)
 OUTPUTS = {  # what each stage leaves in its folder (inputs included)
-    "ingest": ["source.tif", "scene.tif"],
-    "mask": ["map.tif", "scene.tif", "mask.tif", "mask.tif.aux.xml"],
+    "ingest": ["source.tif", "scene.tif", "scene.qml"],
+    "mask": ["map.tif", "scene.tif", "mask.tif", "mask.tif.aux.xml", "mask.qml"],
     "tile": ["scene.tif", "mask.tif", "chips"],
-    "prediction": ["prediction.tif", "prediction.tif.aux.xml"],
+    "prediction": ["prediction.tif", "prediction.tif.aux.xml", "prediction.qml"],
 }
 
 

@@ -198,7 +198,11 @@ def test_output_follows_mask_contract(aligned_case, tmp_path: Path) -> None:
     assert set(np.unique(data)) <= {0, 1, 2, 3, 4}
     # the scene's left 6 columns (60 m) and the bottom rows lie outside the map: no data
     assert (data[:, :6] == 0).all() and (data[-8:, :] == 0).all()
-    assert sorted(p.name for p in out.parent.iterdir()) == ["mask.tif", "mask.tif.aux.xml"]
+    assert sorted(p.name for p in out.parent.iterdir()) == [
+        "mask.qml",
+        "mask.tif",
+        "mask.tif.aux.xml",
+    ]
 
 
 def test_mask_has_overviews_and_uses_threads(tmp_path: Path) -> None:

@@ -355,8 +355,10 @@ def test_output_is_a_cog_on_the_scene_grid_with_colours(
     assert (confidence[nodata] == 0).all() and confidence[~nodata].min() >= 255 // 3
     assert cog_validate(str(confidence_path(out)))[0]
     assert sorted(p.name for p in out.parent.iterdir()) == [
+        "scene.qml",
         "scene.tif",
         "scene.tif.aux.xml",
+        "scene_confidence.qml",
         "scene_confidence.tif",
     ]  # no stage or temporary files left
 

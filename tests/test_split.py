@@ -235,7 +235,8 @@ def test_outputs_summary_and_footprints(tmp_path, caplog):
     assert shares["val"]["Forest"] == pytest.approx(0.5)
     assert any("Cropland" in w and "val" in w for w in summary["warnings"])
     assert "Cropland" in caplog.text
-    assert pyogrio.list_layers(tmp_path / "out" / "footprints.gpkg")[:, 0].tolist() == ["chips"]
+    layers = pyogrio.list_layers(tmp_path / "out" / "footprints.gpkg")[:, 0].tolist()
+    assert layers == ["chips", "layer_styles"]  # layer_styles: QGIS's default style
     layer = gpd.read_file(tmp_path / "out" / "footprints.gpkg")
     assert len(layer) == 100 and layer.crs.to_epsg() == 32631
     row = layer.set_index("chip_id").loc[table.loc[5, "chip_id"]]
@@ -255,7 +256,7 @@ def test_footprints_one_layer_per_crs(tmp_path):
     table.to_parquet(tmp_path / "selected.parquet")
     split_chips(tmp_path / "selected.parquet", tmp_path / "out", CONFIG["split"], CLASSES)
     layers = sorted(pyogrio.list_layers(tmp_path / "out" / "footprints.gpkg")[:, 0])
-    assert layers == ["chips_EPSG_32630", "chips_EPSG_32631"]
+    assert layers == ["chips_EPSG_32630", "chips_EPSG_32631", "layer_styles"]
     assert (
         gpd.read_file(tmp_path / "out" / "footprints.gpkg", layer="chips_EPSG_32630").crs.to_epsg()
         == 32630

@@ -66,6 +66,7 @@ from rasterio.warp import reproject
 from rasterio.windows import Window
 
 from s2landcover.errors import InputError
+from s2landcover.io.qgis_styles import write_code_style
 from s2landcover.io.rasters import Grid, atomic_path, geotiff_profile, grid_of, open_raster
 
 log = logging.getLogger(__name__)
@@ -464,6 +465,7 @@ def write_validity(
         finally:
             if source_ds is not None:
                 source_ds.close()
+    write_code_style(out_path, VALIDITY_CODES, VALIDITY_COLORS)  # QGIS style: <stem>.qml
     summary = {
         "out": str(out_path),
         "scene": scene_name,

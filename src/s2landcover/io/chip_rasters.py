@@ -16,6 +16,7 @@ import rasterio
 
 from s2landcover.classes import ClassTable
 from s2landcover.io.chipstore import write_footprints
+from s2landcover.io.qgis_styles import write_class_style
 from s2landcover.io.rasters import (
     Grid,
     atomic_path,
@@ -31,7 +32,8 @@ def write_chip_class_raster(
     """Write a (rows, cols) uint8 class array (0 = no chip / no data) as a GeoTIFF on ``grid``.
 
     Tiled and compressed (:func:`geotiff_profile`), nodata 0, colour table, class names in the
-    metadata and in a ``.aux.xml`` sidecar (category names for QGIS); written atomically.
+    metadata and in a ``.aux.xml`` sidecar (category names for QGIS); written atomically, with a
+    QGIS style ``<stem>.qml`` beside it (exactly the classes, paletted).
     """
     path = Path(path)
     labels = np.asarray(labels, dtype=np.uint8)
@@ -43,6 +45,7 @@ def write_chip_class_raster(
             dst.write(labels, 1)
             write_class_metadata(dst, classes)
         write_category_names(tmp, classes)
+    write_class_style(path, classes)
     return path
 
 

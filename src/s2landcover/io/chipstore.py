@@ -29,6 +29,7 @@ import pandas as pd
 from affine import Affine
 
 from s2landcover.errors import InputError
+from s2landcover.io.qgis_styles import split_qml, style_path, write_gpkg_default_styles, write_qml
 from s2landcover.io.rasters import atomic_path
 
 IMAGES_FILE = "images.npy"
@@ -274,6 +275,10 @@ def write_footprints(
     One layer ``chips`` when all chips share a CRS; otherwise one layer per CRS
     (``chips_EPSG_32631``, ...), each in its own CRS, so QGIS shows every layer where it belongs
     (reprojecting would distort chips at zone edges). Returns {layer name: feature count}.
+
+    With a ``split`` column, each layer gets a QGIS style (outlines coloured by split, no fill:
+    :func:`s2landcover.io.qgis_styles.split_qml`) as its default style in the GeoPackage's
+    ``layer_styles`` table and in ``<stem>.qml`` beside the file.
     """
     import geopandas as gpd
     import shapely
@@ -294,4 +299,9 @@ def write_footprints(
             layer = "chips" if len(crs_values) == 1 else crs_layer_name(crs)
             frame.to_file(tmp, layer=layer, driver="GPKG", engine="pyogrio")
             layers[layer] = len(frame)
+        style = split_qml(table["split"].astype(str)) if "split" in columns else None
+        if style is not None:  # QGIS's default style of each layer, inside the GeoPackage
+            write_gpkg_default_styles(tmp, {layer: style for layer in layers})
+    if style is not None:  # and beside it, for QGIS versions or tools that read .qml files
+        write_qml(style_path(path), style)
     return layers

@@ -30,6 +30,7 @@ from rasterio.windows import Window
 from s2landcover.classes import ClassTable
 from s2landcover.errors import InputError
 from s2landcover.io.atomic import check_written, is_disk_full, no_space_error, partial_path
+from s2landcover.io.qgis_styles import write_class_style, write_confidence_style
 from s2landcover.io.rasters import (
     BLOCK_SIZE,
     Grid,
@@ -137,8 +138,10 @@ class StreamingRasterWriter:
 
     Use as a context manager; call :meth:`write_rows` with consecutive bands of rows from the top
     (any heights). On a clean exit the stage file becomes a COG at ``out_path`` (atomically, with
-    ``<out_path>.aux.xml`` holding category names when ``classes`` is given); on an error nothing is
-    left at ``out_path`` and the stage file is removed.
+    ``<out_path>.aux.xml`` holding category names when ``classes`` is given) and a QGIS style
+    ``<stem>.qml`` is written beside it: paletted with exactly the classes (and 255 "Not
+    observed" when ``classes.not_observed``), or without ``classes`` (the confidence raster, 0..255)
+    a grey ramp; on an error nothing is left at ``out_path`` and the stage file is removed.
 
     Args:
         out_path: the final GeoTIFF.
@@ -271,6 +274,11 @@ class StreamingRasterWriter:
         suppressed = bool(self._stack.__exit__(exc_type, exc, tb))
         if full:
             raise no_space_error(self.out_path.parent, None) from exc
+        if exc_type is None:  # the raster is in place: its QGIS style beside it
+            if self.classes is not None:
+                write_class_style(self.out_path, self.classes)
+            else:
+                write_confidence_style(self.out_path)
         return suppressed
 
     def _cleanup_stage(self) -> None:

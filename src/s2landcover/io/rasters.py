@@ -18,6 +18,7 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 import rasterio
+import rasterio.shutil
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
@@ -148,8 +149,13 @@ def write_class_metadata(
     """Embed the class table in an open class raster: colour table, band description, class names.
 
     The colour table is what QGIS shows as the paletted style; class names go into the GDAL metadata
-    (``CLASS_NAMES``, JSON list, index 0 = no data) and, as GDAL category names, into the
-    ``.aux.xml`` written by :func:`write_category_names`.
+    (``CLASS_NAMES``, JSON list, index 0 = no data), as one item per value (``CLASS_001=Water``,
+    :func:`class_value_items`) and, as GDAL category names, into the ``.aux.xml`` written by
+    :func:`write_category_names`. The metadata is stored in the GeoTIFF itself (its
+    ``GDAL_METADATA`` tag), so ``gdalinfo`` and ``rasterio`` show the names on a copy of the
+    ``.tif`` alone; GeoTIFF has no place for category names or a raster attribute table (GDAL
+    keeps those only in the ``.aux.xml``: measured with GDAL 3.6 and 3.10, both drop them silently
+    when PAM sidecars are disabled).
     """
     dataset.write_colormap(band, classes.colormap())
     dataset.set_band_description(band, "land cover class")
@@ -157,6 +163,7 @@ def write_class_metadata(
         band,
         CLASS_NAMES=json.dumps(["no data", *classes.names]),
         CLASS_COLORS=json.dumps(["#000000", *classes.colors]),
+        **class_value_items(classes),
     )
     dataset.update_tags(CLASS_TABLE=json.dumps(classes.to_dict()))
     if classes.not_observed:
@@ -166,6 +173,18 @@ def write_class_metadata(
                 {"value": NOT_OBSERVED, "name": NOT_OBSERVED_NAME, "color": NOT_OBSERVED_COLOR}
             ),
         )
+
+
+def class_value_items(classes: ClassTable) -> dict[str, str]:
+    """Band metadata items naming each value of a class raster: ``CLASS_000=no data``,
+    ``CLASS_001=<class 1>``, ... and ``CLASS_255=Not observed`` when the raster can hold it
+    (zero-padded so that ``gdalinfo`` lists them in value order)."""
+    items = {f"CLASS_{0:03d}": "no data"}
+    for index, name in zip(classes.indices, classes.names, strict=True):
+        items[f"CLASS_{index:03d}"] = name
+    if classes.not_observed:
+        items[f"CLASS_{NOT_OBSERVED:03d}"] = NOT_OBSERVED_NAME
+    return items
 
 
 def write_category_names(path: str | Path, classes: ClassTable, band: int = 1) -> Path:
@@ -237,4 +256,46 @@ def finish_overviews(
     with rasterio.Env(**options), rasterio.open(path, "r+", **open_options) as dst:
         dst.build_overviews(list(factors), resampling)
         dst.update_tags(ns="rio_overview", resampling=resampling.name)
+        # also in the default domain, the one a copy to a COG keeps (copy_as_cog)
+        dst.update_tags(OVERVIEW_RESAMPLING=resampling.name)
     check_written(path.parent, output_bytes=path.stat().st_size)
+
+
+def copy_as_cog(stage: str | Path, out: str | Path, profile: Mapping[str, Any]) -> None:
+    """Copy a finished, tiled GeoTIFF with internal overviews (``stage``) to ``out`` as a
+    Cloud-Optimized GeoTIFF: the same tiles, compression, predictor, interleaving and overviews,
+    laid out as COG readers expect (IFDs first, overviews before the full resolution).
+
+    Uses the GTiff driver with ``COPY_SRC_OVERVIEWS=YES`` (the COG driver of GDAL 3.10 would
+    make a band-interleaved stack pixel-interleaved); rio-cogeo's ``cog_validate`` passes on the
+    result. Pixel values, band descriptions, scale/offset, nodata, colour table and metadata are
+    copied; ``profile`` is the stage's creation profile (:func:`geotiff_profile`). The device must
+    have room for about the stage's size again (checked; :func:`check_written` after).
+    """
+    stage, out = Path(stage), Path(out)
+    size = stage.stat().st_size
+    check_written(out.parent, size + LOW_SPACE_BYTES, output_bytes=size)
+    options: dict[str, Any] = {
+        "COPY_SRC_OVERVIEWS": "YES",
+        "TILED": "YES",
+        "BLOCKXSIZE": profile.get("blockxsize", BLOCK_SIZE),
+        "BLOCKYSIZE": profile.get("blockysize", BLOCK_SIZE),
+        "BIGTIFF": profile.get("bigtiff", "IF_SAFER"),
+    }
+    if profile.get("interleave"):
+        options["INTERLEAVE"] = str(profile["interleave"]).upper()
+    compress = profile.get("compress")
+    if compress:
+        options["COMPRESS"] = str(compress).upper()
+        for key, option in (
+            ("zstd_level", "ZSTD_LEVEL"),
+            ("zlevel", "ZLEVEL"),
+            ("predictor", "PREDICTOR"),
+        ):
+            if profile.get(key) is not None:
+                options[option] = str(profile[key])
+    if profile.get("num_threads"):
+        options["NUM_THREADS"] = str(profile["num_threads"])
+    with rasterio.Env(GDAL_PAM_ENABLED="NO"):
+        rasterio.shutil.copy(str(stage), str(out), driver="GTiff", **options)
+    check_written(out.parent, output_bytes=out.stat().st_size)

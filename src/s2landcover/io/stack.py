@@ -25,10 +25,12 @@ from rasterio.warp import reproject
 from rasterio.windows import Window
 
 from s2landcover.errors import InputError
-from s2landcover.io.atomic import NoSpaceError
+from s2landcover.io.atomic import NoSpaceError, partial_path
+from s2landcover.io.qgis_styles import write_scene_style, write_scl_style
 from s2landcover.io.rasters import (
     Grid,
     atomic_path,
+    copy_as_cog,
     finish_overviews,
     geotiff_profile,
     grid_of,
@@ -250,13 +252,16 @@ def band_readers(
 
 
 class StackWriter:
-    """Writes a multiband uint16 (or uint8) GeoTIFF window by window under a temporary name.
+    """Writes a multiband uint16 (or uint8) Cloud-Optimized GeoTIFF window by window.
 
-    Windows should be aligned to ``tile_size`` (the file's blocks): a window that fills only part
-    of a compressed block makes GDAL compress, re-read and re-compress it (measured 20 x slower).
+    Windows go to a tiled stage GeoTIFF beside the output (``.<name>.stage.tif``); windows should
+    be aligned to ``tile_size`` (the file's blocks): a window that fills only part of a compressed
+    block makes GDAL compress, re-read and re-compress it (measured 20 x slower).
 
-    Use as a context manager; on success the file gets descriptions, scale/offset, tags, overviews
-    and is renamed to its final name; on error nothing is left.
+    Use as a context manager; on success the stage gets descriptions, scale/offset, tags and
+    overviews, is copied to a COG under a temporary name (:func:`copy_as_cog`: same tiles,
+    compression, interleaving and overviews) that is renamed to the final name, and a QGIS style
+    ``<stem>.qml`` is written beside it (:func:`write_stack_style`); on error nothing is left.
     """
 
     def __init__(
@@ -310,10 +315,12 @@ class StackWriter:
     def __enter__(self) -> StackWriter:
         # Leftovers of a killed run are removed and free space is checked before anything is
         # written (NoSpaceError: "no space left on device at ... (needs about N MB)").
-        self._atomic = atomic_path(self.path, needs_bytes=self.estimated_bytes())
+        # The stage and the COG copied from it are on the device together at the end.
+        self._atomic = atomic_path(self.path, needs_bytes=2 * self.estimated_bytes())
         self._tmp = self._atomic.__enter__()
+        self._stage = partial_path(self.path, "stage").with_suffix(".tif")
         try:
-            self._dataset = rasterio.open(self._tmp, "w", **self._profile)
+            self._dataset = rasterio.open(self._stage, "w", **self._profile)
         except BaseException:
             if not self._atomic.__exit__(*sys.exc_info()):
                 raise
@@ -340,14 +347,20 @@ class StackWriter:
             dataset.close()  # flushes every block: the size is known, failures show
             if exc_type is None:
                 finish_overviews(
-                    self._tmp, self._overviews, self._overview_resampling, self._profile
+                    self._stage, self._overviews, self._overview_resampling, self._profile
                 )
+                copy_as_cog(self._stage, self._tmp, self._profile)
         except BaseException:
             dataset.close()
+            self._stage.unlink(missing_ok=True)
+            Path(f"{self._stage}.aux.xml").unlink(missing_ok=True)
             self._atomic.__exit__(*sys.exc_info())
             raise
+        self._stage.unlink(missing_ok=True)
+        Path(f"{self._stage}.aux.xml").unlink(missing_ok=True)
         if exc_type is None:
             self._atomic.__exit__(None, None, None)
+            write_stack_style(self.path, self._descriptions, self._tags)
         else:
             try:  # removes the temporary; a write that failed on a full device becomes
                 self._atomic.__exit__(exc_type, exc, tb)  # NoSpaceError, which replaces exc
@@ -356,3 +369,15 @@ class StackWriter:
             except BaseException:
                 pass
         return False
+
+
+def write_stack_style(
+    path: str | Path, descriptions: Sequence[str], tags: Mapping[str, str] | None = None
+) -> Path:
+    """The QGIS style of a stack written by :class:`StackWriter`: a scene classification band
+    (one band described ``SCL`` with a ``CLASS_NAMES`` tag, comma-separated) as its classes, any
+    other stack in true colour (:func:`s2landcover.io.qgis_styles.write_scene_style`)."""
+    names = (tags or {}).get("CLASS_NAMES")
+    if list(descriptions) == ["SCL"] and names:
+        return write_scl_style(path, names.split(","))
+    return write_scene_style(path)

@@ -34,9 +34,12 @@ from rasterio.windows import Window
 
 from s2landcover.classes import ClassTable
 from s2landcover.errors import InputError
+from s2landcover.io.atomic import partial_path
+from s2landcover.io.qgis_styles import write_class_style
 from s2landcover.io.rasters import (
     Grid,
     atomic_path,
+    copy_as_cog,
     finish_overviews,
     geotiff_profile,
     grid_of,
@@ -225,19 +228,29 @@ def write_mask(
     classes: ClassTable,
     overview_resampling: Resampling = Resampling.nearest,
 ) -> Iterator[rasterio.io.DatasetWriter]:
-    """Open a class-raster GeoTIFF on ``grid`` for window writes; finish it atomically.
+    """Open a class-raster GeoTIFF on ``grid`` for window writes; finish it atomically as a COG.
 
-    The file is uint8, nodata 0, tiled and DEFLATE-compressed, with the class colour table, class
-    names (tags and ``.aux.xml`` category names) and overviews (``overview_resampling``). Nothing
-    appears at ``out_path`` unless the block completes.
+    The file is a Cloud-Optimized GeoTIFF (:func:`copy_as_cog` of a stage written window by window
+    beside it, ``.<name>.stage.tif``): uint8, nodata 0, tiled and DEFLATE-compressed, with the
+    class colour table, class names (tags, one item per value, and ``.aux.xml`` category names)
+    and overviews (``overview_resampling``); a QGIS style ``<stem>.qml`` with exactly the classes
+    is written beside it. Nothing appears at ``out_path`` unless the block completes.
     """
     profile = geotiff_profile(grid, count=1, dtype="uint8", nodata=0)
     factors = overview_factors(grid.width, grid.height)
     estimate = grid.width * grid.height * MASK_COMPRESSED_FRACTION
-    with atomic_path(out_path, needs_bytes=estimate + overview_bytes(estimate, factors)) as tmp:
-        with rasterio.open(tmp, "w", **profile) as dst:
-            write_class_metadata(dst, classes)
-            yield dst
-        # after closing (every block flushed): room checked, then overviews (see finish_overviews)
-        finish_overviews(tmp, factors, overview_resampling, profile)
-        write_category_names(tmp, classes)
+    needs = 2 * (estimate + overview_bytes(estimate, factors))  # the stage and the COG
+    stage = partial_path(Path(out_path), "stage").with_suffix(".tif")
+    try:
+        with atomic_path(out_path, needs_bytes=needs) as tmp:
+            with rasterio.open(stage, "w", **profile) as dst:
+                write_class_metadata(dst, classes)
+                yield dst
+            # after closing (every block flushed): room checked, overviews (finish_overviews)
+            finish_overviews(stage, factors, overview_resampling, profile)
+            copy_as_cog(stage, tmp, profile)
+            write_category_names(tmp, classes)
+    finally:
+        stage.unlink(missing_ok=True)
+        Path(f"{stage}.aux.xml").unlink(missing_ok=True)
+    write_class_style(out_path, classes)
