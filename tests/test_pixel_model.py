@@ -362,3 +362,35 @@ def test_per_class_table_marks_classes_absent_from_the_area():
     assert area["absent_classes"] == ["C"]
     html = per_class_table(area, ["#000000"] * 3)
     assert html.count("(absent from this area)") == 1 and "3 C <span" in html
+
+
+def test_predict_writes_not_observed_where_the_validity_raster_says_cloud(trained, tmp_path):
+    """The pixel model's map follows the U-Net's contract for clouds: 255 "Not observed" where
+    the scene's validity raster is cloud/shadow/cirrus, confidence 0 there, no data stays 0."""
+    from s2landcover.classes import NOT_OBSERVED
+    from s2landcover.validity import CLEAR, CLOUD, SHADOW
+
+    rng = np.random.default_rng(8)
+    stored = stored_of(rng, blob_classes(rng, 120, 130))
+    stored[:, :10, :10] = 0
+    scene = write_scene(tmp_path / "scene.tif", stored)
+    validity = np.full(stored.shape[1:], CLEAR, dtype=np.uint8)
+    validity[40:70, 50:90] = CLOUD
+    validity[80:90, 10:30] = SHADOW
+    with rasterio.open(scene) as src:
+        profile = src.profile | {"count": 1, "dtype": "uint8", "nodata": None}
+    with rasterio.open(tmp_path / "validity.tif", "w", **profile) as dst:
+        dst.write(validity, 1)
+    out = tmp_path / "pred.tif"
+    cfg = validate_config({})["prediction"] | {"confidence": True}
+    predict_scene(
+        trained / "model" / "model.pt", scene, out, cfg, progress=False,
+        validity_path=tmp_path / "validity.tif",
+    )  # fmt: skip
+    with rasterio.open(out) as dst, rasterio.open(confidence_path(out)) as conf:
+        labels, confidence = dst.read(1), conf.read(1)
+        assert dst.colormap(1)[NOT_OBSERVED][3] == 255  # a named, coloured value
+    hidden = validity != CLEAR
+    assert (labels[hidden] == NOT_OBSERVED).all() and (confidence[hidden] == 0).all()
+    assert (labels[~hidden & (stored != 0).any(axis=0)] <= len(NAMES)).all()
+    assert (labels[:10, :10] == 0).all()
