@@ -204,8 +204,9 @@ def test_predict_maps_the_scene_as_a_cog_with_class_names_and_nodata(trained, tm
         confidence = conf.read(1)
     assert (confidence[nodata] == 0).all() and confidence[~nodata].min() > 0
     assert sorted(p.name for p in out.parent.iterdir()) == [
-        "scene.tif", "scene.tif.aux.xml", "scene_confidence.tif",
-    ]  # fmt: skip
+        "scene.qml", "scene.tif", "scene.tif.aux.xml", "scene_confidence.qml",
+        "scene_confidence.tif",
+    ]  # fmt: skip  (QGIS styles beside the maps, nothing temporary)
 
 
 def test_cli_train_dispatches_on_the_architecture(trained, tmp_path):
