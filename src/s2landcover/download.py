@@ -65,7 +65,6 @@ STAC_SOURCE_KEYS = ("type", "mgrs_tile", "bbox", "date_range", "max_cloud_cover"
 BASELINE_04_START = dt.datetime(2022, 1, 25, tzinfo=dt.UTC)
 DEFAULT_SCALE = 1e-4
 BASELINE_04_OFFSET = -0.1
-GEOTIFF_MEDIA_HINTS = ("image/tiff", "geotiff", "cloud-optimized")
 WORLDCOVER_VERSIONS = {2020: "v100", 2021: "v200"}
 
 
