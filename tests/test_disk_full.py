@@ -131,7 +131,7 @@ def test_large_writers_on_a_full_disk(
 
 
 def test_download_on_a_full_disk_removes_the_partial_file(small_disk: Path, monkeypatch) -> None:
-    from s2landcover.io import http
+    from s2landcover.acquisition import http
     from stac_server import StacTestServer
 
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")

@@ -16,6 +16,7 @@ from affine import Affine
 from rasterio.warp import transform_bounds
 from rasterio.windows import from_bounds
 
+from s2landcover.acquisition.http import DownloadError, download_file, parse_multihash
 from s2landcover.config import validate_config
 from s2landcover.download import (
     band_scale_offset,
@@ -26,7 +27,6 @@ from s2landcover.download import (
     worldcover_tile_names,
 )
 from s2landcover.errors import InputError
-from s2landcover.io.http import DownloadError, download_file, parse_multihash
 from stac_server import FileFaults, StacTestServer, make_item
 
 CRS = "EPSG:32631"
@@ -356,7 +356,7 @@ def test_corrupt_asset_fails_clearly_and_leaves_no_output(band_files, tmp_path, 
         server.items = [_scene_item(server, "s", "2023-07-01T10:56:00Z", 1.0, band_files, "a")]
         server.faults["a_B03.tif"] = faults
         out = tmp_path / "downloads" / "scene1"
-        with pytest.raises(InputError, match=message) as error:
+        with pytest.raises(DownloadError, match=message) as error:
             download_scene(SOURCE, ["B02", "B03"], _download_cfg(server), out)
     assert "/files/a_B03.tif" in str(error.value)
     assert not out.exists()
@@ -446,7 +446,7 @@ def test_download_worldcover_mosaic(tmp_path):
         cfg.update(worldcover_url=f"{server.url}/files", retries=1, backoff_s=0.01, timeout_s=5)
         vrt = download_worldcover(bounds, tmp_path / "wc.vrt", 2021, cfg)
         local = download_worldcover([1.5, 40.5, 4.2, 41.0], tmp_path / "wc.tif", 2021, cfg)
-        from s2landcover.io.stac import remote_raster_env
+        from s2landcover.acquisition.stac import remote_raster_env
 
         with remote_raster_env(1, 5, 0.01), rasterio.open(vrt) as mosaic:
             assert mosaic.width == 60 and mosaic.height == 30
@@ -538,12 +538,34 @@ def test_file_href_refused_in_area_of_interest_reads(band_files, tmp_path):
 
 
 def test_downloader_and_remote_reader_refuse_local_urls(tmp_path):
-    from s2landcover.io.stac import remote_grid
+    from s2landcover.acquisition.stac import remote_grid
 
     secret = tmp_path / "secret.txt"
     secret.write_text("private")
-    with pytest.raises(DownloadError, match=r"not an http:// or https:// URL"):
+    with pytest.raises(InputError, match=r"not an http:// or https:// URL"):
         download_file(secret.as_uri(), tmp_path / "copy.txt")
-    with pytest.raises(DownloadError, match=r"not an http://, https:// or s3:// URL"):
+    with pytest.raises(InputError, match=r"not an http://, https:// or s3:// URL"):
         remote_grid(str(secret))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["secret.txt"]
+
+
+def test_a_failing_server_is_an_acquisition_error_not_an_input_error(tmp_path, capsys):
+    """Network failures read as "retry later" (exit 3), user mistakes as "fix your input" (2)."""
+    from s2landcover import cli
+    from s2landcover.errors import AcquisitionError
+
+    assert issubclass(DownloadError, AcquisitionError)
+    assert not issubclass(DownloadError, InputError)
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "scenes:\n  - name: s\n    source:\n      type: stac\n      mgrs_tile: 31TDF\n"
+        "      bbox: [2.05, 41.30, 2.25, 41.45]\n      date_range: [2024-01-01, 2024-01-31]\n"
+        "download:\n  api_url: http://127.0.0.1:9/\n  retries: 0\n  backoff_s: 0.01\n"
+        "  timeout_s: 2\n"
+    )
+    status = cli.main(
+        ["download", "--config", str(config), "--scene", "s", "--out-dir", str(tmp_path / "d")]
+    )
+    assert status == 3, capsys.readouterr().err
+    assert "remote source failed" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()

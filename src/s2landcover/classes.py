@@ -69,17 +69,6 @@ class ClassTable:
             code: i for i, codes in zip(self.indices, self.codes, strict=True) for code in codes
         }
 
-    def lookup_table(self, size: int = 256, unknown: int = 255) -> np.ndarray:
-        """A uint8 array ``lut`` with ``lut[code] = class index`` (``unknown`` for unmapped codes).
-
-        ``size`` must exceed the largest source code (256 for uint8 maps, 65536 for uint16).
-        """
-        lut = np.full(size, unknown, dtype=np.uint8)
-        for code, index in self.code_to_index().items():
-            if code < size:
-                lut[code] = index
-        return lut
-
     def colormap(self) -> dict[int, tuple[int, int, int, int]]:
         """GDAL colour table entries {value: (r, g, b, alpha)}; 0 (no data) is transparent black."""
         table = {NODATA_CLASS: (0, 0, 0, 0)}

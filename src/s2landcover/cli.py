@@ -27,7 +27,7 @@ from typing import Any
 
 from s2landcover import __version__
 from s2landcover.config import ConfigError, config_from_json, load_config, validate_config
-from s2landcover.errors import InputError
+from s2landcover.errors import AcquisitionError, InputError
 
 log = logging.getLogger("s2landcover")
 
@@ -539,7 +539,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``s2lc``; returns the exit status (0 ok, 2 bad input)."""
+    """Entry point of ``s2lc``; returns the exit status (0 ok, 2 bad input, 3 a remote source
+    failed)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -553,6 +554,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as error:
         sys.stderr.write(f"s2lc {args.command}: error: {error}\n")
         return 2
+    except AcquisitionError as error:
+        sys.stderr.write(
+            f"s2lc {args.command}: remote source failed: {error} (not a problem of your input; "
+            "run again later, a partial download resumes)\n"
+        )
+        return 3
     if isinstance(result, dict):
         log.info("%s summary: %s", args.command, json.dumps(result, default=str, sort_keys=True))
     log.info("%s finished in %.1f s", args.command, time.perf_counter() - started)

@@ -27,11 +27,8 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 from shapely.geometry import box, shape
 
-from s2landcover.errors import InputError
-from s2landcover.io.atomic import NoSpaceError, require_free_space
-from s2landcover.io.http import download_file, url_exists
-from s2landcover.io.rasters import Grid, atomic_path
-from s2landcover.io.stac import (
+from s2landcover.acquisition.http import download_file, url_exists
+from s2landcover.acquisition.stac import (
     copy_remote_window,
     read_json,
     remote_grid,
@@ -40,6 +37,9 @@ from s2landcover.io.stac import (
     write_json,
     write_remote_mosaic,
 )
+from s2landcover.errors import InputError
+from s2landcover.io.atomic import NoSpaceError, require_free_space
+from s2landcover.io.rasters import Grid, atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,6 @@ STAC_SOURCE_KEYS = ("type", "mgrs_tile", "bbox", "date_range", "max_cloud_cover"
 BASELINE_04_START = dt.datetime(2022, 1, 25, tzinfo=dt.UTC)
 DEFAULT_SCALE = 1e-4
 BASELINE_04_OFFSET = -0.1
-GEOTIFF_MEDIA_HINTS = ("image/tiff", "geotiff", "cloud-optimized")
 WORLDCOVER_VERSIONS = {2020: "v100", 2021: "v200"}
 
 
@@ -414,9 +413,9 @@ def download_scene(
     With ``download.area_of_interest_only`` and a ``bbox``, each band is read through ``/vsicurl/``
     (HTTP range reads) on its native grid: the window covers the bbox grown outwards to the coarsest
     band's pixel size, so every band file has the same bounds. Otherwise whole assets are downloaded
-    with :func:`s2landcover.io.http.download_file` (retries, resume, size/checksum checks) into a
-    staging folder ``.<out_dir name>.download`` beside ``out_dir`` that survives a failed run, so
-    the next run resumes; it is removed on success.
+    with :func:`s2landcover.acquisition.http.download_file` (retries, resume, size/checksum
+    checks) into a staging folder ``.<out_dir name>.download`` beside ``out_dir`` that survives a
+    failed run, so the next run resumes; it is removed on success.
 
     Memory: one 1 MiB chunk (whole assets) or 512 rows of one band window (area of interest).
     """

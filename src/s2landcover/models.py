@@ -8,10 +8,8 @@ downloaded: encoder weights are either none or a local file.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import segmentation_models_pytorch as smp
 import torch
 from torch import nn
@@ -112,28 +110,3 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path, in_channels: int)
             f"model.encoder_weights: {path} does not fit the encoder ({len(missing)} of {len(own)} "
             f"tensors missing, e.g. {missing[:3]}; unexpected {unexpected[:3]})"
         )
-
-
-def to_reflectance(
-    stored: np.ndarray, scales: Sequence[float], offsets: Sequence[float]
-) -> np.ndarray:
-    """Stored band values (C, H, W) -> surface reflectance (float32): stored * scale + offset."""
-    scale = np.asarray(scales, dtype=np.float32)[:, None, None]
-    offset = np.asarray(offsets, dtype=np.float32)[:, None, None]
-    return stored.astype(np.float32) * scale + offset
-
-
-def normalize(
-    reflectance: np.ndarray | torch.Tensor,
-    mean: Sequence[float],
-    std: Sequence[float],
-) -> np.ndarray | torch.Tensor:
-    """Per-band standardisation ``(x - mean) / std``; works on (C, H, W) and (N, C, H, W)."""
-    if isinstance(reflectance, torch.Tensor):
-        m = torch.as_tensor(mean, dtype=reflectance.dtype, device=reflectance.device)
-        s = torch.as_tensor(std, dtype=reflectance.dtype, device=reflectance.device)
-    else:
-        m = np.asarray(mean, dtype=np.float32)
-        s = np.asarray(std, dtype=np.float32)
-    shape = (-1, 1, 1)
-    return (reflectance - m.reshape(shape)) / s.reshape(shape)

@@ -50,6 +50,7 @@ from rasterio.windows import Window
 
 from s2landcover.classes import ClassTable
 from s2landcover.errors import InputError
+from s2landcover.radiometry import to_reflectance
 
 log = logging.getLogger(__name__)
 
@@ -121,17 +122,6 @@ def pixel_features(reflectance: np.ndarray, bands: Sequence[str]) -> np.ndarray:
         with np.errstate(divide="ignore", invalid="ignore"):
             out[:, j] = np.where(total != 0, (a - b) / total, 0.0)
     return out
-
-
-def stored_to_reflectance(
-    stored: np.ndarray, scales: Sequence[float], offsets: Sequence[float]
-) -> np.ndarray:
-    """Stored values (C, ...) -> reflectance float32 (the same arithmetic as the U-Net's input)."""
-    shape = (-1,) + (1,) * (stored.ndim - 1)
-    image = stored.astype(np.float32)
-    image *= np.asarray(scales, dtype=np.float32).reshape(shape)
-    image += np.asarray(offsets, dtype=np.float32).reshape(shape)
-    return image
 
 
 # --- sampling ----------------------------------------------------------------------------------
@@ -228,7 +218,7 @@ def sample_pixels(
             new = np.fromiter((pid not in seen for pid in ids.tolist()), bool, len(ids))
             seen.update(ids[new].tolist())
             rows, cols = rows[new], cols[new]
-            reflectance = stored_to_reflectance(image[:, rows, cols], scales, offsets)
+            reflectance = to_reflectance(image[:, rows, cols], scales, offsets)
             features.append(pixel_features(reflectance, bands))
             labels.append(mask[rows, cols].astype(np.int64))
     if not features:
@@ -486,7 +476,7 @@ class PixelModel:
         """Class probabilities (K, ...) float32 of stored values (C, ...) of the model's bands."""
         shape = stored.shape[1:]
         flat = stored.reshape(stored.shape[0], -1)
-        features = pixel_features(stored_to_reflectance(flat, scales, offsets), self.bands)
+        features = pixel_features(to_reflectance(flat, scales, offsets), self.bands)
         if len(features) == 0:
             return np.zeros((self.classes.num_classes, *shape), np.float32)
         prob = self.booster.predict(features, num_threads=_threads(threads))

@@ -22,6 +22,7 @@ from rasterio.windows import Window
 
 from s2landcover.errors import InputError
 from s2landcover.io.rasters import atomic_path, grid_of, open_raster
+from s2landcover.radiometry import nodata_pixels, to_reflectance
 
 TRUE_COLOUR_BANDS = ("B04", "B03", "B02")
 # GDAL's block cache (default 5 % of RAM) would keep every block read, although the evaluation
@@ -75,12 +76,6 @@ def iter_label_windows(
             yield window, mask_src.read(1, window=window), pred_src.read(1, window=window)
 
 
-def raster_size(path: str | Path) -> tuple[int, int]:
-    """(width, height) of a raster in pixels."""
-    with open_raster(path) as src:
-        return src.width, src.height
-
-
 def read_split_table(path: str | Path) -> pd.DataFrame:
     """The chip table of the split stage (``split.parquet``) with at least :data:`SPLIT_COLUMNS`."""
     path = Path(path)
@@ -125,26 +120,16 @@ def _true_colour_bands(src: Any, path: str | Path) -> list[int]:
 def _to_reflectance(
     src: Any, indexes: Sequence[int], stored: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    nodata = src.nodata
-    valid = (
-        np.ones(stored.shape[1:], dtype=bool)
-        if nodata is None
-        else np.all(stored != nodata, axis=0)
-    )
-    scales = np.asarray([src.scales[i - 1] or 1.0 for i in indexes], dtype=np.float32)[
-        :, None, None
-    ]
-    offsets = np.asarray([src.offsets[i - 1] or 0.0 for i in indexes], dtype=np.float32)[
-        :, None, None
-    ]
-    return stored.astype(np.float32) * scales + offsets, valid
+    scales = [src.scales[i - 1] or 1.0 for i in indexes]
+    offsets = [src.offsets[i - 1] or 0.0 for i in indexes]
+    return to_reflectance(stored, scales, offsets), ~nodata_pixels(stored, src.nodata)
 
 
 def read_true_colour(scene_path: str | Path, window: Window) -> tuple[np.ndarray, np.ndarray]:
     """Reflectance of bands B04, B03, B02 in ``window``: ((3, h, w) float32, (h, w) bool valid).
 
     Reflectance is ``stored * scale + offset`` with the GDAL scale/offset of each band; pixels
-    equal to the scene's nodata in any of the three bands are not valid.
+    where all three bands hold the scene's nodata are not valid (:mod:`s2landcover.radiometry`).
     """
     with open_raster(scene_path) as src:
         indexes = _true_colour_bands(src, scene_path)

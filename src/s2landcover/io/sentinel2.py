@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 import re
 import zipfile
 from collections.abc import Callable, Iterable, Mapping
@@ -244,12 +243,6 @@ def _manifest(info: SafeProductInfo) -> str:
         f"  <!-- {info.product_name}: synthetic product written by s2landcover -->\n"
         "</xfdu:XFDU>\n"
     )
-
-
-def grid_size_at(grid10: Grid, resolution: int) -> tuple[int, int]:
-    """Width and height of a band grid at ``resolution`` m covering a 10 m grid (rounded up)."""
-    k = resolution // 10
-    return math.ceil(grid10.width / k), math.ceil(grid10.height / k)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from s2landcover.errors import InputError
+from s2landcover.errors import AcquisitionError, InputError
 from s2landcover.io.atomic import NoSpaceError, no_space_error, require_free_space
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ _MULTIHASH_ALGORITHMS = {0x11: "sha1", 0x12: "sha256", 0x13: "sha512", 0xD5: "md
 _MULTIHASH_ALGORITHMS_BLAKE = {0xB220: "blake2b"}  # 2-byte varint 0xb220 -> blake2b-256
 
 
-class DownloadError(InputError):
+class DownloadError(AcquisitionError):
     """A download that cannot be completed or whose file is corrupt; the message names the URL."""
 
 
@@ -168,7 +168,7 @@ def download_file(
 def _require_http(url: str) -> None:
     """urllib also opens ``file://`` and ``ftp://`` URLs: only HTTP(S) is downloaded here."""
     if not url.lower().startswith(("http://", "https://")):
-        raise DownloadError(f"{url!r} is not an http:// or https:// URL; nothing was downloaded")
+        raise InputError(f"{url!r} is not an http:// or https:// URL; nothing was downloaded")
 
 
 def _discard(part: Path, state_path: Path) -> None:

@@ -25,8 +25,9 @@ from rasterio.errors import RasterioIOError
 from rasterio.windows import Window, from_bounds
 from urllib3.util.retry import Retry
 
+from s2landcover.acquisition.http import DownloadError
+from s2landcover.errors import InputError
 from s2landcover.io.atomic import partial_path, remove_leftovers
-from s2landcover.io.http import DownloadError
 from s2landcover.io.rasters import Grid, geotiff_profile
 
 ROWS_PER_READ = 512  # rows of a window read and written at once (bounds memory)
@@ -94,14 +95,14 @@ def remote_raster_env(
 def vsicurl_path(href: str) -> str:
     """The GDAL path of a remote file (``/vsicurl/https://...``; ``s3://`` becomes ``/vsis3/``).
 
-    Anything else (a local path, ``file://``) raises :class:`DownloadError`: this module reads
+    Anything else (a local path, ``file://``) raises :class:`InputError`: this module reads
     remote files only, so a catalogue cannot make it read a local file.
     """
     if href.lower().startswith(("http://", "https://")):
         return f"/vsicurl/{href}"
     if href.lower().startswith("s3://"):
         return f"/vsis3/{href[5:]}"
-    raise DownloadError(
+    raise InputError(
         f"{href!r} is not an http://, https:// or s3:// URL; only remote rasters are read here"
     )
 
