@@ -13,6 +13,7 @@ include: "workflow/rules/chips.smk"
 include: "workflow/rules/training.smk"
 include: "workflow/rules/prediction.smk"
 include: "workflow/rules/evaluation.smk"
+include: "workflow/rules/dates.smk"
 
 
 rule all:

@@ -65,6 +65,10 @@ def test_every_schema_key_has_type_description_default():
         "classes[].index",
         "classes[].name",
         "classes[].codes",
+        "stacks[].name",
+        "stacks[].scenes",
+        "composites[].name",
+        "composites[].scenes",
     }
     walk(load_config.__globals__["load_schema"](), "")
 
