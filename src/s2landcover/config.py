@@ -310,10 +310,10 @@ def _check_dates(config: dict[str, Any]) -> None:
             f"scenes {unused} have role 'none' (a stack member only) but are in no stack; "
             "give them role 'both', 'train' or 'map', or list them in stacks[].scenes"
         )
-    plain = [b for b in config["bands"] if DATE_SEPARATOR in b]
-    if plain:
+    dated = [b for b in config["bands"] if DATE_SEPARATOR in b]
+    if dated:
         raise ConfigError(
-            f"bands {plain}: give plain band names (B04); stacks make the dated names themselves"
+            f"bands {dated}: give plain band names (B04); stacks make the dated names themselves"
         )
     # One model: every trained-on and mapped input has the bands it is trained on.
     used = [e for e in input_entries(config) if e["role"] != "none"]
