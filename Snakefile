@@ -14,6 +14,7 @@ include: "workflow/rules/training.smk"
 include: "workflow/rules/prediction.smk"
 include: "workflow/rules/baseline.smk"
 include: "workflow/rules/evaluation.smk"
+include: "workflow/rules/dates.smk"
 
 
 rule all:

@@ -379,6 +379,47 @@ def _validity(args: argparse.Namespace, config: dict[str, Any]) -> dict:
     )
 
 
+@_stage(
+    "stack",
+    "stack the scene stacks of several dates of one area into one input (band names say the date)",
+    "s2lc stack --scenes results/scenes/april.tif results/scenes/august.tif"
+    " --dates 2024-04-15 2024-08-15 --out results/scenes/catalonia.tif",
+    needs_config=False,
+)
+def _stack(args: argparse.Namespace, config: dict[str, Any]) -> dict[str, Any]:
+    from s2landcover.dates import write_stack
+
+    return write_stack(args.scenes, args.dates, args.out, names=args.names)
+
+
+@_stage(
+    "stack-validity",
+    "combine the validity rasters of a stack's dates into the stack's validity raster",
+    "s2lc stack-validity --validity results/validity/april.tif results/validity/august.tif"
+    " --scene results/scenes/catalonia.tif --out results/validity/catalonia.tif",
+    needs_config=False,
+)
+def _stack_validity(args: argparse.Namespace, config: dict[str, Any]) -> dict[str, Any]:
+    from s2landcover.dates import combine_validity
+
+    return combine_validity(args.validity, args.scene, args.out, allow_partial=args.allow_partial)
+
+
+@_stage(
+    "composite",
+    "one map of an area from its dated maps (the most reliable date per pixel), with source dates",
+    "s2lc composite --predictions april.tif august.tif --confidence april_confidence.tif"
+    " august_confidence.tif --dates 2024-04-15 2024-08-15 --out catalonia.tif",
+    needs_config=False,
+)
+def _composite(args: argparse.Namespace, config: dict[str, Any]) -> dict[str, Any]:
+    from s2landcover.dates import write_composite
+
+    return write_composite(
+        args.predictions, args.dates, args.out, confidence_paths=args.confidence, names=args.names
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``s2lc`` (one subparser per stage)."""
     parser = argparse.ArgumentParser(prog="s2lc", description=DESCRIPTION)
@@ -535,6 +576,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output validity GeoTIFF")
     p.add_argument("--source-path", help="product path made by the workflow (demo, download)")
     p.add_argument("--scl", help="ingest's SCL band on the scene grid (optional)")
+    p = add("stack")
+    p.add_argument("--scenes", nargs="+", required=True, help="scene stack of each date, in order")
+    p.add_argument("--dates", nargs="+", required=True, help="date of each (YYYY-MM-DD)")
+    p.add_argument("--names", nargs="+", help="scene name of each (tags; default file stems)")
+    p.add_argument("--out", required=True, help="output stacked GeoTIFF")
+    p = add("stack-validity")
+    p.add_argument("--validity", nargs="+", required=True, help="validity raster of each date")
+    p.add_argument("--scene", required=True, help="the stacked scene (its grid)")
+    p.add_argument("--out", required=True, help="output validity GeoTIFF of the stack")
+    p.add_argument(
+        "--allow-partial", action="store_true", help="valid where any date is (default: all)"
+    )
+    p = add("composite")
+    p.add_argument("--predictions", nargs="+", required=True, help="class map of each date")
+    p.add_argument("--confidence", nargs="+", help="confidence raster of each map (optional)")
+    p.add_argument("--dates", nargs="+", required=True, help="date (label) of each map")
+    p.add_argument("--names", nargs="+", help="scene / stack name of each (tags)")
+    p.add_argument("--out", required=True, help="output composite map (and <stem>_source.tif)")
     return parser
 
 

@@ -163,7 +163,7 @@ def _check_cross_sections(config: dict[str, Any]) -> None:
     if overlap:
         raise ConfigError(f"mask.nodata_codes {overlap} are also class codes in the class table")
 
-    scene_names = [s["name"] for s in config["scenes"]]
+    scene_names = [s["name"] for s in input_entries(config)]
     if config["split"]["method"] == "scene":
         named = config["split"]["scenes"]
         unknown = sorted(set(named["train"] + named["val"] + named["test"]) - set(scene_names))
@@ -175,27 +175,190 @@ def _check_cross_sections(config: dict[str, Any]) -> None:
             raise ConfigError("split.method is 'scene' but split.scenes.train is empty")
         not_trained = sorted(
             s["name"]
-            for s in config["scenes"]
+            for s in input_entries(config)
             if s["name"] in named["train"] + named["val"] + named["test"]
-            and s.get("role", "both") == "map"
+            and s.get("role", "both") in ("map", "none")
         )
         if not_trained:
             raise ConfigError(
                 f"split.scenes names scene(s) {not_trained} whose role is 'map' (mapped only, "
                 "never tiled); give them role 'both' or 'train', or leave them out of split.scenes"
             )
-    mapped_only = [s["name"] for s in config["scenes"] if s.get("role", "both") == "map"]
+    mapped_only = [s["name"] for s in input_entries(config) if s.get("role", "both") == "map"]
     if config["task"] == "classification" and mapped_only:
         raise ConfigError(
             f"scenes {mapped_only} have role 'map', but task 'classification' labels the chips of "
             "trained-on scenes only; give them role 'both' or use task 'segmentation'"
         )
-    if not any(s.get("role", "both") in ("train", "both") for s in config["scenes"]):
+    if not any(s.get("role", "both") in ("train", "both") for s in input_entries(config)):
         raise ConfigError(
-            "scenes: no scene has role 'train' or 'both'; at least one scene must be trained on"
+            "scenes: no scene has role 'train' or 'both' (nor any stack); one must be trained on"
         )
 
     check_stride(config["chips"]["stride"], config["tile_size"])
+    _check_dates(config)
+
+
+# --- several dates: stacks and composites (docs/dates.md) ----------------------------------------
+
+DATE_SEPARATOR = ":"
+
+
+def dated_band_names(dates: Sequence[str], bands: Sequence[str]) -> list[str]:
+    """Band names of a stack of dated scenes: every band of the first date, then of the next
+    (``["2024-04-15:B04", "2024-04-15:B08", "2024-08-15:B04", ...]``)."""
+    return [f"{date}{DATE_SEPARATOR}{band}" for date in dates for band in bands]
+
+
+def input_entries(config: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The inputs the downstream stages iterate over: every scene, then every stack (a stack has a
+    name, a role and member ``scenes``; a scene a ``source``)."""
+    return [*config["scenes"], *config.get("stacks", [])]
+
+
+def input_bands(config: Mapping[str, Any], name: str) -> list[str]:
+    """The band names of the input (scene or stack) ``name``: the config's bands for a scene, the
+    dated bands of its members' dates for a stack."""
+    for stack in config.get("stacks", []):
+        if stack["name"] == name:
+            dates = {s["name"]: s.get("date", "") for s in config["scenes"]}
+            return dated_band_names([dates[m] for m in stack["scenes"]], config["bands"])
+    return list(config["bands"])
+
+
+def model_bands(config: Mapping[str, Any]) -> list[str]:
+    """The bands the model is trained on: those of the trained-on inputs (all the same, checked at
+    start by :func:`validate_config`)."""
+    trained = [
+        e["name"] for e in input_entries(config) if e.get("role", "both") in ("train", "both")
+    ]
+    return input_bands(config, trained[0]) if trained else list(config["bands"])
+
+
+def _default_member_roles(config: dict[str, Any]) -> None:
+    """A scene listed in ``stacks[].scenes`` without a role of its own gets role ``none`` (ingested
+    for the stack, not used on its own). Runs before the schema fills ``role: both``."""
+    stacks, scenes = config.get("stacks"), config.get("scenes")
+    if not isinstance(stacks, list) or not isinstance(scenes, list):
+        return
+    members = {
+        m
+        for s in stacks
+        if isinstance(s, dict)
+        for m in (s.get("scenes") or [])
+        if isinstance(m, str)
+    }
+    for scene in scenes:
+        if isinstance(scene, dict) and scene.get("name") in members and "role" not in scene:
+            scene["role"] = "none"
+
+
+def _area_key(source: Mapping[str, Any]) -> tuple[str, str] | None:
+    """What can be told of a scene's area before ingest: the demo area, or a STAC MGRS tile; None
+    for files (their footprints are compared when stacking / compositing)."""
+    if source["type"] == "demo":
+        return ("demo", "")
+    if source["type"] == "stac" and source.get("mgrs_tile"):
+        tile = str(source["mgrs_tile"]).upper().removeprefix("MGRS-").removeprefix("T")
+        return ("MGRS tile", tile)
+    return None
+
+
+def _check_same_area(what: str, members: Sequence[str], sources: Mapping[str, Any]) -> None:
+    keys = {m: _area_key(sources[m]) for m in members}
+    known = {k for k in keys.values() if k is not None}
+    if len(known) > 1 or (known and None in keys.values() and ("demo", "") in known):
+        described = ", ".join(
+            f"{m}: {k[0] + ' ' + k[1] if k else 'a file'}" for m, k in keys.items()
+        )
+        raise ConfigError(
+            f"{what} lists scenes of different areas ({described}); its scenes must cover one area"
+        )
+
+
+def _check_dates(config: dict[str, Any]) -> None:
+    """Stacks and composites against the scene table (whole config, at workflow start)."""
+    scenes = {s["name"]: s for s in config["scenes"]}
+    stacks = {s["name"]: s for s in config.get("stacks", [])}
+    names = [s["name"] for s in config.get("stacks", [])]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ConfigError(f"stacks: duplicate stack name(s) {repeated}")
+    clash = sorted(set(stacks) & set(scenes))
+    if clash:
+        raise ConfigError(
+            f"stacks: name(s) {clash} are also scene names; a stack is used like a scene "
+            "(results/scenes/{name}.tif), so its name must differ"
+        )
+    in_stack = set()
+    for stack in stacks.values():
+        where = f"stacks[{names.index(stack['name'])}] ({stack['name']})"
+        unknown = [m for m in stack["scenes"] if m not in scenes]
+        if unknown:
+            raise ConfigError(f"{where}: unknown scene(s) {unknown}; scenes are {list(scenes)}")
+        dates = [scenes[m]["date"] for m in stack["scenes"]]
+        if not all(dates) or len(set(dates)) != len(dates):
+            raise ConfigError(
+                f"{where}: every member scene needs its own date (scenes[].date, YYYY-MM-DD): "
+                f"the band names say the date; got {dict(zip(stack['scenes'], dates, strict=True))}"
+            )
+        _check_same_area(where, stack["scenes"], {m: scenes[m]["source"] for m in scenes})
+        in_stack.update(stack["scenes"])
+    unused = sorted(n for n, s in scenes.items() if s["role"] == "none" and n not in in_stack)
+    if unused:
+        raise ConfigError(
+            f"scenes {unused} have role 'none' (a stack member only) but are in no stack; "
+            "give them role 'both', 'train' or 'map', or list them in stacks[].scenes"
+        )
+    dated = [b for b in config["bands"] if DATE_SEPARATOR in b]
+    if dated:
+        raise ConfigError(
+            f"bands {dated}: give plain band names (B04); stacks make the dated names themselves"
+        )
+    # One model: every trained-on and mapped input has the bands it is trained on.
+    used = [e for e in input_entries(config) if e["role"] != "none"]
+    bands = {e["name"]: input_bands(config, e["name"]) for e in used}
+    reference = model_bands(config)
+    different = sorted(n for n, b in bands.items() if b != reference)
+    if different:
+        raise ConfigError(
+            f"inputs {different} do not have the bands the model is trained on ({reference[:4]}"
+            f"{'...' if len(reference) > 4 else ''}): one model takes one band list, and a stack's "
+            "band names carry its dates; train and map either plain scenes or stacks of the same "
+            "dates (give the others role 'none', or put them in their own config)"
+        )
+    if config.get("stacks") and config["task"] == "classification":
+        raise ConfigError("stacks are for task 'segmentation' (classification reads scene chips)")
+    if config.get("stacks") and config["ingest"]["include_scl"]:
+        raise ConfigError(
+            "stacks: ingest.include_scl is not supported with stacks (the stack has no SCL band); "
+            "clouds of stacks come from the validity rasters (validity.source)"
+        )
+    # Composites: mapped inputs of one area.
+    mapped = {e["name"]: e for e in used if e["role"] in ("map", "both")}
+    composites = config.get("composites", [])
+    cnames = [c["name"] for c in composites]
+    repeated = sorted({n for n in cnames if cnames.count(n) > 1})
+    if repeated:
+        raise ConfigError(f"composites: duplicate composite name(s) {repeated}")
+    for i, composite in enumerate(composites):
+        where = f"composites[{i}] ({composite['name']})"
+        unmapped = [m for m in composite["scenes"] if m not in mapped]
+        if unmapped:
+            raise ConfigError(
+                f"{where}: {unmapped} are not mapped inputs; a composite takes scenes or stacks "
+                f"with role 'map' or 'both': {sorted(mapped)}"
+            )
+        sources = {
+            m: (scenes[m]["source"] if m in scenes else scenes[stacks[m]["scenes"][0]]["source"])
+            for m in composite["scenes"]
+        }
+        _check_same_area(where, composite["scenes"], sources)
+        if not config["prediction"]["confidence"]:
+            raise ConfigError(
+                f"{where}: a composite ranks the dates by the prediction's confidence; set "
+                "prediction.confidence: true"
+            )
 
 
 def _check_semantics(config: dict[str, Any]) -> None:
@@ -218,6 +381,7 @@ def validate_config(config: Mapping[str, Any], source: str = "config") -> dict[s
     if not isinstance(config, Mapping):
         raise ConfigError(f"{source}: the configuration must be a mapping of keys, got {config!r}")
     filled = copy.deepcopy(dict(config))
+    _default_member_roles(filled)
     schema = load_schema()
     validator = _DefaultFillingValidator(schema)
     errors = sorted(validator.iter_errors(filled), key=lambda e: (len(e.absolute_path), e.path))

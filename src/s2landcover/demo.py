@@ -14,8 +14,9 @@ at any resolution without ever holding the whole map:
 Codes follow ESA WorldCover (10 tree cover, 30 grassland, 40 cropland, 50 built-up, 60 bare,
 80 water), the default class table of the config. The SAFE products mix per-class Sentinel-2 spectra
 by the class fractions of each 10 m pixel (computed from the 1 m map), vary them per field / patch
-and with the acquisition date (phenology of four crop types), and add noise. Everything is
-deterministic for ``demo.seed`` (and the scene name for the scene's own noise).
+and with the acquisition date (phenology of four crop types, grass drying in summer, deciduous
+trees leafless until late April; water, built-up and bare soil stay the same), and add noise.
+Everything is deterministic for ``demo.seed`` (and the scene name for the scene's own noise).
 """
 
 from __future__ import annotations
@@ -178,6 +179,21 @@ SPECTRA = {
         0.300,
         0.390,
         0.340,
+    ],
+    # Leafless deciduous canopy: bark and branches over leaf litter (brown, low NIR).
+    "leafless": [
+        0.045,
+        0.045,
+        0.060,
+        0.075,
+        0.095,
+        0.125,
+        0.140,
+        0.155,
+        0.165,
+        0.165,
+        0.210,
+        0.160,
     ],
     "sand": [0.160, 0.180, 0.230, 0.280, 0.300, 0.320, 0.330, 0.340, 0.350, 0.350, 0.400, 0.350],
     "built": [0.110, 0.115, 0.125, 0.135, 0.150, 0.165, 0.175, 0.185, 0.190, 0.185, 0.210, 0.190],
@@ -584,6 +600,14 @@ def crop_state(crop: np.ndarray, doy: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return green, golden
 
 
+def deciduous_leaf_cover(doy: float) -> float:
+    """Leaf cover (0..1) of deciduous broadleaf trees on day of year ``doy``: leaf-out centred on
+    day 118 (late April), leaf fall on day 300 (late October); 0.5 on those days."""
+    out = 1 / (1 + math.exp(-(doy - 118) / 7.0))
+    fall = 1 / (1 + math.exp(-(doy - 300) / 9.0))
+    return float(out * (1 - fall))
+
+
 @dataclass(frozen=True)
 class _SceneLook:
     doy: int
@@ -621,18 +645,20 @@ def simulate_reflectance(
     soil = _spectrum("brown_soil") * (1 - golden) + _spectrum("golden_stubble") * golden
     crop_refl = _spectrum("green_crop") * green + soil * (1 - green)
     crop_refl *= (0.92 + 0.16 * u_bright)[None]
-    # Grassland: greener in spring, drier in summer, per field.
+    # Grassland: green in spring, dry in the Mediterranean summer, per field.
     grass_green = np.clip(
-        0.55 + 0.3 * _bump(np.asarray(look.doy, float), 120, 70) + (u_type - 0.5) * 0.2, 0, 1
+        0.35 + 0.55 * _bump(np.asarray(look.doy, float), 120, 60) + (u_type - 0.5) * 0.2, 0, 1
     )
     grass_refl = _spectrum("grass_green") * grass_green + _spectrum("dry_grass") * (1 - grass_green)
     grass_refl = grass_refl * (0.93 + 0.14 * u_bright)[None]
-    # Forest: broadleaf / conifer mix from a smooth field, canopy texture.
+    # Forest: broadleaf / conifer mix from a smooth field, canopy texture. Broadleaf trees are
+    # deciduous: leafless branches over litter in winter and early spring (leaf-out mid April to
+    # early May, leaf fall in late October); conifers stay green.
     broadleaf = (1 / (1 + np.exp(-2.0 * forest_type))).astype(np.float32)[None]
     season = 0.9 + 0.1 * _bump(np.asarray(look.doy, float), 190, 60)
-    forest_refl = _spectrum("broadleaf") * broadleaf * season + _spectrum("conifer") * (
-        1 - broadleaf
-    )
+    leaves = deciduous_leaf_cover(float(look.doy))
+    canopy = _spectrum("broadleaf") * season * leaves + _spectrum("leafless") * (1 - leaves)
+    forest_refl = canopy * broadleaf + _spectrum("conifer") * (1 - broadleaf)
     forest_refl = forest_refl * (1 + 0.08 * texture)[None]
     # Built-up: roofs and streets with gardens, strongly textured.
     gardens = np.clip(0.25 + 0.12 * texture + 0.1 * rng.standard_normal(shape), 0, 0.7)[None]

@@ -8,6 +8,7 @@ from s2landcover.config import (
     ConfigError,
     RUNTIME_KEYS,
     config_subset,
+    model_bands,
     section_json,
     validate_config,
 )
@@ -29,11 +30,19 @@ SCENE_ENTRIES = {scene["name"]: scene for scene in config["scenes"]}
 SCENES = list(SCENE_ENTRIES)
 SCENE_SOURCES = {name: scene["source"] for name, scene in SCENE_ENTRIES.items()}
 STAC_SCENES = [name for name, source in SCENE_SOURCES.items() if source["type"] == "stac"]
-# scenes[].role: `both` scenes are tiled, trained on, mapped and evaluated; `train` ones are only
-# tiled and trained on; `map` ones are only mapped (no mask needed).
-TRAIN_SCENES = [n for n, s in SCENE_ENTRIES.items() if s["role"] in ("train", "both")]
-MAP_SCENES = [n for n, s in SCENE_ENTRIES.items() if s["role"] in ("map", "both")]
-EVAL_SCENES = [n for n, s in SCENE_ENTRIES.items() if s["role"] == "both"]
+# Stacked dates (workflow/rules/dates.smk, docs/dates.md): a stack is an input like a scene
+# (results/scenes/{stack}.tif), made from its member scenes, which are ingested but used on their
+# own only when their role says so (`none` by default).
+STACK_ENTRIES = {stack["name"]: stack for stack in config["stacks"]}
+STACKS = list(STACK_ENTRIES)
+COMPOSITE_ENTRIES = {composite["name"]: composite for composite in config["composites"]}
+# scenes[].role (and stacks[].role): `both` inputs are tiled, trained on, mapped and evaluated;
+# `train` ones are only tiled and trained on; `map` ones are only mapped (no mask needed); `none`
+# ones (stack members) only ingested.
+INPUT_ENTRIES = {**SCENE_ENTRIES, **STACK_ENTRIES}
+TRAIN_SCENES = [n for n, s in INPUT_ENTRIES.items() if s["role"] in ("train", "both")]
+MAP_SCENES = [n for n, s in INPUT_ENTRIES.items() if s["role"] in ("map", "both")]
+EVAL_SCENES = [n for n, s in INPUT_ENTRIES.items() if s["role"] == "both"]
 TILE = config["tile_size"]
 MODEL = config["model"]["name"]
 RESULTS = "results"
@@ -57,7 +66,7 @@ CONDA_ENV = "../../environment.yml"
 
 
 wildcard_constraints:
-    scene="|".join(SCENES),
+    scene="|".join(SCENES + STACKS),
     tile=r"\d+",
     model=r"[A-Za-z0-9_.-]+",
 
@@ -208,7 +217,12 @@ def final_outputs():
             f"{RESULTS}/predictions/{prefix}/chips/metrics.json",
         ]
     evaluation = [f"{RESULTS}/evaluation/{prefix}/report.html"] if EVAL_SCENES else []
-    return [*expand(f"{RESULTS}/predictions/{prefix}/{{scene}}.tif", scene=MAP_SCENES), *evaluation]
+    composites = expand(f"{RESULTS}/composites/{prefix}/{{name}}.tif", name=COMPOSITE_ENTRIES)
+    return [
+        *expand(f"{RESULTS}/predictions/{prefix}/{{scene}}.tif", scene=MAP_SCENES),
+        *evaluation,
+        *composites,
+    ]
 
 
 def chip_stores(wildcards):
@@ -261,11 +275,14 @@ def pixel_baseline_sections():
     """The sections the pixel baseline's training reads, one param each (model: architecture
     pixel_gbm with model.pixel; training: the seed), so that changing the network's settings does
     not re-train the baseline."""
-    return {
+    sections = {
         name: section_json(name, value)
         for name, value in baseline_rule_config(config).items()
         if name != "tile_size"  # resolved from the path: tile_size_section
     }
+    # The bands of the trained-on inputs (a stack's dated names), as for the network.
+    sections["bands"] = section_json("bands", model_bands(config))
+    return sections
 
 
 def pixel_baseline_maps(wildcards):
@@ -287,3 +304,61 @@ def pixel_baseline_arg(wildcards, input):
         return ""
     paths = [paths] if isinstance(paths, str) else list(paths)
     return "--baseline-predictions " + " ".join(shlex.quote(str(path)) for path in paths)
+
+
+# Several dates (workflow/rules/dates.smk, docs/dates.md).
+def model_bands_section(wildcards):
+    """The `bands` section training gets: the bands of the trained-on inputs (the dated names of
+    a stack, such as 2024-04-15:B04; the config's bands otherwise)."""
+    return section_json("bands", model_bands(config))
+
+
+def stack_members(wildcards):
+    return expand(
+        "{results}/scenes/{scene}.tif",
+        results=RESULTS,
+        scene=STACK_ENTRIES[wildcards.stack]["scenes"],
+    )
+
+
+def stack_member_validity(wildcards):
+    return expand(
+        "{results}/validity/{scene}.tif",
+        results=RESULTS,
+        scene=STACK_ENTRIES[wildcards.stack]["scenes"],
+    )
+
+
+def stack_dates(wildcards):
+    """The member scenes' dates, in stack order (quoted arguments)."""
+    members = STACK_ENTRIES[wildcards.stack]["scenes"]
+    return " ".join(shlex.quote(SCENE_ENTRIES[m]["date"]) for m in members)
+
+
+def stack_names(wildcards):
+    return " ".join(shlex.quote(m) for m in STACK_ENTRIES[wildcards.stack]["scenes"])
+
+
+def input_date(name):
+    """The date label of a scene, or of a stack its dates joined by '+'."""
+    if name in STACK_ENTRIES:
+        return "+".join(SCENE_ENTRIES[m]["date"] for m in STACK_ENTRIES[name]["scenes"])
+    return SCENE_ENTRIES[name]["date"] or name
+
+
+def composite_predictions(wildcards):
+    prefix = f"{RESULTS}/predictions/size{wildcards.tile}/{wildcards.model}"
+    members = COMPOSITE_ENTRIES[wildcards.composite]["scenes"]
+    return {
+        "predictions": [f"{prefix}/{m}.tif" for m in members],
+        "confidence": [f"{prefix}/{m}_confidence.tif" for m in members],
+    }
+
+
+def composite_dates(wildcards):
+    members = COMPOSITE_ENTRIES[wildcards.composite]["scenes"]
+    return " ".join(shlex.quote(input_date(m)) for m in members)
+
+
+def composite_names(wildcards):
+    return " ".join(shlex.quote(m) for m in COMPOSITE_ENTRIES[wildcards.composite]["scenes"])

@@ -15,7 +15,9 @@ rule train_model:
         metrics=f"{RESULTS}/models/size{{tile}}/{{model}}/metrics.csv",
         curves=f"{RESULTS}/models/size{{tile}}/{{model}}/curves.png",
     params:
-        **sections("model", "training", "classes", "bands", "task", "classification"),
+        **sections("model", "training", "classes", "task", "classification"),
+        # The trained-on inputs' bands: the dated names of a stack (common.smk).
+        bands=model_bands_section,
         tile_size=tile_size_section,
         chips_root=lambda wildcards: f"{RESULTS}/chips/size{wildcards.tile}",
         out_dir=lambda wildcards, output: str(Path(output.model).parent),

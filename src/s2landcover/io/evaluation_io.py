@@ -109,6 +109,11 @@ def _true_colour_bands(src: Any, path: str | Path) -> list[int]:
     indexes = []
     for name in TRUE_COLOUR_BANDS:
         if name not in descriptions:
+            # A stack of dates (band names "2024-04-15:B04"): the first date's band.
+            dated = [d for d in descriptions if d.split(":")[-1] == name and ":" in d]
+            if dated:
+                indexes.append(descriptions.index(dated[0]) + 1)
+                continue
             raise InputError(
                 f"scene {path} has no band described as {name} (band descriptions {descriptions}); "
                 f"true colour needs {list(TRUE_COLOUR_BANDS)}"
