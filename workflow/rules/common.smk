@@ -287,3 +287,53 @@ def pixel_baseline_arg(wildcards, input):
         return ""
     paths = [paths] if isinstance(paths, str) else list(paths)
     return "--baseline-predictions " + " ".join(shlex.quote(str(path)) for path in paths)
+
+
+# Evaluation outputs (workflow/rules/evaluation.smk) and what Snakemake's report shows of them.
+EVALUATION = f"{RESULTS}/evaluation/size{{tile}}/{{model}}"
+PROVENANCE_SECTIONS = sections(
+    *(
+        n
+        for n in config
+        if n not in ("evaluation", "classes", "scenes", "compute", "download")
+    )
+)
+# Their --config-json arguments (one quoted JSON object per section).
+PROVENANCE_ARGS = " ".join(
+    f"{{params.provenance_{name}:q}}" for name in PROVENANCE_SECTIONS
+)
+
+
+def evaluation_figures():
+    """The figures and the key-numbers table that evaluate writes beside report.html, flagged for
+    Snakemake's report (snakemake --report report.zip; captions in workflow/report/)."""
+
+    def flagged(name, caption, subcategory, **labels):
+        return report(
+            f"{EVALUATION}/{name}",
+            caption=f"../report/{caption}.rst",
+            category="Evaluation",
+            subcategory=subcategory,
+            labels={"model": "{model}", "figure": name, **labels},
+        )
+
+    outputs = {
+        "key_numbers": flagged("key_numbers.tsv", "key_numbers", "Key numbers"),
+        "confusion": flagged("confusion_matrix.png", "confusion_matrix", "Key numbers"),
+        "curves": report(
+            f"{EVALUATION}/training_curves.png",
+            caption="../report/training_curves.rst",
+            category="Training",
+            subcategory="U-Net",
+            labels={"model": "{model}", "figure": "training_curves.png"},
+        ),
+    }
+    if PIXEL_BASELINE:
+        outputs["baselines"] = flagged("baselines.png", "baselines", "Key numbers")
+    if config["evaluation"]["sample_chips"] > 0:
+        outputs["samples"] = flagged("samples.png", "samples", "Maps", scene="several")
+    for scene in EVAL_SCENES:
+        outputs[f"overview_{scene}"] = flagged(
+            f"overview_{scene}.png", "overview", "Maps", scene=scene
+        )
+    return outputs
