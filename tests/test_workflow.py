@@ -149,6 +149,21 @@ def test_report_zip_holds_the_flagged_outputs(finished_run, tmp_path):
 
 
 @pytest.mark.workflow
+def test_qgis_styles_are_declared_outputs(finished_run):
+    """The .qml styles beside the scene, the mask and the prediction are outputs of their jobs
+    (the run would have failed were one not written): --summary lists them."""
+    result = snakemake(finished_run, "--summary", timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for style in (
+        "results/scenes/demo.qml",
+        "results/masks/demo.qml",
+        "results/predictions/size64/tiny/demo.qml",
+    ):
+        assert style in result.stdout, style
+        assert (finished_run / style).is_file()
+
+
+@pytest.mark.workflow
 def test_run_prints_epochs_and_a_closing_summary(finished_run):
     """The terminal shows a line per epoch as training runs and, at the end, each map, the report
     and its headline metrics; the training log holds Lightning's lines once, no progress bars."""

@@ -154,12 +154,18 @@ def scl_input_arg(wildcards, input):
     return f"--scl {shlex.quote(input.scl)}" if input.get("scl") else ""
 
 
+def qml(path):
+    """The QGIS style a stage writes beside a raster: ``<stem>.qml`` (io/qgis_styles.py)."""
+    return str(Path(path).with_suffix(".qml"))
+
+
 def ingest_outputs():
     """The scene stack, and the SCL band beside it when ingest.include_scl is set."""
     outputs = {"stack": f"{RESULTS}/scenes/{{scene}}.tif"}
     if config["ingest"]["include_scl"]:
         outputs["scl"] = f"{RESULTS}/scenes/{{scene}}_scl.tif"
-    return outputs
+    # The QGIS style ingest writes beside each raster (<stem>.qml, s2landcover/io/stack.py).
+    return {**outputs, **{f"{k}_style": qml(v) for k, v in outputs.items()}}
 
 
 def prediction_outputs():
@@ -168,7 +174,8 @@ def prediction_outputs():
     outputs = {"classes": f"{prefix}.tif"}
     if config["prediction"]["confidence"]:
         outputs["confidence"] = f"{prefix}_confidence.tif"
-    return outputs
+    # The QGIS style predict writes beside each raster (<stem>.qml, io/prediction_writer.py).
+    return {**outputs, **{f"{k}_style": qml(v) for k, v in outputs.items()}}
 
 
 def mask_source(wildcards):
