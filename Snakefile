@@ -5,6 +5,9 @@
 configfile: "config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/scenes.smk"
 include: "workflow/rules/validity.smk"
@@ -21,3 +24,10 @@ rule all:
     default_target: True
     input:
         final_outputs(),
+
+
+onsuccess:
+    # Where the maps and the report are, and the headline metrics (s2landcover/run_summary.py).
+    from s2landcover.run_summary import run_summary
+
+    sys.stderr.write(run_summary(final_outputs()) + "\n")

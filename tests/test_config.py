@@ -214,12 +214,12 @@ def _job_argv(command: str, config: dict, scene: str) -> list[str]:
     """The argument list the rule's shell command gives ``s2lc`` for ``scene``: each
     ``{params.<section>:q}`` becomes that section's JSON as common.smk makes it (one scene of the
     scene table, tile_size from the path), other placeholders plain values."""
-    command = command.split(" 2> ")[0]
+    command = re.split(r" 2>", command)[0]  # the log redirection (and a tee to the terminal)
 
     def value(match: re.Match) -> str:
         name = match.group(1)
         if name.startswith("params."):
-            section = name.removeprefix("params.")
+            section = name.removeprefix("params.").removeprefix("provenance_")
             if section == "scenes":
                 entry = next(s for s in config["scenes"] if s["name"] == scene)
                 entry = {k: v for k, v in entry.items() if k != "role"}

@@ -78,6 +78,7 @@ def finished_run(tmp_path_factory) -> Path:
         else ""
     )
     assert result.returncode == 0, result.stderr[-5000:] + logs
+    (workdir / "snakemake_terminal.txt").write_text(result.stdout + result.stderr)  # as shown
     return workdir
 
 
@@ -119,6 +120,71 @@ def test_full_run_writes_prediction_on_the_scene_grid(finished_run):
     assert metrics["clouds"]["scenes"]["demo"]["source"] == "scl"
     assert (finished_run / "results/validity/demo.tif").exists()
     assert metrics["baselines"]["pixel"]["areas"]["val"]["pixels"] > 0  # evaluation.pixel_baseline
+
+
+REPORTED = [  # evaluate_model's outputs flagged with report() (workflow/rules/evaluation.smk)
+    "report.html",
+    "key_numbers.tsv",
+    "confusion_matrix.png",
+    "baselines.png",
+    "training_curves.png",
+    "samples.png",
+    "overview_demo.png",
+]
+
+
+@pytest.mark.workflow
+def test_report_zip_holds_the_flagged_outputs(finished_run, tmp_path):
+    """`snakemake --report report.zip` on a finished run: the zip holds every flagged output."""
+    import zipfile
+
+    zip_path = tmp_path / "report.zip"
+    result = snakemake(finished_run, "--report", str(zip_path), timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    names = zipfile.ZipFile(zip_path).namelist()
+    for name in REPORTED:
+        assert any(n.endswith(f"/{name}") for n in names), (name, names)
+    catalog = yaml.safe_load((ROOT / ".snakemake-workflow-catalog.yml").read_text())
+    assert catalog["usage"]["report"] is True
+
+
+@pytest.mark.workflow
+def test_qgis_styles_are_declared_outputs(finished_run):
+    """The .qml styles beside the scene, the mask and the prediction are outputs of their jobs
+    (the run would have failed were one not written): --summary lists them."""
+    result = snakemake(finished_run, "--summary", timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for style in (
+        "results/scenes/demo.qml",
+        "results/masks/demo.qml",
+        "results/predictions/size64/tiny/demo.qml",
+    ):
+        assert style in result.stdout, style
+        assert (finished_run / style).is_file()
+
+
+@pytest.mark.workflow
+def test_run_prints_epochs_and_a_closing_summary(finished_run):
+    """The terminal shows a line per epoch as training runs and, at the end, each map, the report
+    and its headline metrics; the training log holds Lightning's lines once, no progress bars."""
+    terminal = (finished_run / "snakemake_terminal.txt").read_text()
+    assert re.search(
+        r"epoch 1/1, train loss [\d.]+, .*val mIoU [\d.]+, .*[\d.]+ s/epoch, done", terminal
+    )
+    summary = terminal[terminal.index("s2-landcover: run finished.") :]
+    assert "map  demo: results/predictions/size64/tiny/demo.tif" in summary
+    assert "report: results/evaluation/size64/tiny/report.html" in summary
+    metrics = json.loads((finished_run / "results/evaluation/size64/tiny/metrics.json").read_text())
+    val = metrics["areas"]["val"]["miou"]
+    assert f"validation {val:.3f} (pixel baseline " in summary
+    log = (finished_run / "results/logs/train_model/size64/tiny.log").read_text()
+    assert log.count("GPU available") == 1 and "epoch 1/1" in log and "\r" not in log
+    mask_log = (finished_run / "results/logs/downsample_mask/demo.log").read_text()
+    assert re.search(r"mask demo.tif: \d+/\d+ windows \(100 %\), .*done", mask_log)
+    html = (finished_run / "results/evaluation/size64/tiny/report.html").read_text()
+    provenance = html[html.index("id='provenance'") :]
+    assert "2024-06-15" in provenance and "1 of 1 configured" in provenance
+    assert "train_model" in provenance  # time per stage, from the benchmark files
 
 
 @pytest.mark.workflow

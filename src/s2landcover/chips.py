@@ -77,6 +77,7 @@ from s2landcover.io.chipstore import (
     write_table,
 )
 from s2landcover.io.rasters import Grid, atomic_path, grid_of, open_raster
+from s2landcover.progress import ProgressLog
 from s2landcover.validity import chip_validity_stats, invalid_pixels
 
 log = logging.getLogger(__name__)
@@ -234,6 +235,7 @@ def tile_scene(
     )  # fmt: skip
 
     local = threading.local()
+    progress = ProgressLog(f"tiling {scene_name}", count, "chips")
     opened: list[Any] = []
     lock = threading.Lock()
 
@@ -284,6 +286,7 @@ def tile_scene(
                 record.update(scl_fractions(scl_strip[:, c0 : c0 + tile_size]))
             records.append(record)
         writer.write(int(starts[row_number]), images, masks)
+        progress.advance(len(windows))
         return records
 
     def tile_rows(row_numbers: Sequence[int]) -> list[list[dict[str, Any]]]:

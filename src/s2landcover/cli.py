@@ -285,6 +285,7 @@ def _train(args: argparse.Namespace, config: dict[str, Any]) -> dict:
         devices=args.devices or config["training"]["devices"],
         strategy=args.strategy or config["training"]["strategy"],
         num_nodes=args.num_nodes,
+        progress=sys.stderr.isatty(),  # bars in a terminal; in a log file, a line per epoch
     )
 
 
@@ -357,6 +358,8 @@ def _evaluate(args: argparse.Namespace, config: dict[str, Any]) -> dict:
         config["evaluation"],
         validity=by_scene(args.validity) if args.validity else None,
         baseline_predictions=by_scene(args.baseline_predictions or []),
+        run_config=dict(config),  # the report's provenance block shows it
+        benchmarks_dir=args.benchmarks,
     )
 
 
@@ -569,6 +572,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--validity", nargs="*", help="validity raster per scene ({scene}.tif)")
     p.add_argument(
         "--baseline-predictions", nargs="*", help="the pixel baseline's GeoTIFF per scene"
+    )
+    p.add_argument(
+        "--benchmarks", help="Snakemake's benchmark folder (results/benchmarks): time per stage"
     )
     p = add("validity")
     p.add_argument("--scene-name", required=True, help="scene name in the scene table")

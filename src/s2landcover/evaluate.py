@@ -27,6 +27,7 @@ Outputs in ``results/evaluation/size{tile}/{model}/``: ``metrics.json``, ``confu
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -433,6 +434,34 @@ def baseline_series(
     return result
 
 
+KEY_NUMBERS_FILE = "key_numbers.tsv"
+
+
+def key_numbers_tsv(metrics: Mapping[str, Any]) -> str:
+    """Tab-separated key numbers (Snakemake's report shows them as a table): a row per area with
+    the model's mIoU, overall accuracy, mean F1 and pixels, each baseline's mIoU on the same
+    pixels, then the IoU of each class. Empty cells: not defined (no pixels)."""
+
+    def cell(value: Any) -> str:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return ""
+        return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+    class_names = list(metrics["class_names"])
+    baselines = metrics.get("baselines", {})
+    shown = [b for b in ("pixel", "majority") if baselines.get(b, {}).get("areas")]
+    header = ["area", "miou", "overall_accuracy", "mean_f1", "pixels"]
+    header += [f"{b}_baseline_miou" for b in shown] + [f"iou_{n}" for n in class_names]
+    lines = ["\t".join(header)]
+    for area in ("val", "test", WHOLE_SCENE):
+        m = metrics["areas"][area]
+        row = [area, *(cell(m.get(k)) for k in ("miou", "overall_accuracy", "mean_f1", "pixels"))]
+        row += [cell(baselines[b]["areas"][area].get("miou")) for b in shown]
+        row += [cell(m["per_class"][n]["iou"]) for n in class_names]
+        lines.append("\t".join(row))
+    return "\n".join(lines) + "\n"
+
+
 # --- sample chips ---------------------------------------------------------------------------------
 
 
@@ -522,6 +551,8 @@ def evaluate_model(
     window_size: int = DEFAULT_WINDOW_SIZE,
     validity: Mapping[str, Path] | None = None,
     baseline_predictions: Mapping[str, Path] | None = None,
+    run_config: Mapping[str, Any] | None = None,
+    benchmarks_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate the predicted maps of a run against the masks; write metrics, figures, report.
 
@@ -532,6 +563,12 @@ def evaluate_model(
     Memory: one ``window_size``² window of two uint8 rasters plus the sample chips and the decimated
     overviews (``evaluation.overview_size`` pixels a side), independent of scene size.
     ``validity`` maps scene names to validity rasters (None or empty: clouds not screened).
+    ``run_config`` (the validated config sections of the run) and ``benchmarks_dir`` (Snakemake's
+    benchmark files) feed the report's provenance block (:mod:`s2landcover.provenance`).
+    Besides ``report.html`` and ``metrics.json`` it writes ``key_numbers.tsv`` (a row per area),
+    ``confusion_matrix.png``, ``training_curves.png`` (when ``metrics.csv`` exists),
+    ``overview_<scene>.png``, ``samples.png`` (when ``evaluation.sample_chips`` > 0) and
+    ``baselines.png`` (when ``baseline_predictions`` are given).
     Returns a summary: mIoU and overall accuracy per area and the paths written.
 
     Raises:
@@ -540,6 +577,7 @@ def evaluate_model(
             says whether the check matched or could not be made (``"unknown"``: no record).
     """
     from s2landcover import plots, report
+    from s2landcover.provenance import collect_provenance
 
     del chips_root  # windows come from the split table; the chip store holds the same pixels
     out_dir = Path(out_dir)
@@ -638,7 +676,7 @@ def evaluate_model(
         )
     )
     comparison = baseline_series(metrics, class_names)
-    if comparison and metrics["baselines"]["pixel"]["areas"]:  # the majority alone: tables only
+    if baseline_predictions:  # the majority alone: tables only
         figures["baselines.png"] = plots.figure_png(
             plots.baseline_comparison_figure(comparison, class_names)
         )
@@ -667,7 +705,7 @@ def evaluate_model(
     sample_table, sample_split = select_sample_chips(
         split_table[split_table["scene"].isin(names)], int(evaluation_cfg.get("sample_chips", 6)), k
     )
-    if len(sample_table):
+    if len(sample_table) or int(evaluation_cfg.get("sample_chips", 6)) > 0:
         samples = []
         for chip in sample_table.itertuples(index=False):
             window = Window(int(chip.col_off), int(chip.row_off), int(chip.width), int(chip.height))
@@ -688,6 +726,8 @@ def evaluate_model(
         eio.write_bytes(out_dir / name, data)
     metrics["figures"] = sorted(figures)
     metrics["training_data"] = training_data
+    metrics["provenance"] = collect_provenance(run_config, model_dir, scenes, benchmarks_dir)
+    eio.write_text_file(out_dir / KEY_NUMBERS_FILE, key_numbers_tsv(metrics))
     eio.write_json_file(metrics, out_dir / "metrics.json")
     html = report.report_html(
         metrics, figures, title=f"Land-cover evaluation: {out_dir.parent.name}/{out_dir.name}"

@@ -42,7 +42,6 @@ import numpy as np
 from rasterio.enums import Resampling
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
-from tqdm import tqdm
 
 from s2landcover.classes import NODATA_CLASS, ClassTable
 from s2landcover.errors import InputError
@@ -57,6 +56,7 @@ from s2landcover.io.warp import (
     write_mask,
 )
 from s2landcover.parallel import window_executor
+from s2landcover.progress import ProgressLog
 
 log = logging.getLogger(__name__)
 
@@ -381,7 +381,7 @@ def downsample_mask(
             block_size, error_threshold).
         threads: worker threads (output windows in parallel) when ``scheduler_address`` is
             None.
-        progress: show a progress bar on stderr.
+        progress: log progress lines with an ETA (:mod:`s2landcover.progress`).
         scheduler_address: ``compute.dask_scheduler``: None for local threads, or the address of
             a dask.distributed scheduler whose workers fill the windows (see
             :mod:`s2landcover.parallel`; the map must be on a file system the workers see, under
@@ -443,20 +443,13 @@ def downsample_mask(
     ):
         # Local threads share this process's handles; a dask worker opens its own (by path).
         filler.source = None if scheduler_address else source
-        bar = tqdm(
-            total=len(windows),
-            desc=f"mask {Path(out_path).name}",
-            unit="window",
-            disable=not progress or len(windows) < 4,
-            mininterval=2.0,
-        )
+        bar = ProgressLog(f"mask {Path(out_path).name}", len(windows), "windows", enabled=progress)
         in_flight = 2 * threads if not scheduler_address else MAX_WINDOWS_IN_FLIGHT
         results = _bounded_map(executor, filler, windows, in_flight)
         for result in results:
             tally.add(result)
             dst.write(result.classes, 1, window=result.window)
-            bar.update(1)
-        bar.close()
+            bar.advance()
         unknown = remapper.unknown_codes(tally.code_pixels)
         if unknown and mask_cfg.get("unknown_codes", "error") != "nodata":
             raise InputError(format_unknown_codes(source_path, unknown, classes))

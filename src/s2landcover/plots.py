@@ -214,6 +214,9 @@ def baseline_comparison_figure(
     groups = [*class_names, "mIoU"]
     figure = new_figure(max(6.0, 1.0 + 0.9 * len(groups)) * len(series) ** 0.5 + 1, 3.6)
     axes_list = figure.subplots(1, max(1, len(series)), squeeze=False).ravel()
+    if not series:  # neither a validation nor a test area with pixels: nothing to compare on
+        axes_list[0].set_axis_off()
+        axes_list[0].text(0.5, 0.5, "no validation or test pixels", ha="center", va="center")
     for axes, (title, by_series) in zip(axes_list, series.items(), strict=False):
         names = [n for n in BASELINE_STYLES if n in by_series]
         width = 0.8 / max(1, len(names))
@@ -261,6 +264,7 @@ def training_curves_figure(
     for ax, ylabel, columns in panels:
         drawn = [plot(ax, column, label) for column, label in columns]
         _finish_curve_axes(ax, ylabel, any(drawn), epochs)
+    _loss_scale(axes[0], table)
     drawn = []
     for i, name in enumerate(class_names):
         style = {"color": colors[i]} if i < len(colors) else {}
@@ -271,6 +275,27 @@ def training_curves_figure(
     figure.suptitle("Training curves (metrics.csv)", fontsize=11)
     figure.subplots_adjust(left=0.05, right=0.99, bottom=0.13, top=0.88, wspace=0.22)
     return figure
+
+
+def _loss_scale(ax, table: pd.DataFrame) -> None:
+    """Log scale on the loss axis when every loss is positive (one validation spike then does not
+    flatten the rest); otherwise the axis is clipped to the losses' 1-95 % percentile range
+    widened by a quarter, so a spike runs off the top."""
+    values = np.concatenate(
+        [table[c].to_numpy(dtype=float) for c in ("train_loss", "val_loss") if c in table.columns]
+        or [np.array([])]
+    )
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return
+    if (values > 0).all():
+        ax.set_yscale("log")
+        ax.set_ylabel("loss (log scale)")
+        return
+    low, high = np.percentile(values, [1, 95])
+    pad = 0.25 * (high - low) or 1.0
+    ax.set_ylim(low - pad, high + pad)
+    ax.set_ylabel("loss (clipped at the 95th percentile)")
 
 
 def _finish_curve_axes(ax, ylabel: str, drawn: bool, epochs: np.ndarray) -> None:
@@ -315,6 +340,10 @@ def sample_chips_figure(
     rows = max(1, len(samples))
     figure = new_figure(3 * panel + 0.4, rows * (panel + 0.35) + legend + 1.0)
     axes = np.atleast_2d(figure.subplots(rows, 3, squeeze=False))
+    if not samples:
+        for ax in axes[0]:
+            ax.set_axis_off()
+        axes[0, 1].text(0.5, 0.5, "no chips to show", ha="center", va="center")
     for row, sample in enumerate(samples):
         accuracy = chip_accuracy(sample.reference, sample.prediction)
         _show(axes[row, 0], sample.true_colour, f"{sample.title}\ntrue colour (B04 B03 B02)")

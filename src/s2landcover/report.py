@@ -8,6 +8,7 @@ opens in any browser, offline, and can be mailed or archived as one file.
 from __future__ import annotations
 
 import base64
+import json
 import math
 from collections.abc import Mapping, Sequence
 from html import escape
@@ -224,6 +225,83 @@ def clouds_section(clouds: Mapping[str, Any] | None) -> str:
     return "<table>" + "".join(rows) + f"</table><p>{escape(note)}</p>"
 
 
+def _list(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+def provenance_section(provenance: Mapping[str, Any] | None) -> str:
+    """HTML: what made the maps (``provenance`` of metrics.json, see
+    :mod:`s2landcover.provenance`): config digest, package versions, git commit, bands, epochs,
+    scene dates, time per stage, and the config itself (folded)."""
+    if not provenance:
+        return "<p class='note'>No provenance recorded.</p>"
+    model = provenance.get("model", {})
+    epochs = model.get("epochs_trained", "unknown")
+    if provenance.get("epochs_configured") is not None:
+        epochs = f"{epochs} of {provenance['epochs_configured']} configured"
+    if model.get("best_epoch") is not None:
+        epochs = f"{epochs}; model.pt from epoch {model['best_epoch']}"
+    rows = [
+        ("config SHA-256", f"<code>{escape(str(provenance.get('config_sha256')))}</code>"),
+        ("git commit", f"<code>{escape(str(provenance.get('git_commit')))}</code>"),
+        (
+            "model",
+            escape(
+                " / ".join(str(model[k]) for k in ("architecture", "encoder") if k in model)
+                or "unknown"
+            ),
+        ),
+        ("bands", escape(_list(provenance.get("bands", "unknown")))),
+        ("epochs trained", escape(str(epochs))),
+        (
+            "scene dates",
+            escape(
+                "; ".join(
+                    f"{scene}: {date}" for scene, date in provenance.get("scene_dates", {}).items()
+                )
+                or "unknown"
+            ),
+        ),
+        (
+            "packages",
+            escape(
+                ", ".join(
+                    f"{name} {version}" for name, version in provenance.get("packages", {}).items()
+                )
+            ),
+        ),
+    ]
+    table = (
+        "<table>"
+        + "".join(
+            f"<tr><th class='name'>{escape(k)}</th><td class='name'>{v}</td></tr>" for k, v in rows
+        )
+        + "</table>"
+    )
+    times = provenance.get("stage_times") or []
+    if times:
+        time_rows = "".join(
+            f"<tr><td class='name'>{escape(t['stage'])}</td><td class='name'>{escape(t['job'])}"
+            f"</td><td>{t['seconds']:.1f}</td></tr>"
+            for t in times
+        )
+        table += (
+            "<p>Time per stage (Snakemake benchmark files, wall-clock seconds of the last run of "
+            "each job):</p><table><tr><th class='name'>stage</th><th class='name'>job</th>"
+            f"<th>seconds</th></tr>{time_rows}</table>"
+        )
+    else:
+        table += "<p>Time per stage: no Snakemake benchmark files (run outside the workflow).</p>"
+    config = json.dumps(provenance.get("config", {}), indent=2, sort_keys=True, default=str)
+    return (
+        table
+        + "<details><summary>The config of this evaluation (runtime-only keys left out)</summary>"
+        + f"<pre>{escape(config)}</pre></details>"
+    )
+
+
 def _figure(name: str, png: bytes, caption: str) -> str:
     data = base64.b64encode(png).decode("ascii")
     return (
@@ -233,7 +311,8 @@ def _figure(name: str, png: bytes, caption: str) -> str:
 
 
 def report_html(metrics: Mapping[str, Any], figures: Mapping[str, bytes], title: str) -> str:
-    """The report page: key numbers, per-class tables per area, per-scene table and all figures."""
+    """The report page: key numbers, per-class tables per area, per-scene table, all figures and
+    the provenance block (``metrics["provenance"]``)."""
     colors = [c["color"] for c in metrics.get("classes", [])]
     areas = metrics["areas"]
     baselines = metrics.get("baselines")
@@ -273,5 +352,6 @@ def report_html(metrics: Mapping[str, Any], figures: Mapping[str, bytes], title:
             scene = name.removeprefix("overview_").removesuffix(".png")
             caption = f"Scene {scene}, decimated: true colour | prediction | reference mask."
         parts.append(_figure(name, figures[name], caption))
+    parts += ["<h2 id='provenance'>Provenance</h2>", provenance_section(metrics.get("provenance"))]
     parts.append("</body></html>\n")
     return "\n".join(parts)

@@ -1,5 +1,6 @@
 # Configuration validation, wildcard constraints and input functions shared by all rules.
 import os
+import re
 from pathlib import Path
 import shlex
 import sys
@@ -63,6 +64,10 @@ TRAINING_RUNTIME = {key: str(config["training"][key]) for key in RUNTIME_KEYS["t
 ALL_CORES = os.cpu_count() or 1
 # The software of every rule (used with --use-conda; relative to workflow/rules/).
 CONDA_ENV = "../../environment.yml"
+
+
+# The names of the scene table (not stacks), for rules that read a scene's own files.
+SCENE_PATTERN = "|".join(re.escape(name) for name in SCENES)
 
 
 wildcard_constraints:
@@ -163,12 +168,18 @@ def scl_input_arg(wildcards, input):
     return f"--scl {shlex.quote(input.scl)}" if input.get("scl") else ""
 
 
+def qml(path):
+    """The QGIS style a stage writes beside a raster: ``<stem>.qml`` (io/qgis_styles.py)."""
+    return str(Path(path).with_suffix(".qml"))
+
+
 def ingest_outputs():
     """The scene stack, and the SCL band beside it when ingest.include_scl is set."""
     outputs = {"stack": f"{RESULTS}/scenes/{{scene}}.tif"}
     if config["ingest"]["include_scl"]:
         outputs["scl"] = f"{RESULTS}/scenes/{{scene}}_scl.tif"
-    return outputs
+    # The QGIS style ingest writes beside each raster (<stem>.qml, s2landcover/io/stack.py).
+    return {**outputs, **{f"{k}_style": qml(v) for k, v in outputs.items()}}
 
 
 def prediction_outputs():
@@ -177,7 +188,8 @@ def prediction_outputs():
     outputs = {"classes": f"{prefix}.tif"}
     if config["prediction"]["confidence"]:
         outputs["confidence"] = f"{prefix}_confidence.tif"
-    return outputs
+    # The QGIS style predict writes beside each raster (<stem>.qml, io/prediction_writer.py).
+    return {**outputs, **{f"{k}_style": qml(v) for k, v in outputs.items()}}
 
 
 def mask_source(wildcards):
@@ -362,3 +374,53 @@ def composite_dates(wildcards):
 
 def composite_names(wildcards):
     return " ".join(shlex.quote(m) for m in COMPOSITE_ENTRIES[wildcards.composite]["scenes"])
+
+
+# Evaluation outputs (workflow/rules/evaluation.smk) and what Snakemake's report shows of them.
+EVALUATION = f"{RESULTS}/evaluation/size{{tile}}/{{model}}"
+PROVENANCE_SECTIONS = sections(
+    *(
+        n
+        for n in config
+        if n not in ("evaluation", "classes", "scenes", "compute", "download")
+    )
+)
+# Their --config-json arguments (one quoted JSON object per section).
+PROVENANCE_ARGS = " ".join(
+    f"{{params.provenance_{name}:q}}" for name in PROVENANCE_SECTIONS
+)
+
+
+def evaluation_figures():
+    """The figures and the key-numbers table that evaluate writes beside report.html, flagged for
+    Snakemake's report (snakemake --report report.zip; captions in workflow/report/)."""
+
+    def flagged(name, caption, subcategory, **labels):
+        return report(
+            f"{EVALUATION}/{name}",
+            caption=f"../report/{caption}.rst",
+            category="Evaluation",
+            subcategory=subcategory,
+            labels={"model": "{model}", "figure": name, **labels},
+        )
+
+    outputs = {
+        "key_numbers": flagged("key_numbers.tsv", "key_numbers", "Key numbers"),
+        "confusion": flagged("confusion_matrix.png", "confusion_matrix", "Key numbers"),
+        "curves": report(
+            f"{EVALUATION}/training_curves.png",
+            caption="../report/training_curves.rst",
+            category="Training",
+            subcategory="U-Net",
+            labels={"model": "{model}", "figure": "training_curves.png"},
+        ),
+    }
+    if PIXEL_BASELINE:
+        outputs["baselines"] = flagged("baselines.png", "baselines", "Key numbers")
+    if config["evaluation"]["sample_chips"] > 0:
+        outputs["samples"] = flagged("samples.png", "samples", "Maps", scene="several")
+    for scene in EVAL_SCENES:
+        outputs[f"overview_{scene}"] = flagged(
+            f"overview_{scene}.png", "overview", "Maps", scene=scene
+        )
+    return outputs

@@ -9,7 +9,8 @@ rule downsample_mask:
         parts=mask_parts,
         scene=f"{RESULTS}/scenes/{{scene}}.tif",
     output:
-        f"{RESULTS}/masks/{{scene}}.tif",
+        mask=f"{RESULTS}/masks/{{scene}}.tif",
+        style=f"{RESULTS}/masks/{{scene}}.qml",  # its QGIS style (io/warp.py)
     params:
         **sections("mask", "classes"),
     log:
@@ -23,5 +24,5 @@ rule downsample_mask:
         dask_scheduler=DASK_SCHEDULER,
     shell:
         "s2lc downsample-mask --config-json {params.mask:q} {params.classes:q}"
-        " --source {input.source:q} --scene {input.scene:q} --out {output:q} --threads {threads}"
+        " --source {input.source:q} --scene {input.scene:q} --out {output.mask:q} --threads {threads}"
         " --dask-scheduler {resources.dask_scheduler:q} 2> {log:q}"

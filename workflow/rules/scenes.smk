@@ -95,6 +95,9 @@ rule download_mask:
 rule ingest_scene:
     conda:
         CONDA_ENV
+    # Scenes of the scene table only: a stack's stack comes from stack_scene.
+    wildcard_constraints:
+        scene=SCENE_PATTERN,
     input:
         unpack(scene_inputs),
     output:

@@ -40,4 +40,5 @@ rule train_model:
         " --strategy {resources.strategy:q}"
         " --checkpoint-interval-s {resources.checkpoint_interval_s}"
         " --split {input.split:q} --chips-root {params.chips_root:q} --out-dir {params.out_dir:q}"
-        " 2> {log:q}"
+        # The log gets everything; the terminal gets the line per epoch (progress.py), as it comes.
+        " 2>&1 | tee {log:q} | {{ grep --line-buffered -E 'training: epoch [0-9]+/' >&2 || true; }}"

@@ -6,6 +6,9 @@
 rule scene_validity:
     conda:
         CONDA_ENV
+    # Scenes of the scene table only: a stack's validity comes from stack_validity.
+    wildcard_constraints:
+        scene=SCENE_PATTERN,
     input:
         unpack(scene_inputs),
         scene=f"{RESULTS}/scenes/{{scene}}.tif",

@@ -68,6 +68,7 @@ from s2landcover.training.data import (
 from s2landcover.training.digests import data_fingerprint, training_data_metadata
 from s2landcover.training.losses import class_weights_from_counts
 from s2landcover.training.module import LandCoverModule
+from s2landcover.training.progress import EpochProgress
 from s2landcover.training.state import (
     collect_training_state,
     load_training_state,
@@ -593,6 +594,7 @@ def train_model(
         last_path, float(training["checkpoint_interval_s"]), parts, digests, resume=state
     )
     callbacks.append(last)
+    callbacks.append(EpochProgress(int(training["epochs"])))  # one line per epoch (progress.py)
     if progress:
         callbacks.append(StderrProgressBar())
     trainer = L.Trainer(
