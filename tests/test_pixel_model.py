@@ -204,7 +204,10 @@ def test_predict_maps_the_scene_as_a_cog_with_class_names_and_nodata(trained, tm
         confidence = conf.read(1)
     assert (confidence[nodata] == 0).all() and confidence[~nodata].min() > 0
     assert sorted(p.name for p in out.parent.iterdir()) == [
-        "scene.qml", "scene.tif", "scene.tif.aux.xml", "scene_confidence.qml",
+        "scene.qml",
+        "scene.tif",
+        "scene.tif.aux.xml",
+        "scene_confidence.qml",
         "scene_confidence.tif",
     ]  # fmt: skip  (QGIS styles beside the maps, nothing temporary)
 
@@ -395,3 +398,15 @@ def test_predict_writes_not_observed_where_the_validity_raster_says_cloud(traine
     assert (labels[hidden] == NOT_OBSERVED).all() and (confidence[hidden] == 0).all()
     assert (labels[~hidden & (stored != 0).any(axis=0)] <= len(NAMES)).all()
     assert (labels[:10, :10] == 0).all()
+
+
+def test_dated_bands_of_a_stack_get_indices_per_date_and_names_lightgbm_accepts():
+    bands = ["2024-04-15:B03", "2024-04-15:B04", "2024-04-15:B08", "2024-08-20:B04",
+             "2024-08-20:B08"]  # fmt: skip
+    names = pm.feature_names(bands)
+    assert names == [*bands, "2024-04-15:NDVI", "2024-04-15:NDWI", "2024-08-20:NDVI"]
+    reflectance = np.array([[0.05], [0.04], [0.30], [0.10], [0.20]], dtype=np.float32)
+    features = pm.pixel_features(reflectance, bands)
+    np.testing.assert_allclose(features[0, 5:], [0.26 / 0.34, -0.25 / 0.35, 0.1 / 0.3], rtol=1e-5)
+    safe = pm.lightgbm_feature_names(names)
+    assert len(set(safe)) == len(safe) and not any(c in n for n in safe for c in ':",[]{}')

@@ -104,20 +104,41 @@ def baseline_rule_config(config: Mapping[str, Any]) -> dict[str, Any]:
 # --- features ---------------------------------------------------------------------------------
 
 
+def _index_inputs(bands: Sequence[str]) -> list[tuple[str, str, str]]:
+    """(feature name, band a, band b) of every index whose two bands are among ``bands``. For the
+    dated names of a stack (``2024-04-15:B08``) each date gets its own indices
+    (``2024-04-15:NDVI``): a stacked model sees each season's NDVI."""
+    prefixes = list(dict.fromkeys(b.rpartition(":")[0] for b in bands))
+    found = []
+    for prefix in prefixes:
+        dated = f"{prefix}:" if prefix else ""
+        for name, (a, b) in INDICES.items():
+            if f"{dated}{a}" in bands and f"{dated}{b}" in bands:
+                found.append((f"{dated}{name}", f"{dated}{a}", f"{dated}{b}"))
+    return found
+
+
 def feature_names(bands: Sequence[str]) -> list[str]:
-    """Band names, then the indices whose bands are among ``bands``."""
-    return [*bands, *[n for n, (a, b) in INDICES.items() if a in bands and b in bands]]
+    """Band names, then the indices whose bands are among ``bands`` (per date for a stack)."""
+    return [*bands, *[name for name, _, _ in _index_inputs(bands)]]
+
+
+def lightgbm_feature_names(names: Sequence[str]) -> list[str]:
+    """Feature names LightGBM accepts (it refuses JSON's special characters such as ':' in a
+    stack's dated names): each character outside letters, digits, '_' and '-' becomes '_'. The
+    model file keeps the real names (``features``)."""
+    return ["".join(c if c.isalnum() or c in "_-" else "_" for c in name) for name in names]
 
 
 def pixel_features(reflectance: np.ndarray, bands: Sequence[str]) -> np.ndarray:
     """Reflectance (C, N) of ``bands`` -> features (N, F) float32 in :func:`feature_names` order."""
     reflectance = np.asarray(reflectance, dtype=np.float32)
-    names = feature_names(bands)
-    out = np.empty((reflectance.shape[1], len(names)), dtype=np.float32)
+    indices = _index_inputs(bands)
+    out = np.empty((reflectance.shape[1], len(bands) + len(indices)), dtype=np.float32)
     out[:, : len(bands)] = reflectance.T
     position = {b: i for i, b in enumerate(bands)}
-    for j, name in enumerate(names[len(bands) :], start=len(bands)):
-        a, b = (reflectance[position[x]] for x in INDICES[name])
+    for j, (_, band_a, band_b) in enumerate(indices, start=len(bands)):
+        a, b = reflectance[position[band_a]], reflectance[position[band_b]]
         total = a + b
         with np.errstate(divide="ignore", invalid="ignore"):
             out[:, j] = np.where(total != 0, (a - b) / total, 0.0)
@@ -342,7 +363,9 @@ def train_pixel_model(
         "verbose": -1,
     }
     fnames = feature_names(bands)
-    train_set = lgb.Dataset(x_train, label=y_train - 1, feature_name=fnames, free_raw_data=False)
+    train_set = lgb.Dataset(
+        x_train, label=y_train - 1, feature_name=lightgbm_feature_names(fnames), free_raw_data=False
+    )
     valid_sets, valid_names = [train_set], ["train"]
     record: dict[str, Any] = {}
     callbacks = [lgb.record_evaluation(record)]
