@@ -453,7 +453,9 @@ class ChipDataModule(L.LightningDataModule):
 
     Loaders use ``num_workers`` processes (persistent between epochs) and pinned memory on CUDA; the
     last incomplete batch is kept (small training splits are common). The training order comes from
-    :class:`EpochSampler` (seeded by ``seed`` and the epoch). Under DDP each process takes its share
+    :class:`EpochSampler` (seeded by ``seed`` and the epoch), ``samples_per_epoch`` samples an
+    epoch (None: one pass over the training chips; more: chips repeated, each draw with its own
+    window and augmentation). Under DDP each process takes its share
     of the chips itself (the Trainer runs with ``use_distributed_sampler=False``): training through
     :class:`EpochSampler`, validation through torch's ``DistributedSampler`` without shuffling.
     """
