@@ -104,7 +104,9 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path, in_channels: int)
             state[key] = value.repeat(1, repeats, 1, 1)[:, :in_channels] * (
                 value.shape[1] / in_channels
             )
-    missing, unexpected = encoder.load_state_dict(state, strict=False)
+    # nn.Module's own method: smp encoders override load_state_dict (dropping fc.*) and return
+    # None, which hid every mismatch.
+    missing, unexpected = nn.Module.load_state_dict(encoder, state, strict=False)
     if len(missing) > len(own) // 2:
         raise InputError(
             f"model.encoder_weights: {path} does not fit the encoder ({len(missing)} of {len(own)} "

@@ -53,17 +53,30 @@ def sample_seed(seed: int, epoch: int, position: int) -> int:
 class EpochSampler(Sampler):
     """Training order: a permutation of ``size`` chips drawn from ``(seed, epoch)``.
 
-    Yields ``(epoch, position)`` keys (the dataset seeds a chip's augmentation from them). Under
+    Yields ``(epoch, position)`` keys (the dataset seeds a chip's augmentation from them). With
+    ``num_samples`` (the samples of an epoch, when training is sized in steps) larger than ``size``,
+    further permutations follow the first (permutation ``k`` drawn from ``(seed, epoch, k)``) until
+    ``num_samples`` keys are drawn; the key of chip ``i`` in permutation ``k`` is ``i + k * size``
+    (the dataset reads chip ``key % size`` and seeds its window and augmentation from the whole
+    key, so each repetition of a chip gets its own random window). ``num_samples`` smaller than
+    ``size`` takes the first ``num_samples`` keys of the permutation. Under
     several processes (``world_size`` > 1), rank ``r`` takes every ``world_size``-th key of the
     permutation, padded by its first keys to a multiple of ``world_size`` (as torch's
     ``DistributedSampler`` does). Lightning calls :meth:`set_epoch` before each epoch.
     """
 
     def __init__(
-        self, size: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1
+        self,
+        size: int,
+        seed: int,
+        shuffle: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+        num_samples: int | None = None,
     ) -> None:
         self.size, self.seed, self.shuffle = int(size), int(seed), shuffle
         self.rank, self.world_size = int(rank), int(world_size)
+        self.num_samples = int(size if num_samples is None else num_samples)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -71,14 +84,22 @@ class EpochSampler(Sampler):
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return -(-self.size // self.world_size)
+        return -(-self.num_samples // self.world_size)
 
     def __iter__(self):  # type: ignore[no-untyped-def]
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, ORDER_KEY))
-            order = torch.randperm(self.size, generator=generator).tolist()
-        else:
-            order = list(range(self.size))
+        order: list[int] = []
+        repetition = 0
+        while len(order) < self.num_samples:
+            if self.shuffle:
+                generator = torch.Generator().manual_seed(
+                    sample_seed(self.seed, self.epoch, ORDER_KEY + repetition)
+                )
+                permutation = torch.randperm(self.size, generator=generator).tolist()
+            else:
+                permutation = list(range(self.size))
+            order += [p + repetition * self.size for p in permutation]
+            repetition += 1
+        order = order[: self.num_samples]
         total = len(self) * self.world_size
         order += (order * (total // max(1, len(order)) + 1))[: total - len(order)]
         for position in order[self.rank : total : self.world_size]:
@@ -113,11 +134,14 @@ class SceneInput:
 
 @dataclass(frozen=True)
 class AugmentSettings:
-    """The ``training.augment`` section: flips, 90-degree rotations, brightness/contrast jitter."""
+    """The ``training.augment`` section: flips, 90-degree rotations, brightness/contrast jitter,
+    per-band reflectance gain and offset jitter (:func:`band_jitter`)."""
 
     flips: bool = True
     rotate90: bool = True
     brightness_contrast: float = 0.0
+    band_gain: float = 0.0
+    band_offset: float = 0.0
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> AugmentSettings:
@@ -126,7 +150,38 @@ class AugmentSettings:
             bool(section.get("flips", True)),
             bool(section.get("rotate90", True)),
             float(section.get("brightness_contrast", 0.0)),
+            float(section.get("band_gain", 0.0)),
+            float(section.get("band_offset", 0.0)),
         )
+
+
+def band_jitter(
+    image: torch.Tensor,
+    mean: Sequence[float],
+    std: Sequence[float],
+    gain: float,
+    offset: float,
+    generator: torch.Generator | None = None,
+    nodata: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per-band gain and offset jitter in reflectance, applied to a standardised image (C, H, W).
+
+    Each band's reflectance ``r`` becomes ``g * r + o`` with ``g ~ U(1 - gain, 1 + gain)`` and
+    ``o ~ U(-offset, offset)`` (reflectance units, e.g. 0.01), drawn per band from ``generator``:
+    the calibration, atmosphere and date differences between Sentinel-2 scenes. On the
+    standardised values ``x = (r - mean) / std`` that is ``g * x + ((g - 1) * mean + o) / std``.
+    No-data pixels (``nodata``, H x W) stay 0. Shapes and dtype are kept.
+    """
+    bands = image.shape[0]
+    g = 1.0 + gain * (2.0 * torch.rand(bands, generator=generator) - 1.0)
+    o = offset * (2.0 * torch.rand(bands, generator=generator) - 1.0)
+    mean_ = torch.as_tensor(mean, dtype=torch.float32)
+    std_ = torch.as_tensor(std, dtype=torch.float32)
+    shift = ((g - 1.0) * mean_ + o) / std_
+    out = image * g[:, None, None].to(image.dtype) + shift[:, None, None].to(image.dtype)
+    if nodata is not None and bool(nodata.any()):
+        out[:, nodata] = 0.0
+    return out
 
 
 def stored_to_input(
@@ -218,9 +273,12 @@ def random_crop_pair(
     target: torch.Tensor | None,
     multiple: int = PAD_MULTIPLE,
     generator: torch.Generator | None = None,
+    size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Crop image (C, H, W) and target (H, W) to the largest multiple of ``multiple`` that fits, at
-    a random offset (training: 300 -> 288).
+    a random offset (training: 300 -> 288); with ``size`` (a multiple of ``multiple``), to a
+    ``size`` x ``size`` window at a random offset when it fits (the random training windows of
+    ``training.crop_size``: a 96 px chip gives 64 px windows at any of 33 x 33 offsets).
 
     Training on crops instead of padded chips matters: a network that always sees a mirrored strip
     at the bottom and right of its input learns to expect one there, and then mislabels the real
@@ -230,6 +288,8 @@ def random_crop_pair(
     """
     height, width = image.shape[-2:]
     crop_height, crop_width = (height // multiple) * multiple, (width // multiple) * multiple
+    if size is not None:
+        crop_height, crop_width = min(crop_height, int(size)), min(crop_width, int(size))
     if crop_height == 0 or crop_width == 0:
         return pad_pair(image, target, multiple)
     top = int(torch.randint(height - crop_height + 1, (1,), generator=generator))
@@ -252,6 +312,9 @@ class ChipDataset(Dataset):
             (int64 (H', W'), class index - 1, -1 for no data and padding).
         pad_multiple: pad sides to a multiple of this (32 for smp U-Nets; 1 = no padding).
         seed: the augmentation seed (with the epoch and the position: :func:`sample_seed`).
+        crop_size: training window side (a multiple of ``pad_multiple``), or None: the largest
+            multiple of ``pad_multiple`` that fits the chip. The window lies inside the chip,
+            so it never reaches a buffer, validation or test chip.
     """
 
     def __init__(
@@ -264,8 +327,10 @@ class ChipDataset(Dataset):
         chip_targets: np.ndarray | None = None,
         pad_multiple: int = PAD_MULTIPLE,
         seed: int = 0,
+        crop_size: int | None = None,
     ) -> None:
         self.seed = int(seed)
+        self.crop_size = None if crop_size is None else int(crop_size)
         self.scene_names = chips["scene"].astype(str).to_numpy()
         self.store_indices = chips["store_index"].to_numpy(dtype=np.int64)
         self.scenes = dict(scenes)
@@ -293,8 +358,15 @@ class ChipDataset(Dataset):
         return self._stores[scene]
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sample ``position`` or ``(epoch, position)`` (augmentation key; epoch 0 if none)."""
-        epoch, position = (0, key) if isinstance(key, int | np.integer) else key
+        """Sample ``position`` or ``(epoch, position)`` (augmentation key; epoch 0 if none).
+
+        ``position`` may exceed the number of chips (an epoch of more samples than chips, see
+        :class:`EpochSampler`): chip ``position % len(self)`` is read, the augmentation is seeded
+        from ``position`` itself.
+        """
+        epoch, key_position = (0, key) if isinstance(key, int | np.integer) else key
+        key_position = int(key_position)
+        position = key_position % len(self.store_indices)
         scene_name = self.scene_names[position]
         scene = self.scenes[scene_name]
         stored, mask = self._store(scene_name).read(int(self.store_indices[position]))
@@ -307,9 +379,21 @@ class ChipDataset(Dataset):
         else:
             target = None
         if self.augment is not None:  # training: random flips/rotations, then a random crop
-            generator = torch.Generator().manual_seed(sample_seed(self.seed, epoch, position))
+            generator = torch.Generator().manual_seed(sample_seed(self.seed, epoch, key_position))
+            if self.augment.band_gain > 0 or self.augment.band_offset > 0:
+                image = band_jitter(
+                    image,
+                    self.mean,
+                    self.std,
+                    self.augment.band_gain,
+                    self.augment.band_offset,
+                    generator,
+                    torch.from_numpy(nodata),
+                )
             image, target = augment_pair(image, target, self.augment, generator)
-            image, target = random_crop_pair(image, target, self.pad_multiple, generator)
+            image, target = random_crop_pair(
+                image, target, self.pad_multiple, generator, self.crop_size
+            )
         else:  # validation: the whole chip, padded
             image, target = pad_pair(image, target, self.pad_multiple)
         if target is None:
@@ -369,7 +453,9 @@ class ChipDataModule(L.LightningDataModule):
 
     Loaders use ``num_workers`` processes (persistent between epochs) and pinned memory on CUDA; the
     last incomplete batch is kept (small training splits are common). The training order comes from
-    :class:`EpochSampler` (seeded by ``seed`` and the epoch). Under DDP each process takes its share
+    :class:`EpochSampler` (seeded by ``seed`` and the epoch), ``samples_per_epoch`` samples an
+    epoch (None: one pass over the training chips; more: chips repeated, each draw with its own
+    window and augmentation). Under DDP each process takes its share
     of the chips itself (the Trainer runs with ``use_distributed_sampler=False``): training through
     :class:`EpochSampler`, validation through torch's ``DistributedSampler`` without shuffling.
     """
@@ -382,8 +468,10 @@ class ChipDataModule(L.LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         seed: int = 0,
+        samples_per_epoch: int | None = None,
     ) -> None:
         super().__init__()
+        self.samples_per_epoch = samples_per_epoch
         self.train_dataset = train_dataset
         self.val_dataset = val_dataset
         self.batch_size = batch_size
@@ -413,7 +501,9 @@ class ChipDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """Training chips in an order drawn per epoch, augmented."""
         rank, world_size = self._ranks()
-        sampler = EpochSampler(len(self.train_dataset), self.seed, True, rank, world_size)
+        sampler = EpochSampler(
+            len(self.train_dataset), self.seed, True, rank, world_size, self.samples_per_epoch
+        )
         return self._loader(self.train_dataset, sampler)
 
     def val_dataloader(self) -> DataLoader:

@@ -170,9 +170,14 @@ class LandCoverModule(L.LightningModule):
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
             interval = "step"
         elif schedule == "onecycle":
-            total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+            # Warm-up over 20 % of the steps (at least 2 steps: torch's one-cycle divides by
+            # zero when its warm-up phase is shorter than one step), then cosine annealing.
+            total_steps = max(4, int(self.trainer.estimated_stepping_batches))
             scheduler = torch.optim.lr_scheduler.OneCycleLR(
-                optimizer, max_lr=lr, total_steps=total_steps, pct_start=0.2
+                optimizer,
+                max_lr=lr,
+                total_steps=total_steps,
+                pct_start=min(0.5, max(0.2, 2.0 / total_steps)),
             )
             interval = "step"
         else:

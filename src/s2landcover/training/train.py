@@ -429,6 +429,42 @@ def _scene_metadata(
     }
 
 
+def training_budget(training: Mapping[str, Any], train_samples: int) -> dict[str, Any]:
+    """Epochs, steps and samples of a run from ``training`` (steps, steps_per_epoch, epochs,
+    batch_size, max_time_s) and the number of training chips.
+
+    ``steps_per_epoch`` (null: ``ceil(chips / batch_size)``, one pass) sets how many samples an
+    epoch draws (``steps_per_epoch * batch_size``) and so how often validation runs. With
+    ``steps``, the epochs are ``ceil(steps / steps_per_epoch)`` and Lightning stops at exactly
+    ``steps`` optimizer steps (``max_steps``); the one-cycle and cosine schedules span those steps.
+    Without, ``epochs`` epochs are run (``max_steps`` -1: no step limit).
+
+    Returns:
+        ``epochs``, ``steps_per_epoch``, ``samples_per_epoch`` (None: one pass over the chips,
+        the sampler's default), ``max_steps`` and ``max_time`` (a ``timedelta`` or None).
+    """
+    from datetime import timedelta
+
+    batch_size = int(training["batch_size"])
+    one_pass = max(1, -(-int(train_samples) // batch_size))
+    per_epoch = training.get("steps_per_epoch")
+    steps_per_epoch = one_pass if per_epoch is None else int(per_epoch)
+    samples_per_epoch = None if per_epoch is None else steps_per_epoch * batch_size
+    steps = training.get("steps")
+    if steps is None:
+        epochs, max_steps = int(training["epochs"]), -1
+    else:
+        epochs, max_steps = max(1, -(-int(steps) // steps_per_epoch)), int(steps)
+    max_time_s = training.get("max_time_s")
+    return {
+        "epochs": epochs,
+        "steps_per_epoch": steps_per_epoch,
+        "samples_per_epoch": samples_per_epoch,
+        "max_steps": max_steps,
+        "max_time": None if max_time_s is None else timedelta(seconds=float(max_time_s)),
+    }
+
+
 def train_model(
     split_path: str | Path,
     chips_root: str | Path,
@@ -501,6 +537,13 @@ def train_model(
     L.seed_everything(int(training["seed"]), workers=True, verbose=False)
 
     seed = int(training["seed"])
+    budget = training_budget(training, len(train_chips))
+    crop_size = training.get("crop_size")
+    if crop_size is not None and int(crop_size) % pad_multiple:
+        raise InputError(
+            f"training.crop_size = {crop_size} is not a multiple of {pad_multiple} "
+            "(the network's input sides must be)"
+        )
     data = ChipDataModule(
         ChipDataset(
             train_chips,
@@ -511,12 +554,14 @@ def train_model(
             train_targets,
             pad_multiple,
             seed=seed,
+            crop_size=None if crop_size is None else int(crop_size),
         ),
         ChipDataset(val_chips, scenes, mean, std, None, val_targets, pad_multiple),
         batch_size=int(training["batch_size"]),
         num_workers=int(training["num_workers"]),
         pin_memory=on_cuda,
         seed=seed,
+        samples_per_epoch=budget["samples_per_epoch"],
     )
     module = LandCoverModule(
         task,
@@ -604,7 +649,9 @@ def train_model(
         num_nodes=num_nodes,
         plugins=cluster_plugins() or None,
         precision=precision,  # type: ignore[arg-type]
-        max_epochs=int(training["epochs"]),
+        max_epochs=budget["epochs"],
+        max_steps=budget["max_steps"],
+        max_time=budget["max_time"],
         callbacks=callbacks,
         logger=False,
         enable_checkpointing=False,
@@ -616,15 +663,15 @@ def train_model(
         log_every_n_steps=1,
         use_distributed_sampler=False,  # ChipDataModule shards (and orders) the chips itself
     )
-    finished = state is not None and (
-        epochs_done >= int(training["epochs"]) or bool(state.get("stopped"))
-    )
+    finished = state is not None and (epochs_done >= budget["epochs"] or bool(state.get("stopped")))
     log.info(
-        "training %s on %d chips, validating on %d (precision %s, %s)",
+        "training %s on %d chips, validating on %d (precision %s, %d epochs of %d steps, %s)",
         config["model"]["name"],
         len(train_chips),
         len(val_chips),
         precision,
+        budget["epochs"],
+        budget["steps_per_epoch"],
         "all epochs done"
         if finished
         else f"from epoch {epochs_done + 1}"
@@ -659,6 +706,8 @@ def train_model(
     last_row = history.rows[-1] if history.rows else {}
     return {
         "epochs_completed": len(history.rows),
+        "steps_completed": int(trainer.global_step) if not finished else None,
+        "steps_per_epoch": budget["steps_per_epoch"],
         "best_epoch": best.best_epoch,
         f"best_{task.monitor}": best.best,
         "last_val_miou": last_row.get("val_miou", math.nan),
