@@ -62,5 +62,5 @@ def to_network_input(
     image /= _per_band(std, image.ndim)
     valid = ~nodata_pixels(stored, nodata)
     if nodata is not None:
-        np.multiply(image, valid[None], out=image)
+        np.copyto(image, np.float32(0), where=~valid[None])
     return image, valid

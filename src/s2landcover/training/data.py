@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from s2landcover.io.chipstore import ChipStore
+from s2landcover.radiometry import to_network_input
 from s2landcover.training.losses import IGNORE_INDEX
 
 PAD_MULTIPLE = 32
@@ -192,19 +193,11 @@ def stored_to_input(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Stored values (C, H, W) -> standardised reflectance (float32) and image no-data mask (H, W).
 
-    Pixels where all bands equal ``scene.nodata`` are set to 0 (the band means).
+    Pixels where all bands equal ``scene.nodata`` are set to 0 (the band means): the arithmetic
+    and the no-data rule of :func:`s2landcover.radiometry.to_network_input`.
     """
-    scale = np.asarray(scene.scales, dtype=np.float32)[:, None, None]
-    offset = np.asarray(scene.offsets, dtype=np.float32)[:, None, None]
-    mean_ = np.asarray(mean, dtype=np.float32)[:, None, None]
-    std_ = np.asarray(std, dtype=np.float32)[:, None, None]
-    image = (stored.astype(np.float32) * scale + offset - mean_) / std_
-    if scene.nodata is None:
-        nodata = np.zeros(stored.shape[1:], dtype=bool)
-    else:
-        nodata = (stored == scene.nodata).all(axis=0)
-        image[:, nodata] = 0.0
-    return image, nodata
+    image, valid = to_network_input(stored, scene.scales, scene.offsets, mean, std, scene.nodata)
+    return image, ~valid
 
 
 def augment_pair(
