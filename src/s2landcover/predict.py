@@ -343,8 +343,8 @@ class RowBandAccumulator:
         self.width = width
         self.top = 0  # scene row of band row 0
         self.on_host = torch.device(device).type == "cpu"
-        if self.on_host:
-            self.logit_sum: Any = np.zeros((num_classes, band_height, width), dtype=np.float32)
+        if self.on_host:  # (rows, width, K): the layout of channels-last logits, no transpose
+            self.logit_sum: Any = np.zeros((band_height, width, num_classes), dtype=np.float32)
             self.weight_sum: Any = np.zeros((band_height, width), dtype=np.float32)
             self.valid: Any = np.zeros((band_height, width), dtype=bool)
         else:
@@ -361,23 +361,32 @@ class RowBandAccumulator:
         col_off: int,
         weighted: bool = False,
     ) -> None:
-        """Add one window's logits (K, h, w) times ``weights`` (h, w) at scene (row_off, col_off);
-        ``valid`` (h, w) marks pixels with data. Parts beyond the scene (padding) are cut off.
-        NumPy arrays on a CPU accumulator, tensors on a GPU one; ``weighted``: the logits are
-        already multiplied by the weights (a whole batch in one operation)."""
+        """Add one window's logits times ``weights`` (h, w) at scene (row_off, col_off); ``valid``
+        (h, w) marks pixels with data. Parts beyond the scene (padding) are cut off. On a CPU
+        accumulator the logits are a NumPy array (h, w, K), on a GPU one a tensor (K, h, w);
+        ``weighted``: the logits are already multiplied by the weights (a whole batch at once)."""
         row = row_off - self.top
         if row < 0:
             raise ValueError(
                 f"window at row {row_off} is above the band (top {self.top}): "
                 "windows must come in row order"
             )
+        if self.on_host:
+            h = min(logits.shape[0], self.band_height - row)
+            w = min(logits.shape[1], self.width - col_off)
+            target = self.logit_sum[row : row + h, col_off : col_off + w]
+            if weighted:
+                target += logits[:h, :w]
+            else:
+                target += logits[:h, :w] * weights[:h, :w, None]
+            self.weight_sum[row : row + h, col_off : col_off + w] += weights[:h, :w]
+            self.valid[row : row + h, col_off : col_off + w] = valid[:h, :w]
+            return
         h = min(logits.shape[-2], self.band_height - row)
         w = min(logits.shape[-1], self.width - col_off)
         target = self.logit_sum[:, row : row + h, col_off : col_off + w]
         if weighted:
             target += logits[:, :h, :w]
-        elif self.on_host:
-            target += logits[:, :h, :w] * weights[:h, :w]
         else:
             target.addcmul_(logits[:, :h, :w], weights[:h, :w])
         self.weight_sum[row : row + h, col_off : col_off + w] += weights[:h, :w]
@@ -399,40 +408,35 @@ class RowBandAccumulator:
             classes_np, conf_np = self._finish_device(n, confidence)
         keep = self.band_height - n
         if keep > 0:  # move the unfinished rows up (NumPy copes with the overlap)
-            self.logit_sum[:, :keep] = self.logit_sum[:, n:]
+            if self.on_host:
+                self.logit_sum[:keep] = self.logit_sum[n:]
+            else:
+                self.logit_sum[:, :keep] = self.logit_sum[:, n:].clone()
             self.weight_sum[:keep] = self.weight_sum[n:]
             self.valid[:keep] = self.valid[n:]
-        self.logit_sum[:, keep:] = 0
+        if self.on_host:
+            self.logit_sum[keep:] = 0
+        else:
+            self.logit_sum[:, keep:] = 0
         self.weight_sum[keep:] = 0
         self.valid[keep:] = False
         self.top += n
         return row_off, classes_np, conf_np
 
     def _finish_host(self, n: int, confidence: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        logit_sum = self.logit_sum[:, :n]
+        logit_sum = self.logit_sum[:n]  # (n, width, K)
         valid = self.valid[:n]
-        # weight_sum > 0, so the class of the largest sum is that of the largest mean. One pass
-        # per class over contiguous rows (argmax(axis=0) strides across K planes, ~10x slower);
-        # ties keep the lower class, as argmax does.
-        best = logit_sum[0].copy()
-        classes = np.ones(best.shape, dtype=np.uint8)
-        for k in range(1, self.num_classes):
-            better = logit_sum[k] > best
-            classes[better] = k + 1
-            np.maximum(best, logit_sum[k], out=best)
+        # weight_sum > 0, so the class of the largest sum is that of the largest mean
+        classes = logit_sum.argmax(axis=-1).astype(np.uint8)
+        classes += 1
         classes[~valid] = 0
         if not confidence:
             return classes, None
         # max softmax probability of the mean logits = 1 / sum_k exp(mean_k - mean_max)
-        scale = 1 / np.maximum(self.weight_sum[:n], 1e-30)
-        best *= scale
-        total = np.zeros_like(best)
-        for k in range(self.num_classes):
-            term = logit_sum[k] * scale
-            term -= best
-            np.exp(term, out=term)
-            total += term
-        conf = np.clip(np.round(255 / total), 1, 255).astype(np.uint8)
+        mean = logit_sum / np.maximum(self.weight_sum[:n], 1e-30)[..., None]
+        mean -= mean.max(axis=-1, keepdims=True)
+        np.exp(mean, out=mean)
+        conf = np.clip(np.round(255 / mean.sum(axis=-1)), 1, 255).astype(np.uint8)
         conf[~valid] = 0
         return classes, conf
 
@@ -569,7 +573,8 @@ def window_batches(
     buffers: int = 5,
 ) -> Iterator[tuple[list[tuple[int, int]], np.ndarray, list[np.ndarray]]]:
     """Cut bands of rows (``(row_off, stored (C, rows, width))``, one per row of windows, in order)
-    into batches ``(offsets, input (B, C, h, w) float32, valid [B x (h, w) bool])``.
+    into batches ``(offsets, input (B, h, w, C) float32, channels last, valid [B x (h, w) bool])``
+    (``torch.from_numpy(input).permute(0, 3, 1, 2)`` is the NCHW batch in channels-last memory).
 
     Each window is normalised straight from the stored values into a batch buffer (one pass of
     ``stored * (scale / std) + (offset - mean) / std``, no float copy of the row band, no
@@ -578,11 +583,11 @@ def window_batches(
     batch before it takes the ``buffers - 1``-th next one (:func:`prefetch` with depth 2 keeps at
     most 4 in flight).
     """
-    gain = (np.asarray(norm.scales) / np.asarray(norm.std)).astype(np.float32)[:, None, None]
+    gain = (np.asarray(norm.scales) / np.asarray(norm.std)).astype(np.float32)
     bias = ((np.asarray(norm.offsets) - np.asarray(norm.mean)) / np.asarray(norm.std)).astype(
         np.float32
-    )[:, None, None]
-    shape = (batch_size, len(norm.scales), grid.window_height, grid.window_width)
+    )
+    shape = (batch_size, grid.window_height, grid.window_width, len(norm.scales))
     pool: list[np.ndarray] = []
     used = 0
     offsets: list[tuple[int, int]] = []
@@ -603,11 +608,11 @@ def window_batches(
                 used += 1
             cols = slice(col_off, col_off + grid.window_width)
             out = batch[len(offsets)]
-            np.multiply(stored[:, :, cols], gain, out=out, casting="unsafe")
+            np.multiply(stored[:, :, cols].transpose(1, 2, 0), gain, out=out, casting="unsafe")
             out += bias
             window_valid = valid[:, cols]
             if not all_valid:
-                out *= window_valid  # no data -> 0, the band mean, as in training
+                out *= window_valid[:, :, None]  # no data -> 0, the band mean, as in training
             offsets.append((row_off, col_off))
             valids.append(window_valid)
             if len(offsets) == batch_size:
@@ -699,14 +704,16 @@ def blend_rows(
     channels_last = uses_channels_last(device, amp, layout)
     with torch.inference_mode():
         for offsets, images, valids in batches:
-            x = torch.from_numpy(images).to(device, non_blocking=True)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+            # (B, h, w, C) -> NCHW view in channels-last memory: no copy when channels_last
+            x = torch.from_numpy(images).to(device, non_blocking=True).permute(0, 3, 1, 2)
+            if not channels_last:
+                x = x.contiguous()
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                 logits = infer_logits(model, x, tta=tta)
             if accumulator.on_host:
-                weighted = np.ascontiguousarray(logits.numpy())  # (B, K, h, w) float32
-                weighted *= weights_np
+                # (B, h, w, K) times the weights in one pass, which also makes it contiguous
+                # whatever the network's output layout (a view of channels-last logits)
+                weighted = np.multiply(logits.permute(0, 2, 3, 1).numpy(), weights_np[..., None])
                 valid: Any = valids
             else:
                 weighted = logits.contiguous() * weights
