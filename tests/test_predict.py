@@ -551,3 +551,61 @@ def test_the_seam_measure_sees_seams_of_unblended_windows(
     cfg = prediction_cfg(window=64, overlap=0.0, blend="uniform")
     figures = seam_figures(SpectralContextModel().eval(), seam_scene[0], tmp_path, cfg)
     assert figures["border_rate"] > 1.5 * figures["other_rate"], figures
+
+
+# ------------------------------------------------------------- window auto and margin (issue 20)
+
+
+def test_defaults_are_auto_window_and_a_margin_not_an_overlap_fraction() -> None:
+    cfg = prediction_cfg()
+    assert (cfg["window"], cfg["overlap"], cfg["margin"]) == ("auto", None, 32)
+    assert cfg["precision"] == "auto" and cfg["layout"] == "auto"
+    assert predict_module.window_side(cfg, 300, "cpu") == 1024
+
+
+@pytest.mark.parametrize(("length", "margin"), [(1500, 32), (10980, 32), (5000, 64), (700, 32)])
+def test_margin_grid_fits_the_axis_and_gives_every_pixel_its_margin(
+    length: int, margin: int
+) -> None:
+    """Windows of at most 1024 px, as few as 1024 px windows need, the smallest such side; every
+    pixel lies >= margin px inside some window (scene edges excepted)."""
+    grid = WindowGrid.with_margin(length, length, 1024, margin)
+    side = grid.window_height
+    assert side % 32 == 0 and side <= 1024 and grid.window_width == side
+    fixed = window_starts(length, 1024, 1024 - 2 * margin) if length > 1024 else [0]
+    assert len(grid.row_starts) == len(fixed)
+    if length > 1024:  # one step smaller would need another window
+        smaller = window_starts(length, side - 32, side - 32 - 2 * margin)
+        assert len(smaller) > len(fixed)
+    inside = np.zeros(length, dtype=int)
+    for start in grid.row_starts:
+        lo = margin if start > 0 else 0
+        hi = side - margin if start + side < length else side
+        inside[start + lo : start + hi] = 1
+    assert inside.all()
+
+
+def test_1500_px_scene_uses_two_800_px_windows_per_axis() -> None:
+    grid = predict_module.window_grid(prediction_cfg(), 300, 1500, 1500)
+    assert (grid.window_height, grid.window_width) == (800, 800)
+    assert grid.row_starts == (0, 700) and grid.col_starts == (0, 700)
+
+
+def test_overlap_fraction_keeps_the_former_square_grid() -> None:
+    grid = predict_module.window_grid(prediction_cfg(window=None, overlap=0.25), 300, 1500, 1500)
+    assert (grid.window_height, grid.window_width) == (320, 320)
+    assert grid.row_starts[1] == 240
+
+
+def test_margin_too_large_for_the_window_is_an_input_error() -> None:
+    with pytest.raises(InputError, match=r"prediction\.margin"):
+        predict_module.window_grid(prediction_cfg(window=64, margin=32), 300, 500, 500)
+
+
+def test_window_must_be_auto_null_or_a_multiple_of_32() -> None:
+    from s2landcover.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"prediction\.window"):
+        validate_config({"prediction": {"window": "big"}})
+    with pytest.raises(ConfigError, match=r"prediction\.window"):
+        validate_config({"prediction": {"window": 100}})
