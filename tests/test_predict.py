@@ -558,7 +558,7 @@ def test_the_seam_measure_sees_seams_of_unblended_windows(
 
 def test_defaults_are_auto_window_and_a_margin_not_an_overlap_fraction() -> None:
     cfg = prediction_cfg()
-    assert (cfg["window"], cfg["overlap"], cfg["margin"]) == ("auto", None, 32)
+    assert (cfg["window"], cfg["overlap"], cfg["margin"]) == ("auto", None, 64)
     assert cfg["precision"] == "auto" and cfg["layout"] == "auto"
     assert predict_module.window_side(cfg, 300, "cpu") == 1024
 
@@ -585,10 +585,10 @@ def test_margin_grid_fits_the_axis_and_gives_every_pixel_its_margin(
     assert inside.all()
 
 
-def test_1500_px_scene_uses_two_800_px_windows_per_axis() -> None:
+def test_1500_px_scene_uses_two_832_px_windows_per_axis() -> None:
     grid = predict_module.window_grid(prediction_cfg(), 300, 1500, 1500)
-    assert (grid.window_height, grid.window_width) == (800, 800)
-    assert grid.row_starts == (0, 700) and grid.col_starts == (0, 700)
+    assert (grid.window_height, grid.window_width) == (832, 832)
+    assert grid.row_starts == (0, 668) and grid.col_starts == (0, 668)
 
 
 def test_overlap_fraction_keeps_the_former_square_grid() -> None:

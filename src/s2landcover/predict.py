@@ -75,7 +75,7 @@ def round_up(value: int, multiple: int = SIDE_MULTIPLE) -> int:
 # work on overlaps (docs/benchmarks/predict.md measures 512 / 768 / 1024 on this project's CPU).
 AUTO_WINDOW = {"cpu": 1024, "cuda": 1024}
 # ``prediction.margin`` default: context (px) every pixel has on all sides in at least one window.
-DEFAULT_MARGIN = 32
+DEFAULT_MARGIN = 64
 
 
 def window_side(
@@ -117,8 +117,8 @@ def fitted_window(length: int, window: int, margin: int) -> int:
     """The smallest side (a multiple of 32, <= ``window``) that covers an axis of ``length`` px
     with as few windows as ``window`` itself does, neighbours sharing ``2 * margin`` px.
 
-    A 1,500 px axis needs two 1,024 px windows at margin 32 (they would share 548 px); two windows
-    of 800 px cover it sharing 100 px: 1.07x the axis instead of 1.37x.
+    A 1,500 px axis needs two 1,024 px windows at margin 64 (they would share 548 px); two windows
+    of 832 px cover it sharing 164 px: 1.11x the axis instead of 1.37x.
     """
     if length <= window:
         return min(window, round_up(length))
