@@ -37,7 +37,7 @@ from bench_predict import metadata, stand_in_network, write_scene
 SETTINGS = [
     ("before: 320 px, overlap 0.25, float32, NCHW",
      {"window": None, "overlap": 0.25, "precision": "float32", "layout": "contiguous"}),
-    ("defaults: auto (1024) px, margin 32, float32, NHWC", {"precision": "float32"}),
+    ("defaults: auto (1024) px, margin 64, float32, NHWC", {"precision": "float32"}),
 ]  # fmt: skip
 
 
@@ -151,7 +151,7 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     scenes = {}
     for name, height in (("square", args.size), ("tall", 2 * args.size)):
-        scenes[name] = workdir / f"scene_{name}.tif"
+        scenes[name] = workdir / f"scene_{name}_{args.size}.tif"
         if not scenes[name].exists():
             write_scene(scenes[name], height, args.size)
     runs: dict[tuple[str, str], list[dict]] = {}
