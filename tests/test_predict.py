@@ -347,7 +347,11 @@ def test_output_is_a_cog_on_the_scene_grid_with_colours(
     scene, stored = scene_with_nodata
     out = tmp_path / "pred" / "scene.tif"
     summary = predict_scene(
-        random_checkpoint, scene, out, prediction_cfg(window=128, confidence=True), progress=False
+        random_checkpoint,
+        scene,
+        out,
+        prediction_cfg(window=128, margin=16, confidence=True),
+        progress=False,
     )
     assert summary["windows"] > 1 and summary["width"] == 300
     with rasterio.open(scene) as src, rasterio.open(out) as dst:

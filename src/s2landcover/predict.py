@@ -1,8 +1,10 @@
 """Whole-scene prediction: overlapping windows, blended logits, streamed to a land-cover COG.
 
-A scene (the stack of ``results/scenes/{scene}.tif``) is cut into square windows of ``window``
-pixels (the model's tile size rounded up to a multiple of 32 unless configured) that overlap by
-``overlap`` (a fraction of the window). Every window's logits are weighted by a smooth window
+A scene (the stack of ``results/scenes/{scene}.tif``) is cut into windows of at most ``window``
+pixels (``auto``: 1,024, each axis fitted to the smallest multiple of 32 that needs no more
+windows) whose neighbours share ``2 * margin`` pixels (64 by default), or, with ``overlap`` set,
+into square windows that share that fraction (the former grid; ``window: null`` = the tile size
+rounded up to 32). Every window's logits are weighted by a smooth window
 (Hann by default: high in the centre, near zero at the edges) and summed; each pixel's blended
 logits are the weighted mean over the windows covering it, so the class of a pixel near a window
 edge is decided mostly by the neighbouring window that sees it near its centre: no seams.
