@@ -15,6 +15,7 @@ from rio_cogeo.cogeo import cog_validate
 from scipy.ndimage import gaussian_filter
 from torch import nn
 
+from s2landcover import predict as predict_module
 from s2landcover.classes import ClassTable
 from s2landcover.config import validate_config
 from s2landcover.errors import InputError
@@ -217,6 +218,7 @@ def run_blend(model: nn.Module, stored: np.ndarray, grid: WindowGrid, **kwargs: 
     norm = InputNormalization((SCALE,) * 4, (OFFSET,) * 4, tuple(MEAN), tuple(STD), 0)
     bands = [(r, stored[:, r : r + grid.window_height]) for r in grid.row_starts]
     rows: list = []
+    kwargs = {"precision": "float32", "layout": "contiguous", **kwargs}  # exact float32 sums
     blend_rows(
         model, window_batches(bands, grid, norm, 3), grid, 3, rows.append, confidence=True, **kwargs
     )
@@ -273,18 +275,36 @@ class DtypeRecordingModel(SpectralContextModel):
 
 
 @pytest.mark.parametrize(
-    ("precision", "expected"),
-    [("auto", (torch.float32, False)), ("float32", (torch.float32, False)),
-     ("bfloat16", (torch.bfloat16, True))],
+    ("precision", "layout", "native_bf16", "expected"),
+    [("auto", "auto", True, (torch.bfloat16, True)),
+     ("auto", "auto", False, (torch.float32, True)),
+     ("auto", "contiguous", False, (torch.float32, False)),
+     ("float32", "auto", True, (torch.float32, True)),
+     ("float32", "contiguous", True, (torch.float32, False)),
+     ("bfloat16", "auto", False, (torch.bfloat16, True)),
+     ("bfloat16", "channels_last", True, (torch.bfloat16, True))],
 )  # fmt: skip
 def test_precision_sets_the_cpu_autocast_and_layout(
-    precision: str, expected: tuple[torch.dtype, bool]
+    precision: str,
+    layout: str,
+    native_bf16: bool,
+    expected: tuple[torch.dtype, bool],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """auto: bf16 on a CPU only where it computes bf16 natively; channels-last unless contiguous."""
+    monkeypatch.setattr(predict_module, "cpu_has_native_bf16", lambda: native_bf16)
     stored, _ = synthetic_scene(seed=6, height=96, width=120)
     grid = WindowGrid.for_scene(96, 120, window=64, stride=48)
     model = DtypeRecordingModel().eval()
-    run_blend(model, stored, grid, precision=precision)
+    run_blend(model, stored, grid, precision=precision, layout=layout)
     assert set(model.seen) == {expected}
+
+
+def test_unknown_layout_is_an_input_error() -> None:
+    stored, _ = synthetic_scene(seed=6, height=64, width=64)
+    grid = WindowGrid.for_scene(64, 64, window=64, stride=48)
+    with pytest.raises(InputError, match=r"prediction\.layout"):
+        run_blend(PointwiseModel().eval(), stored, grid, layout="nhwc")
 
 
 def test_bfloat16_agrees_with_float32_and_names_its_precision(
@@ -296,7 +316,7 @@ def test_bfloat16_agrees_with_float32_and_names_its_precision(
         out = tmp_path / f"{precision}.tif"
         summary = predict_scene_with_model(
             SpectralContextModel(), metadata(), scene, out,
-            prediction_cfg(window=64, precision=precision), progress=False,
+            prediction_cfg(window=64, overlap=0.25, precision=precision), progress=False,
         )  # fmt: skip
         assert summary["precision"] == precision
         with rasterio.open(out) as dst:
@@ -327,7 +347,11 @@ def test_output_is_a_cog_on_the_scene_grid_with_colours(
     scene, stored = scene_with_nodata
     out = tmp_path / "pred" / "scene.tif"
     summary = predict_scene(
-        random_checkpoint, scene, out, prediction_cfg(confidence=True), progress=False
+        random_checkpoint,
+        scene,
+        out,
+        prediction_cfg(window=128, margin=16, confidence=True),
+        progress=False,
     )
     assert summary["windows"] > 1 and summary["width"] == 300
     with rasterio.open(scene) as src, rasterio.open(out) as dst:
@@ -454,7 +478,10 @@ def seam_figures(model: nn.Module, scene: Path, folder: Path, cfg: dict) -> dict
     """Agreement between the unshifted grid and the grid shifted by half a window, and the rate of
     class changes between neighbouring pixels across window borders and elsewhere."""
     results = {}
-    window = cfg["window"] or TILE
+    with rasterio.open(scene) as src:
+        grid = predict_module.window_grid(cfg, TILE, src.height, src.width)
+    window = grid.window_height
+    assert grid.window_width == window
     for shift in (0, window // 2):
         out = folder / f"shift{shift}.tif"
         summary = predict_scene_with_model(
@@ -464,7 +491,7 @@ def seam_figures(model: nn.Module, scene: Path, folder: Path, cfg: dict) -> dict
             results[shift] = dst.read(1)
     classes = results[0]
     height, width = classes.shape
-    grid = WindowGrid.for_scene(height, width, window, summary["stride"])
+    assert summary["window_height"] == window
 
     def border_flags(starts: tuple[int, ...], length: int) -> np.ndarray:
         """flags[i]: the pixel pair (i, i + 1) straddles a window start or end."""
@@ -500,11 +527,14 @@ def seam_scene(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarr
 def test_no_seams_half_window_shift_and_border_change_rate(
     seam_scene: tuple[Path, np.ndarray], tmp_path: Path
 ) -> None:
-    """Default settings (Hann, overlap 0.25): shifting the window grid by half a window changes
-    < 0.5 % of pixels, and classes change no more often across window borders than elsewhere.
-    Measured on this 384 x 384 scene: agreement 99.95 %; class changes across window borders
-    4.20 % of neighbour pairs, elsewhere 4.96 % (unblended control: 23.9 % vs 4.7 %)."""
-    figures = seam_figures(SpectralContextModel().eval(), seam_scene[0], tmp_path, prediction_cfg())
+    """Default blending (Hann) with a margin instead of an overlap fraction, scaled to this small
+    scene (windows of 128 px sharing 2 x 16 px, as 1024 px windows share 2 x 32 px at most):
+    shifting the window grid by half a window changes < 0.5 % of pixels, and classes change no
+    more often across window borders than elsewhere. (With the former overlap 0.25 at window 64:
+    agreement 99.95 %; border changes 4.20 %, elsewhere 4.96 %; unblended control: 23.9 % vs
+    4.7 %.)"""
+    cfg = prediction_cfg(window=128, margin=16)
+    figures = seam_figures(SpectralContextModel().eval(), seam_scene[0], tmp_path, cfg)
     message = ", ".join(
         f"{k} {v:.4%}" if k != "border_pairs" else f"{k} {v}" for k, v in figures.items()
     )
@@ -522,6 +552,64 @@ def test_the_seam_measure_sees_seams_of_unblended_windows(
 ) -> None:
     """Control: touching windows with uniform weights (no blending) show the padding artefacts of
     the network at window borders, so the measure above can fail."""
-    cfg = prediction_cfg(overlap=0.0, blend="uniform")
+    cfg = prediction_cfg(window=64, overlap=0.0, blend="uniform")
     figures = seam_figures(SpectralContextModel().eval(), seam_scene[0], tmp_path, cfg)
     assert figures["border_rate"] > 1.5 * figures["other_rate"], figures
+
+
+# ------------------------------------------------------------- window auto and margin (issue 20)
+
+
+def test_defaults_are_auto_window_and_a_margin_not_an_overlap_fraction() -> None:
+    cfg = prediction_cfg()
+    assert (cfg["window"], cfg["overlap"], cfg["margin"]) == ("auto", None, 64)
+    assert cfg["precision"] == "auto" and cfg["layout"] == "auto"
+    assert predict_module.window_side(cfg, 300, "cpu") == 1024
+
+
+@pytest.mark.parametrize(("length", "margin"), [(1500, 32), (10980, 32), (5000, 64), (700, 32)])
+def test_margin_grid_fits_the_axis_and_gives_every_pixel_its_margin(
+    length: int, margin: int
+) -> None:
+    """Windows of at most 1024 px, as few as 1024 px windows need, the smallest such side; every
+    pixel lies >= margin px inside some window (scene edges excepted)."""
+    grid = WindowGrid.with_margin(length, length, 1024, margin)
+    side = grid.window_height
+    assert side % 32 == 0 and side <= 1024 and grid.window_width == side
+    fixed = window_starts(length, 1024, 1024 - 2 * margin) if length > 1024 else [0]
+    assert len(grid.row_starts) == len(fixed)
+    if length > 1024:  # one step smaller would need another window
+        smaller = window_starts(length, side - 32, side - 32 - 2 * margin)
+        assert len(smaller) > len(fixed)
+    inside = np.zeros(length, dtype=int)
+    for start in grid.row_starts:
+        lo = margin if start > 0 else 0
+        hi = side - margin if start + side < length else side
+        inside[start + lo : start + hi] = 1
+    assert inside.all()
+
+
+def test_1500_px_scene_uses_two_832_px_windows_per_axis() -> None:
+    grid = predict_module.window_grid(prediction_cfg(), 300, 1500, 1500)
+    assert (grid.window_height, grid.window_width) == (832, 832)
+    assert grid.row_starts == (0, 668) and grid.col_starts == (0, 668)
+
+
+def test_overlap_fraction_keeps_the_former_square_grid() -> None:
+    grid = predict_module.window_grid(prediction_cfg(window=None, overlap=0.25), 300, 1500, 1500)
+    assert (grid.window_height, grid.window_width) == (320, 320)
+    assert grid.row_starts[1] == 240
+
+
+def test_margin_too_large_for_the_window_is_an_input_error() -> None:
+    with pytest.raises(InputError, match=r"prediction\.margin"):
+        predict_module.window_grid(prediction_cfg(window=64, margin=32), 300, 500, 500)
+
+
+def test_window_must_be_auto_null_or_a_multiple_of_32() -> None:
+    from s2landcover.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"prediction\.window"):
+        validate_config({"prediction": {"window": "big"}})
+    with pytest.raises(ConfigError, match=r"prediction\.window"):
+        validate_config({"prediction": {"window": 100}})

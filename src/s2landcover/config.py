@@ -131,9 +131,11 @@ def _check_scenes(scenes: list[dict[str, Any]]) -> None:
 
 def _check_prediction(prediction: Mapping[str, Any]) -> None:
     window = prediction["window"]
-    if window is not None and window % 32:
+    if isinstance(window, str) and window != "auto":
+        raise ConfigError(f"prediction.window = {window!r}: expected an integer, null or 'auto'")
+    if isinstance(window, int) and (window % 32 or window < 32):
         raise ConfigError(
-            f"prediction.window = {window} must be a multiple of 32 (U-Net downsampling)"
+            f"prediction.window = {window} must be a multiple of 32 (U-Net downsampling), >= 32"
         )
 
 

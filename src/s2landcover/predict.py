@@ -1,8 +1,10 @@
 """Whole-scene prediction: overlapping windows, blended logits, streamed to a land-cover COG.
 
-A scene (the stack of ``results/scenes/{scene}.tif``) is cut into square windows of ``window``
-pixels (the model's tile size rounded up to a multiple of 32 unless configured) that overlap by
-``overlap`` (a fraction of the window). Every window's logits are weighted by a smooth window
+A scene (the stack of ``results/scenes/{scene}.tif``) is cut into windows of at most ``window``
+pixels (``auto``: 1,024, each axis fitted to the smallest multiple of 32 that needs no more
+windows) whose neighbours share ``2 * margin`` pixels (64 by default), or, with ``overlap`` set,
+into square windows that share that fraction (the former grid; ``window: null`` = the tile size
+rounded up to 32). Every window's logits are weighted by a smooth window
 (Hann by default: high in the centre, near zero at the edges) and summed; each pixel's blended
 logits are the weighted mean over the windows covering it, so the class of a pixel near a window
 edge is decided mostly by the neighbouring window that sees it near its centre: no seams.
@@ -70,10 +72,30 @@ def round_up(value: int, multiple: int = SIDE_MULTIPLE) -> int:
     return -(-value // multiple) * multiple
 
 
-def window_side(prediction_cfg: Mapping[str, Any], tile_size: int) -> int:
-    """Window side in pixels: ``prediction.window`` or the model's tile size, rounded up to 32."""
-    window = prediction_cfg.get("window") or tile_size
-    return round_up(int(window))
+# ``prediction.window: auto``: the largest window side on each device kind (px). A U-Net is fully
+# convolutional: windows need not be the size of the training chips, and larger windows waste less
+# work on overlaps (docs/benchmarks/predict.md measures 512 / 768 / 1024 on this project's CPU).
+AUTO_WINDOW = {"cpu": 1024, "cuda": 1024}
+# ``prediction.margin`` default: context (px) every pixel has on all sides in at least one window.
+DEFAULT_MARGIN = 64
+
+
+def window_side(
+    prediction_cfg: Mapping[str, Any], tile_size: int, device: torch.device | str = "cpu"
+) -> int:
+    """Largest window side in pixels, a multiple of 32.
+
+    ``prediction.window``: an integer (rounded up to 32); null: the model's tile size rounded up
+    to 32 (300 -> 320, the behaviour before ``auto``); ``auto`` (the default):
+    :data:`AUTO_WINDOW` of the device kind (the grid may then use a smaller side per axis that
+    covers the scene with as many windows: :func:`fitted_window`).
+    """
+    window = prediction_cfg.get("window", "auto")
+    if window == "auto":
+        return AUTO_WINDOW.get(torch.device(device).type, AUTO_WINDOW["cpu"])
+    if isinstance(window, str):
+        raise InputError(f"prediction.window is {window!r}; expected an integer, null or 'auto'")
+    return round_up(int(window or tile_size))
 
 
 def window_stride(window: int, overlap: float) -> int:
@@ -81,6 +103,31 @@ def window_stride(window: int, overlap: float) -> int:
     if not 0 <= overlap < 1:
         raise InputError(f"prediction.overlap is {overlap}; expected a fraction in [0, 1)")
     return max(1, round(window * (1 - overlap)))
+
+
+def margin_stride(window: int, margin: int) -> int:
+    """Distance between window starts when neighbouring windows share ``2 * margin`` px: every
+    pixel then lies at least ``margin`` px inside one of the windows covering it."""
+    if margin < 0 or 2 * margin >= window:
+        raise InputError(
+            f"prediction.margin is {margin} px; expected 0 <= margin < window / 2 = {window // 2}"
+        )
+    return window - 2 * margin
+
+
+def fitted_window(length: int, window: int, margin: int) -> int:
+    """The smallest side (a multiple of 32, <= ``window``) that covers an axis of ``length`` px
+    with as few windows as ``window`` itself does, neighbours sharing ``2 * margin`` px.
+
+    A 1,500 px axis needs two 1,024 px windows at margin 64 (they would share 548 px); two windows
+    of 832 px cover it sharing 164 px: 1.11x the axis instead of 1.37x.
+    """
+    if length <= window:
+        return min(window, round_up(length))
+    stride = margin_stride(window, margin)
+    count = len(window_starts(length, window, stride))
+    needed = -(-(length - 2 * margin) // count) + 2 * margin
+    return min(window, round_up(needed))
 
 
 def window_starts(length: int, window: int, stride: int, shift: int = 0) -> list[int]:
@@ -131,6 +178,26 @@ class WindowGrid:
             col_starts=tuple(window_starts(width, window_width, stride, shift)),
         )
 
+    @classmethod
+    def with_margin(
+        cls, height: int, width: int, window: int, margin: int, shift: int = 0
+    ) -> WindowGrid:
+        """The grid of windows of at most ``window`` px per side whose neighbours share ``2 *
+        margin`` px; each axis gets the smallest side that needs no more windows
+        (:func:`fitted_window`), so the sides may differ (the blend weights follow them)."""
+        window_height = fitted_window(height, window, margin)
+        window_width = fitted_window(width, window, margin)
+        row_stride = margin_stride(window_height, margin) if height > window_height else 1
+        col_stride = margin_stride(window_width, margin) if width > window_width else 1
+        return cls(
+            height=height,
+            width=width,
+            window_height=window_height,
+            window_width=window_width,
+            row_starts=tuple(window_starts(height, window_height, row_stride, shift)),
+            col_starts=tuple(window_starts(width, window_width, col_stride, shift)),
+        )
+
     @property
     def count(self) -> int:
         """Number of windows."""
@@ -141,6 +208,31 @@ class WindowGrid:
         for row in self.row_starts:
             for col in self.col_starts:
                 yield row, col
+
+
+def window_grid(
+    prediction_cfg: Mapping[str, Any],
+    tile_size: int,
+    height: int,
+    width: int,
+    device: torch.device | str = "cpu",
+    shift: int = 0,
+) -> WindowGrid:
+    """The window grid of a ``height`` x ``width`` px scene for the ``prediction`` settings.
+
+    ``overlap`` null (the default): windows of at most :func:`window_side` px whose neighbours
+    share ``2 * margin`` px (``margin`` default :data:`DEFAULT_MARGIN`), fitted per axis
+    (:meth:`WindowGrid.with_margin`); ``overlap`` a fraction: square windows of exactly
+    :func:`window_side` px, neighbours sharing that fraction (the behaviour before margins).
+    """
+    window = window_side(prediction_cfg, tile_size, device)
+    overlap = prediction_cfg.get("overlap")
+    if overlap is None:
+        margin = prediction_cfg.get("margin")
+        margin = DEFAULT_MARGIN if margin is None else int(margin)
+        return WindowGrid.with_margin(height, width, window, margin, shift=shift)
+    stride = window_stride(window, float(overlap))
+    return WindowGrid.for_scene(height, width, window, stride, shift=shift)
 
 
 def blend_weights_1d(length: int, kind: str = "hann") -> np.ndarray:
@@ -239,7 +331,10 @@ class RowBandAccumulator:
     """Weighted logit sums for a band of scene rows (K x band height x scene width, float32).
 
     Windows are added in row order; :meth:`release` returns the finished rows at the top (those no
-    later window touches) as classes and moves the band down. Lives on the inference device.
+    later window touches) as classes and moves the band down. Lives on the inference device: on a
+    CPU as NumPy arrays (single-threaded, in place: torch's intra-op threads, which the network
+    uses, made each small slice operation wait for a busy core, ~35 ms per window at load 6), on a
+    GPU as tensors (only uint8 rows come back).
     """
 
     def __init__(
@@ -249,31 +344,53 @@ class RowBandAccumulator:
         self.band_height = band_height
         self.width = width
         self.top = 0  # scene row of band row 0
-        self.logit_sum = torch.zeros(num_classes, band_height, width, device=device)
-        self.weight_sum = torch.zeros(band_height, width, device=device)
-        self.valid = torch.zeros(band_height, width, dtype=torch.bool, device=device)
+        self.on_host = torch.device(device).type == "cpu"
+        if self.on_host:  # (rows, width, K): the layout of channels-last logits, no transpose
+            self.logit_sum: Any = np.zeros((band_height, width, num_classes), dtype=np.float32)
+            self.weight_sum: Any = np.zeros((band_height, width), dtype=np.float32)
+            self.valid: Any = np.zeros((band_height, width), dtype=bool)
+        else:
+            self.logit_sum = torch.zeros(num_classes, band_height, width, device=device)
+            self.weight_sum = torch.zeros(band_height, width, device=device)
+            self.valid = torch.zeros(band_height, width, dtype=torch.bool, device=device)
 
     def add(
         self,
-        logits: torch.Tensor,
-        weights: torch.Tensor,
-        valid: torch.Tensor,
+        logits: Any,
+        weights: Any,
+        valid: Any,
         row_off: int,
         col_off: int,
+        weighted: bool = False,
     ) -> None:
-        """Add one window's logits (K, h, w) times ``weights`` (h, w) at scene (row_off, col_off);
-        ``valid`` (h, w) marks pixels with data. Parts beyond the scene (padding) are cut off."""
+        """Add one window's logits times ``weights`` (h, w) at scene (row_off, col_off); ``valid``
+        (h, w) marks pixels with data. Parts beyond the scene (padding) are cut off. On a CPU
+        accumulator the logits are a NumPy array (h, w, K), on a GPU one a tensor (K, h, w);
+        ``weighted``: the logits are already multiplied by the weights (a whole batch at once)."""
         row = row_off - self.top
         if row < 0:
             raise ValueError(
                 f"window at row {row_off} is above the band (top {self.top}): "
                 "windows must come in row order"
             )
+        if self.on_host:
+            h = min(logits.shape[0], self.band_height - row)
+            w = min(logits.shape[1], self.width - col_off)
+            target = self.logit_sum[row : row + h, col_off : col_off + w]
+            if weighted:
+                target += logits[:h, :w]
+            else:
+                target += logits[:h, :w] * weights[:h, :w, None]
+            self.weight_sum[row : row + h, col_off : col_off + w] += weights[:h, :w]
+            self.valid[row : row + h, col_off : col_off + w] = valid[:h, :w]
+            return
         h = min(logits.shape[-2], self.band_height - row)
         w = min(logits.shape[-1], self.width - col_off)
-        self.logit_sum[:, row : row + h, col_off : col_off + w].addcmul_(
-            logits[:, :h, :w], weights[:h, :w]
-        )
+        target = self.logit_sum[:, row : row + h, col_off : col_off + w]
+        if weighted:
+            target += logits[:, :h, :w]
+        else:
+            target.addcmul_(logits[:, :h, :w], weights[:h, :w])
         self.weight_sum[row : row + h, col_off : col_off + w] += weights[:h, :w]
         self.valid[row : row + h, col_off : col_off + w] = valid[:h, :w]
 
@@ -287,10 +404,47 @@ class RowBandAccumulator:
         """
         n = min(upto - self.top, self.band_height)
         row_off = self.top
+        if self.on_host:
+            classes_np, conf_np = self._finish_host(n, confidence)
+        else:
+            classes_np, conf_np = self._finish_device(n, confidence)
+        keep = self.band_height - n
+        if keep > 0:  # move the unfinished rows up (NumPy copes with the overlap)
+            if self.on_host:
+                self.logit_sum[:keep] = self.logit_sum[n:]
+            else:
+                self.logit_sum[:, :keep] = self.logit_sum[:, n:].clone()
+            self.weight_sum[:keep] = self.weight_sum[n:]
+            self.valid[:keep] = self.valid[n:]
+        if self.on_host:
+            self.logit_sum[keep:] = 0
+        else:
+            self.logit_sum[:, keep:] = 0
+        self.weight_sum[keep:] = 0
+        self.valid[keep:] = False
+        self.top += n
+        return row_off, classes_np, conf_np
+
+    def _finish_host(self, n: int, confidence: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        logit_sum = self.logit_sum[:n]  # (n, width, K)
+        valid = self.valid[:n]
+        # weight_sum > 0, so the class of the largest sum is that of the largest mean
+        classes = logit_sum.argmax(axis=-1).astype(np.uint8)
+        classes += 1
+        classes[~valid] = 0
+        if not confidence:
+            return classes, None
+        # max softmax probability of the mean logits = 1 / sum_k exp(mean_k - mean_max)
+        mean = logit_sum / np.maximum(self.weight_sum[:n], 1e-30)[..., None]
+        mean -= mean.max(axis=-1, keepdims=True)
+        np.exp(mean, out=mean)
+        conf = np.clip(np.round(255 / mean.sum(axis=-1)), 1, 255).astype(np.uint8)
+        conf[~valid] = 0
+        return classes, conf
+
+    def _finish_device(self, n: int, confidence: bool) -> tuple[np.ndarray, np.ndarray | None]:
         logit_sum = self.logit_sum[:, :n]
         valid = self.valid[:n]
-        # weight_sum > 0, so the class of the largest sum is that of the largest mean;
-        # max(dim=0).indices is several times faster than argmax(dim=0) on CPU.
         classes = (logit_sum.max(dim=0).indices + 1).to(torch.uint8)
         classes = torch.where(valid, classes, torch.zeros_like(classes))
         conf_np = None
@@ -301,17 +455,7 @@ class RowBandAccumulator:
                 valid, (prob * 255).round().clamp(1, 255), torch.zeros_like(prob)
             ).to(torch.uint8)
             conf_np = conf.cpu().numpy()
-        classes_np = classes.cpu().numpy()
-        keep = self.band_height - n
-        if keep > 0:
-            self.logit_sum[:, :keep] = self.logit_sum[:, n:].clone()
-            self.weight_sum[:keep] = self.weight_sum[n:].clone()
-            self.valid[:keep] = self.valid[n:].clone()
-        self.logit_sum[:, keep:] = 0
-        self.weight_sum[keep:] = 0
-        self.valid[keep:] = False
-        self.top += n
-        return row_off, classes_np, conf_np
+        return classes.cpu().numpy(), conf_np
 
 
 # --------------------------------------------------------------------------------------------
@@ -428,28 +572,57 @@ def window_batches(
     grid: WindowGrid,
     norm: InputNormalization,
     batch_size: int,
-) -> Iterator[tuple[list[tuple[int, int]], np.ndarray, np.ndarray]]:
+    buffers: int = 5,
+) -> Iterator[tuple[list[tuple[int, int]], np.ndarray, list[np.ndarray]]]:
     """Cut bands of rows (``(row_off, stored (C, rows, width))``, one per row of windows, in order)
-    into batches ``(offsets, input (B, C, h, w) float32, valid (B, h, w) bool)``."""
+    into batches ``(offsets, input (B, h, w, C) float32, channels last, valid [B x (h, w) bool])``
+    (``torch.from_numpy(input).permute(0, 3, 1, 2)`` is the NCHW batch in channels-last memory).
+
+    Each window is normalised straight from the stored values into a batch buffer (one pass of
+    ``stored * (scale / std) + (offset - mean) / std``, no float copy of the row band, no
+    ``np.stack``); the valid mask is computed once per row band and handed out as views. The
+    batch arrays cycle through ``buffers`` preallocated buffers: a consumer must be done with a
+    batch before it takes the ``buffers - 1``-th next one (:func:`prefetch` with depth 2 keeps at
+    most 4 in flight).
+    """
+    gain = (np.asarray(norm.scales) / np.asarray(norm.std)).astype(np.float32)
+    bias = ((np.asarray(norm.offsets) - np.asarray(norm.mean)) / np.asarray(norm.std)).astype(
+        np.float32
+    )
+    shape = (batch_size, grid.window_height, grid.window_width, len(norm.scales))
+    pool: list[np.ndarray] = []
+    used = 0
     offsets: list[tuple[int, int]] = []
-    images: list[np.ndarray] = []
     valids: list[np.ndarray] = []
+    batch: np.ndarray | None = None
     for row_off, stored in row_bands:
-        image, valid = normalized_input(
-            stored, norm.scales, norm.offsets, norm.mean, norm.std, norm.nodata
-        )
-        image = pad_to(image, grid.window_height, grid.window_width)
-        valid = pad_to(valid, grid.window_height, grid.window_width)
+        stored = pad_to(stored, grid.window_height, grid.window_width)  # pointwise ops commute
+        if norm.nodata is None:
+            valid = np.ones(stored.shape[1:], dtype=bool)
+        else:
+            valid = (stored != norm.nodata).any(axis=0)
+        all_valid = bool(valid.all())
         for col_off in grid.col_starts:
+            if batch is None:
+                if len(pool) < buffers:
+                    pool.append(np.empty(shape, dtype=np.float32))
+                batch = pool[used % len(pool)] if len(pool) == buffers else pool[-1]
+                used += 1
             cols = slice(col_off, col_off + grid.window_width)
+            out = batch[len(offsets)]
+            np.multiply(stored[:, :, cols].transpose(1, 2, 0), gain, out=out, casting="unsafe")
+            out += bias
+            window_valid = valid[:, cols]
+            if not all_valid:
+                out *= window_valid[:, :, None]  # no data -> 0, the band mean, as in training
             offsets.append((row_off, col_off))
-            images.append(image[:, :, cols])
-            valids.append(valid[:, cols])
+            valids.append(window_valid)
             if len(offsets) == batch_size:
-                yield offsets, np.stack(images), np.stack(valids)
-                offsets, images, valids = [], [], []
+                yield offsets, batch, valids
+                offsets, valids, batch = [], [], None
     if offsets:
-        yield offsets, np.stack(images), np.stack(valids)
+        assert batch is not None
+        yield offsets, batch[: len(offsets)], valids
 
 
 PRECISIONS = ("auto", "float32", "bfloat16")
@@ -466,10 +639,11 @@ def cpu_has_native_bf16() -> bool:
 def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
     """The autocast dtype of inference on ``device``, or None for plain float32.
 
-    ``auto``: bf16 (fp16 where bf16 is not supported) on CUDA, float32 on CPU (bf16 on a CPU is
-    opt-in until its agreement with float32 is measured on trained models:
-    docs/benchmarks/predict.md). ``bfloat16``: bf16 autocast on any device (on a CPU without native
-    bf16 it is emulated and slow). ``float32``: no autocast.
+    ``auto``: bf16 (fp16 where bf16 is not supported) on CUDA; on a CPU bf16 where it computes bf16
+    natively (AVX-512 BF16 or AMX: :func:`cpu_has_native_bf16`), else float32 (emulated bf16 is
+    slower than float32). On a trained resnet34 U-Net bf16 agreed with float32 on >= 99.9 % of
+    pixels at 1.6-2x the speed (docs/benchmarks/predict.md). ``bfloat16``: bf16 autocast on any
+    device. ``float32``: no autocast.
     """
     if precision not in PRECISIONS:
         raise InputError(
@@ -479,14 +653,32 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
         return None
     if precision == "bfloat16":
         return torch.bfloat16
+    if device.type == "cpu":
+        return torch.bfloat16 if cpu_has_native_bf16() else None
     if device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+LAYOUTS = ("auto", "channels_last", "contiguous")
+
+
+def uses_channels_last(device: torch.device, amp: torch.dtype | None, layout: str = "auto") -> bool:
+    """Whether the network and its input run channels-last (NHWC).
+
+    ``auto``: yes on CUDA, with any autocast, and on a CPU in float32 too (oneDNN convolves NHWC
+    float32 1.5-2x faster than NCHW here: docs/benchmarks/predict.md); ``contiguous``: never.
+    """
+    if layout not in LAYOUTS:
+        raise InputError(f"prediction.layout is {layout!r}; expected one of {list(LAYOUTS)}")
+    if layout == "auto":
+        return True
+    return layout == "channels_last"
+
+
 def blend_rows(
     model: nn.Module,
-    batches: Iterable[tuple[list[tuple[int, int]], np.ndarray, np.ndarray]],
+    batches: Iterable[tuple[list[tuple[int, int]], np.ndarray, Sequence[np.ndarray]]],
     grid: WindowGrid,
     num_classes: int,
     emit_rows: Callable[[tuple[int, np.ndarray, np.ndarray | None]], None],
@@ -496,34 +688,42 @@ def blend_rows(
     confidence: bool = False,
     on_batch: Callable[[int], None] | None = None,
     precision: str = "auto",
+    layout: str = "auto",
 ) -> None:
     """Run ``model`` on window batches in row order and emit finished rows, top to bottom.
 
     ``emit_rows`` receives ``(row_off, classes uint8 (n, width), confidence uint8 or None)``
     covering the whole scene exactly once, in order. Memory: the accumulator (K + 1 float32 and one
     bool per pixel of a window-high band of the scene) plus one batch. ``precision``: see
-    :func:`autocast_dtype`; with any autocast the input runs channels-last (the layout oneDNN and
-    cuDNN convolve fastest in reduced precision); logits are accumulated in float32 either way.
+    :func:`autocast_dtype`; ``layout``: see :func:`uses_channels_last`; logits are accumulated in
+    float32 either way.
     """
     device = torch.device(device)
     accumulator = RowBandAccumulator(num_classes, grid.window_height, grid.width, device)
-    weights = torch.from_numpy(blend_weights(grid.window_height, grid.window_width, blend)).to(
-        device
-    )
+    weights_np = blend_weights(grid.window_height, grid.window_width, blend)
+    weights = weights_np if accumulator.on_host else torch.from_numpy(weights_np).to(device)
     amp = autocast_dtype(device, precision)
-    channels_last = device.type == "cuda" or amp is not None
+    channels_last = uses_channels_last(device, amp, layout)
     with torch.inference_mode():
         for offsets, images, valids in batches:
-            x = torch.from_numpy(images).to(device, non_blocking=True)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+            # (B, h, w, C) -> NCHW view in channels-last memory: no copy when channels_last
+            x = torch.from_numpy(images).to(device, non_blocking=True).permute(0, 3, 1, 2)
+            if not channels_last:
+                x = x.contiguous()
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                 logits = infer_logits(model, x, tta=tta)
-            valid = torch.from_numpy(valids).to(device)
+            if accumulator.on_host:
+                # (B, h, w, K) times the weights in one pass, which also makes it contiguous
+                # whatever the network's output layout (a view of channels-last logits)
+                weighted = np.multiply(logits.permute(0, 2, 3, 1).numpy(), weights_np[..., None])
+                valid: Any = valids
+            else:
+                weighted = logits.contiguous() * weights
+                valid = torch.from_numpy(np.stack(valids)).to(device)
             for i, (row_off, col_off) in enumerate(offsets):
                 if row_off > accumulator.top:
                     emit_rows(accumulator.release(row_off, confidence))
-                accumulator.add(logits[i], weights, valid[i], row_off, col_off)
+                accumulator.add(weighted[i], weights, valid[i], row_off, col_off, weighted=True)
             if on_batch is not None:
                 on_batch(len(offsets))
         emit_rows(accumulator.release(grid.height, confidence))
@@ -751,10 +951,13 @@ def predict_scene_with_model(
         classes = dataclasses.replace(classes, not_observed=True)
     check_model_resolution(scene_path, scene.grid.resolution, float(metadata["resolution"]))
     torch_device = choose_device(device)
-    window = window_side(prediction_cfg, int(metadata["tile_size"]))
-    stride = window_stride(window, float(prediction_cfg.get("overlap", 0.25)))
-    grid = WindowGrid.for_scene(
-        scene.grid.height, scene.grid.width, window, stride, shift=grid_shift
+    grid = window_grid(
+        prediction_cfg, int(metadata["tile_size"]), scene.grid.height, scene.grid.width,
+        torch_device, shift=grid_shift,
+    )  # fmt: skip
+    window = max(grid.window_height, grid.window_width)
+    stride = (
+        grid.row_starts[1] - grid.row_starts[0] if len(grid.row_starts) > 1 else grid.window_height
     )
     blend = prediction_cfg.get("blend", "hann")
     blend_weights_1d(1, blend)  # checks the name before any work
@@ -770,8 +973,9 @@ def predict_scene_with_model(
     )
     precision = str(prediction_cfg.get("precision", "auto"))
     amp = autocast_dtype(torch_device, precision)  # checks the name before any work
+    layout = str(prediction_cfg.get("layout", "auto"))
     model = model.to(torch_device).eval()
-    if torch_device.type == "cuda" or amp is not None:
+    if uses_channels_last(torch_device, amp, layout):
         model = model.to(memory_format=torch.channels_last)
     if torch_device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -838,7 +1042,7 @@ def predict_scene_with_model(
                 blend_rows(
                     model, batches, grid, classes.num_classes, writer_thread.put, torch_device,
                     blend=blend, tta=tta, confidence=with_confidence, on_batch=report,
-                    precision=precision,
+                    precision=precision, layout=layout,
                 )  # fmt: skip
         finally:
             writer_thread.close()
@@ -850,12 +1054,15 @@ def predict_scene_with_model(
         "width": grid.width,
         "height": grid.height,
         "window": window,
+        "window_height": grid.window_height,
+        "window_width": grid.window_width,
         "stride": stride,
         "windows": grid.count,
         "blend": blend,
         "tta": tta,
         "device": str(torch_device),
         "precision": str(amp).removeprefix("torch.") if amp is not None else "float32",
+        "channels_last": uses_channels_last(torch_device, amp, layout),
         "seconds": round(seconds, 3),
         "megapixels_per_second": round(megapixels / seconds, 4),
         "class_pixels": {

@@ -1,0 +1,202 @@
+"""Host side of whole-scene prediction: the machinery's megapixels per second, per core, by phase.
+
+Runs :func:`s2landcover.predict.predict_scene_with_model` end to end (reader thread: decode,
+normalise, cut windows; main thread: network, blend into the row-band accumulator, argmax; writer
+thread: stage GeoTIFF, then the COG rewrite) with the stand-in network of bench_predict.py (one
+3 x 3 convolution, 4 bands -> K logits), so that what is measured is the machinery, on synthetic
+4-band uint16 scenes: SIZE x SIZE (square) and 2 SIZE x SIZE (tall). Each run is a subprocess
+(its own peak RSS); settings are interleaved over ``--repeats`` rounds and medians are quoted.
+
+Besides wall-clock Mpx/s it reports Mpx per CPU-second of the process (user + system over all
+threads): on a shared, loaded machine the wall clock mostly measures the other jobs, CPU time what
+this job needs; "per core" below is that figure. Per phase: CPU seconds of each thread (reader,
+main, writer) and the COG rewrite (``rasterio.shutil.copy``, GDAL threads not included).
+
+Example (this project's 2-core machine):
+
+    python benchmarks/bench_predict_host.py --size 4096 --threads 2 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_predict import metadata, stand_in_network, write_scene
+
+# (label, prediction settings); the first is the reference (the defaults before issue 20).
+SETTINGS = [
+    ("before: 320 px, overlap 0.25, float32, NCHW",
+     {"window": None, "overlap": 0.25, "precision": "float32", "layout": "contiguous"}),
+    ("defaults: auto (1024) px, margin 64, float32, NHWC", {"precision": "float32"}),
+]  # fmt: skip
+
+
+def child(scene: Path, out: Path, cfg: dict, threads: int) -> dict:
+    """One measured run in this process: wall and CPU seconds, per-thread CPU by phase."""
+    import threading
+
+    import rasterio.shutil
+    import torch
+
+    from s2landcover import predict
+
+    torch.set_num_threads(threads)
+    cpu_by_thread: dict[str, float] = {}
+    lock = threading.Lock()
+
+    def timed(name: str, function):  # CPU time of the calling thread inside ``function``
+        def wrapper(*args, **kwargs):
+            started = time.thread_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                with lock:
+                    cpu_by_thread[name] = (
+                        cpu_by_thread.get(name, 0.0) + time.thread_time() - started
+                    )
+
+        return wrapper
+
+    def timed_iter(name: str, make):
+        def wrapper(*args, **kwargs):
+            iterator = make(*args, **kwargs)
+            while True:
+                started = time.thread_time()
+                try:
+                    item = next(iterator)
+                except StopIteration:
+                    return
+                finally:
+                    with lock:
+                        cpu_by_thread[name] = (
+                            cpu_by_thread.get(name, 0.0) + time.thread_time() - started
+                        )
+                yield item
+
+        return wrapper
+
+    from s2landcover.io import prediction_writer
+
+    prediction_writer.rasterio.shutil.copy = timed("COG rewrite", rasterio.shutil.copy)
+    predict.window_batches = timed_iter("reader: decode, normalise, cut", predict.window_batches)
+    writer_write = prediction_writer.StreamingRasterWriter.write_rows
+    prediction_writer.StreamingRasterWriter.write_rows = timed("writer: stage", writer_write)
+    release = predict.RowBandAccumulator.release
+    predict.RowBandAccumulator.release = timed("main: argmax + shift", release)
+    add = predict.RowBandAccumulator.add
+    predict.RowBandAccumulator.add = timed("main: accumulate", add)
+    model = stand_in_network(6)
+    forward = model.forward
+    model.forward = timed("main: network + weights", forward)  # type: ignore[method-assign]
+    meta = metadata(6, "resnet18", 300)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu0 = usage.ru_utime + usage.ru_stime
+    started = time.perf_counter()
+    summary = predict.predict_scene_with_model(model, meta, scene, out, cfg, progress=False)
+    wall = time.perf_counter() - started
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "wall": wall,
+        "cpu": usage.ru_utime + usage.ru_stime - cpu0,
+        "windows": summary["windows"],
+        "phases": cpu_by_thread,
+    }
+
+
+def measure(scene: Path, out: Path, cfg: dict, threads: int) -> dict:
+    """Run :func:`child` in a subprocess under ``/usr/bin/time -v`` (peak RSS in MiB)."""
+    argv = ["--child", json.dumps(cfg), "--scene", str(scene), "--out", str(out)]
+    process = subprocess.run(
+        ["/usr/bin/time", "-v", sys.executable, __file__, *argv, "--threads", str(threads)],
+        capture_output=True, text=True, check=False, env=os.environ,
+    )  # fmt: skip
+    if process.returncode != 0:
+        raise RuntimeError(f"child {argv} failed:\n{process.stderr[-3000:]}")
+    figures = json.loads(process.stdout.strip().splitlines()[-1])
+    for line in process.stderr.splitlines():
+        if "Maximum resident set size" in line:
+            figures["peak_rss_mib"] = int(line.split(":")[-1]) / 1024
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=4096, help="scene width (square side) in px")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--scene", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(
+            json.dumps(
+                child(Path(args.scene), Path(args.out), json.loads(args.child), args.threads)
+            )
+        )
+        return
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_predict_host_"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    scenes = {}
+    for name, height in (("square", args.size), ("tall", 2 * args.size)):
+        scenes[name] = workdir / f"scene_{name}_{args.size}.tif"
+        if not scenes[name].exists():
+            write_scene(scenes[name], height, args.size)
+    runs: dict[tuple[str, str], list[dict]] = {}
+    for _ in range(args.repeats):
+        for shape in scenes:
+            for label, cfg in SETTINGS:
+                figures = measure(scenes[shape], workdir / "out.tif", cfg, args.threads)
+                runs.setdefault((label, shape), []).append(figures)
+                print(label, shape, json.dumps(figures), file=sys.stderr)
+    load = os.getloadavg()
+    print(
+        f"scene {args.size:,} px wide (square {args.size:,}^2, tall {2 * args.size:,} x "
+        f"{args.size:,}), stand-in 3x3 conv network, K = 6, {args.threads} threads, median of "
+        f"{args.repeats} interleaved rounds, load average {load[0]:.1f} / {load[1]:.1f} / "
+        f"{load[2]:.1f} (1 / 5 / 15 min) at the end\n"
+    )
+    print(
+        "| setting | scene | windows | wall s | Mpx/s (wall) | CPU s | Mpx per CPU-s "
+        "(per core) | x before (per core) | peak RSS MiB |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for shape, factor in (("square", 1), ("tall", 2)):
+        megapixels = factor * args.size * args.size / 1e6
+        base = statistics.median(r["cpu"] for r in runs[(SETTINGS[0][0], shape)])
+        for label, _ in SETTINGS:
+            rs = runs[(label, shape)]
+            wall = statistics.median(r["wall"] for r in rs)
+            cpu = statistics.median(r["cpu"] for r in rs)
+            rss = statistics.median(r["peak_rss_mib"] for r in rs)
+            print(
+                f"| {label} | {shape} | {rs[0]['windows']:,} | {wall:.1f} | "
+                f"{megapixels / wall:.1f} | {cpu:.1f} | {megapixels / cpu:.1f} | "
+                f"{base / cpu:.2f} | {rss:,.0f} |"
+            )
+    print("\nCPU seconds by phase (square scene, median):\n")
+    phases = sorted({p for rs in runs.values() for r in rs for p in r["phases"]})
+    print("| phase | " + " | ".join(label for label, _ in SETTINGS) + " |")
+    print("|---|" + "---:|" * len(SETTINGS))
+    for phase in phases:
+        cells = []
+        for label, _ in SETTINGS:
+            values = [r["phases"].get(phase, 0.0) for r in runs[(label, "square")]]
+            cells.append(f"{statistics.median(values):.2f}")
+        print(f"| {phase} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
