@@ -3,8 +3,6 @@
 
 
 rule train_pixel_baseline:
-    conda:
-        CONDA_ENV
     input:
         split=f"{RESULTS}/splits/size{{tile}}/split.parquet",
         chips=chip_stores,
@@ -12,19 +10,21 @@ rule train_pixel_baseline:
         model=f"{RESULTS}/baselines/size{{tile}}/pixel/model.pt",
         metrics=f"{RESULTS}/baselines/size{{tile}}/pixel/metrics.csv",
         curves=f"{RESULTS}/baselines/size{{tile}}/pixel/curves.png",
+    log:
+        f"{LOGS}/train_pixel_baseline/size{{tile}}.log",
+    benchmark:
+        f"{BENCHMARKS}/train_pixel_baseline/size{{tile}}.tsv"
+    conda:
+        CONDA_ENV
+    threads: ALL_CORES
+    resources:
+        mem_mb=3000,
+        runtime=60,
     params:
         **pixel_baseline_sections(),
         tile_size=tile_size_section,
         chips_root=lambda wildcards: f"{RESULTS}/chips/size{wildcards.tile}",
         out_dir=lambda wildcards, output: str(Path(output.model).parent),
-    log:
-        f"{LOGS}/train_pixel_baseline/size{{tile}}.log",
-    benchmark:
-        f"{BENCHMARKS}/train_pixel_baseline/size{{tile}}.tsv"
-    threads: ALL_CORES
-    resources:
-        mem_mb=3000,
-        runtime=60,
     shell:
         "s2lc train --config-json {params.model:q} {params.training:q} {params.classes:q}"
         " {params.bands:q} {params.task:q} {params.tile_size:q}"
@@ -33,25 +33,27 @@ rule train_pixel_baseline:
 
 
 rule predict_pixel_baseline:
-    conda:
-        CONDA_ENV
     input:
         model=f"{RESULTS}/baselines/size{{tile}}/pixel/model.pt",
         scene=f"{RESULTS}/scenes/{{scene}}.tif",
         validity=validity_raster,
     output:
         f"{RESULTS}/baselines/size{{tile}}/pixel/{{scene}}.tif",
-    params:
-        prediction=section_json("prediction", {**config["prediction"], "confidence": False}),
-        validity_arg=validity_arg,
     log:
         f"{LOGS}/predict_pixel_baseline/size{{tile}}/{{scene}}.log",
     benchmark:
         f"{BENCHMARKS}/predict_pixel_baseline/size{{tile}}/{{scene}}.tsv"
+    conda:
+        CONDA_ENV
     threads: ALL_CORES
     resources:
         mem_mb=3000,
         runtime=120,
+    params:
+        prediction=section_json(
+            "prediction", {**config["prediction"], "confidence": False}
+        ),
+        validity_arg=validity_arg,
     shell:
         "s2lc predict --config-json {params.prediction:q} --checkpoint {input.model:q}"
         " --scene {input.scene:q} --out {output:q} --threads {threads} {params.validity_arg}"

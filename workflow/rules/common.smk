@@ -19,7 +19,9 @@ from s2landcover.pixel_model import baseline_rule_config, is_pixel_architecture
 # against the scene table, chips.stride against tile_size, ...). Each job then gets the sections
 # its command reads, already resolved, and its command validates only those, section by section.
 try:
-    _validated = validate_config(config, source="config (config.yaml and --config overrides)")
+    _validated = validate_config(
+        config, source="config (config.yaml and --config overrides)"
+    )
 except ConfigError as error:
     # A user mistake: one clear message, no traceback, nothing written.
     sys.stderr.write(f"Configuration error: {error}\n")
@@ -30,7 +32,9 @@ config.update(_validated)
 SCENE_ENTRIES = {scene["name"]: scene for scene in config["scenes"]}
 SCENES = list(SCENE_ENTRIES)
 SCENE_SOURCES = {name: scene["source"] for name, scene in SCENE_ENTRIES.items()}
-STAC_SCENES = [name for name, source in SCENE_SOURCES.items() if source["type"] == "stac"]
+STAC_SCENES = [
+    name for name, source in SCENE_SOURCES.items() if source["type"] == "stac"
+]
 # Stacked dates (workflow/rules/dates.smk, docs/dates.md): a stack is an input like a scene
 # (results/scenes/{stack}.tif), made from its member scenes, which are ingested but used on their
 # own only when their role says so (`none` by default).
@@ -54,10 +58,14 @@ BENCHMARKS = f"{RESULTS}/benchmarks"
 # must not re-run anything (Snakemake re-runs jobs whose params change, not their resources).
 DASK_SCHEDULER = config["compute"]["dask_scheduler"] or "local"
 # GPUs a training job asks the cluster for: training.devices when it is a count, else one.
-TRAINING_GPUS = config["training"]["devices"] if config["training"]["devices"] != "auto" else 1
+TRAINING_GPUS = (
+    config["training"]["devices"] if config["training"]["devices"] != "auto" else 1
+)
 # Runtime-only training keys (RUNTIME_KEYS: loader workers, accelerator, strategy, save interval):
 # resources of train_model, so that changing them re-runs nothing (they are not in its params).
-TRAINING_RUNTIME = {key: str(config["training"][key]) for key in RUNTIME_KEYS["training"]}
+TRAINING_RUNTIME = {
+    key: str(config["training"][key]) for key in RUNTIME_KEYS["training"]
+}
 # Threads of the rules that use the whole machine: every CPU, which Snakemake lowers to --cores
 # (and a cluster profile sets per rule). A number, not workflow.cores, so that --summary, --dag,
 # --report and -n work without --cores.
@@ -85,7 +93,8 @@ def cfg(*sections):
 def sections(*names):
     """One param per config section a job's command reads, each the JSON {"section": value}
     (runtime-only keys left out). Changing a section re-runs the job, and Snakemake's "params
-    changed" reason shows only the changed sections, by name. Pass them all to --config-json."""
+    changed" reason shows only the changed sections, by name. Pass them all to --config-json.
+    """
     return {name: section_json(name, config[name]) for name in names}
 
 
@@ -130,7 +139,9 @@ def _source_files(path):
         files = sorted(str(p) for p in source.rglob("*") if p.is_file())
         return files or [path]
     files = [path, *_vrt_sources(path)]
-    sidecar = Path(f"{path}.aux.xml")  # GDAL's metadata (scale, offset, band names) beside it
+    sidecar = Path(
+        f"{path}.aux.xml"
+    )  # GDAL's metadata (scale, offset, band names) beside it
     if sidecar.is_file():
         files.append(str(sidecar))
     return files
@@ -161,7 +172,11 @@ def scl_output_arg(wildcards, output):
 
 def scl_band(wildcards):
     """The scene classification band on the 10 m grid, when ingest carries it."""
-    return f"{RESULTS}/scenes/{wildcards.scene}_scl.tif" if config["ingest"]["include_scl"] else []
+    return (
+        f"{RESULTS}/scenes/{wildcards.scene}_scl.tif"
+        if config["ingest"]["include_scl"]
+        else []
+    )
 
 
 def scl_input_arg(wildcards, input):
@@ -221,15 +236,21 @@ def chip_indexes(wildcards):
 
 def final_outputs():
     """Everything the default target builds: a prediction per mapped scene and the evaluation
-    report (segmentation), or chip labels per trained-on scene with their metrics (classification)."""
+    report (segmentation), or chip labels per trained-on scene with their metrics (classification).
+    """
     prefix = f"size{TILE}/{MODEL}"
     if config["task"] == "classification":
         return [
-            *expand(f"{RESULTS}/predictions/{prefix}/chips/{{scene}}.tif", scene=TRAIN_SCENES),
+            *expand(
+                f"{RESULTS}/predictions/{prefix}/chips/{{scene}}.tif",
+                scene=TRAIN_SCENES,
+            ),
             f"{RESULTS}/predictions/{prefix}/chips/metrics.json",
         ]
     evaluation = [f"{RESULTS}/evaluation/{prefix}/report.html"] if EVAL_SCENES else []
-    composites = expand(f"{RESULTS}/composites/{prefix}/{{name}}.tif", name=COMPOSITE_ENTRIES)
+    composites = expand(
+        f"{RESULTS}/composites/{prefix}/{{name}}.tif", name=COMPOSITE_ENTRIES
+    )
     return [
         *expand(f"{RESULTS}/predictions/{prefix}/{{scene}}.tif", scene=MAP_SCENES),
         *evaluation,
@@ -315,7 +336,9 @@ def pixel_baseline_arg(wildcards, input):
     if not paths:
         return ""
     paths = [paths] if isinstance(paths, str) else list(paths)
-    return "--baseline-predictions " + " ".join(shlex.quote(str(path)) for path in paths)
+    return "--baseline-predictions " + " ".join(
+        shlex.quote(str(path)) for path in paths
+    )
 
 
 # Several dates (workflow/rules/dates.smk, docs/dates.md).
@@ -373,7 +396,9 @@ def composite_dates(wildcards):
 
 
 def composite_names(wildcards):
-    return " ".join(shlex.quote(m) for m in COMPOSITE_ENTRIES[wildcards.composite]["scenes"])
+    return " ".join(
+        shlex.quote(m) for m in COMPOSITE_ENTRIES[wildcards.composite]["scenes"]
+    )
 
 
 # Evaluation outputs (workflow/rules/evaluation.smk) and what Snakemake's report shows of them.

@@ -2,8 +2,6 @@
 
 
 rule train_model:
-    conda:
-        CONDA_ENV
     input:
         split=f"{RESULTS}/splits/size{{tile}}/split.parquet",
         chips=chip_stores,
@@ -14,6 +12,20 @@ rule train_model:
         model=f"{RESULTS}/models/size{{tile}}/{{model}}/model.pt",
         metrics=f"{RESULTS}/models/size{{tile}}/{{model}}/metrics.csv",
         curves=f"{RESULTS}/models/size{{tile}}/{{model}}/curves.png",
+    log:
+        f"{LOGS}/train_model/size{{tile}}/{{model}}.log",
+    benchmark:
+        f"{BENCHMARKS}/train_model/size{{tile}}/{{model}}.tsv"
+    conda:
+        CONDA_ENV
+    threads: ALL_CORES
+    # Runtime-only keys (TRAINING_RUNTIME: they change how training runs, not what it learns) are
+    # resources, not params, so that changing them re-runs nothing.
+    resources:
+        **TRAINING_RUNTIME,
+        mem_mb=8000,
+        runtime=720,
+        gpu=TRAINING_GPUS,
     params:
         **sections("model", "training", "classes", "task", "classification"),
         # The trained-on inputs' bands: the dated names of a stack (common.smk).
@@ -21,18 +33,6 @@ rule train_model:
         tile_size=tile_size_section,
         chips_root=lambda wildcards: f"{RESULTS}/chips/size{wildcards.tile}",
         out_dir=lambda wildcards, output: str(Path(output.model).parent),
-    log:
-        f"{LOGS}/train_model/size{{tile}}/{{model}}.log",
-    benchmark:
-        f"{BENCHMARKS}/train_model/size{{tile}}/{{model}}.tsv"
-    threads: ALL_CORES
-    # Runtime-only keys (TRAINING_RUNTIME: they change how training runs, not what it learns) are
-    # resources, not params, so that changing them re-runs nothing.
-    resources:
-        mem_mb=8000,
-        runtime=720,
-        gpu=TRAINING_GPUS,
-        **TRAINING_RUNTIME,
     shell:
         "s2lc train --config-json {params.model:q} {params.training:q} {params.classes:q}"
         " {params.bands:q} {params.task:q} {params.classification:q} {params.tile_size:q}"

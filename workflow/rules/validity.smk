@@ -4,11 +4,6 @@
 
 
 rule scene_validity:
-    conda:
-        CONDA_ENV
-    # Scenes of the scene table only: a stack's validity comes from stack_validity.
-    wildcard_constraints:
-        scene=SCENE_PATTERN,
     input:
         unpack(scene_inputs),
         scene=f"{RESULTS}/scenes/{{scene}}.tif",
@@ -16,19 +11,24 @@ rule scene_validity:
         file=validity_file,
     output:
         f"{RESULTS}/validity/{{scene}}.tif",
+    log:
+        f"{LOGS}/scene_validity/{{scene}}.log",
+    benchmark:
+        f"{BENCHMARKS}/scene_validity/{{scene}}.tsv"
+    # Scenes of the scene table only: a stack's validity comes from stack_validity.
+    wildcard_constraints:
+        scene=SCENE_PATTERN,
+    conda:
+        CONDA_ENV
+    threads: 2
+    resources:
+        mem_mb=2000,
+        runtime=60,
     params:
         **sections("validity"),
         scenes=scene_section,
         product=scene_product_arg,
         scl=scl_input_arg,
-    log:
-        f"{LOGS}/scene_validity/{{scene}}.log",
-    benchmark:
-        f"{BENCHMARKS}/scene_validity/{{scene}}.tsv"
-    threads: 2
-    resources:
-        mem_mb=2000,
-        runtime=60,
     shell:
         "s2lc validity --config-json {params.validity:q} {params.scenes:q}"
         " --scene-name {wildcards.scene:q} --scene {input.scene:q} {params.product} {params.scl}"
