@@ -207,7 +207,7 @@ def test_one_batch_training_then_prediction_of_every_chip(
     np.testing.assert_array_equal(
         labels[table["row_off"] // CHIP, table["col_off"] // CHIP], table["predicted_class"]
     )
-    layer = gpd.read_file(out / "chips.gpkg")
+    layer = gpd.read_file(out / "chips.gpkg", layer="chips")
     assert {"predicted_class", "predicted_name", "confidence", "reference_class", "split"} <= set(
         layer.columns
     )

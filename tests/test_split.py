@@ -237,7 +237,7 @@ def test_outputs_summary_and_footprints(tmp_path, caplog):
     assert "Cropland" in caplog.text
     layers = pyogrio.list_layers(tmp_path / "out" / "footprints.gpkg")[:, 0].tolist()
     assert layers == ["chips", "layer_styles"]  # layer_styles: QGIS's default style
-    layer = gpd.read_file(tmp_path / "out" / "footprints.gpkg")
+    layer = gpd.read_file(tmp_path / "out" / "footprints.gpkg", layer="chips")
     assert len(layer) == 100 and layer.crs.to_epsg() == 32631
     row = layer.set_index("chip_id").loc[table.loc[5, "chip_id"]]
     assert row["split"] == "dropped" and row["drop_reason"] == "water" and not row["keep"]
