@@ -35,7 +35,6 @@ table and class names, a COG (:class:`s2landcover.io.prediction_writer.Streaming
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import math
 import os
@@ -566,33 +565,22 @@ def predict_scene_pixels(
     Raises:
         InputError: a bad model file, a scene lacking a band or at another resolution.
     """
-    from s2landcover.io.prediction_writer import (
-        StreamingRasterWriter,
-        bounded_block_cache,
-        inspect_scene_bands,
-    )
+    from s2landcover.io.prediction_writer import StreamingRasterWriter, bounded_block_cache
     from s2landcover.io.rasters import open_raster
     from s2landcover.predict import (
         BackgroundConsumer,
-        check_model_resolution,
         confidence_path,
         hide_not_observed,
+        open_scene_for_model,
         prefetch,
     )
 
     started = time.perf_counter()
     scene_path, out_path = Path(scene_path), Path(out_path)
-    if out_path.resolve() == scene_path.resolve():
-        raise InputError(f"--out {out_path} is the scene itself; choose another output path")
     model = load_pixel_model(checkpoint_path)
-    classes = model.classes
-    scene = inspect_scene_bands(scene_path, model.bands)
-    check_model_resolution(scene_path, scene.grid.resolution, float(model.metadata["resolution"]))
-    if validity_path is not None:
-        from s2landcover.validity import check_validity_grid
-
-        check_validity_grid(validity_path, scene.grid, f"scene {scene_path}")
-        classes = dataclasses.replace(classes, not_observed=True)
+    scene, classes = open_scene_for_model(
+        scene_path, out_path, {**model.metadata, "bands": model.bands}, model.classes, validity_path
+    )
     rows = max(1, ROWS_PIXELS // scene.grid.width)
     with_confidence = bool(prediction_cfg.get("confidence", False))
     conf_path = confidence_path(out_path) if with_confidence else None

@@ -818,6 +818,32 @@ def model_from_checkpoint(checkpoint_path: str | Path) -> tuple[nn.Module, dict[
 RESOLUTION_TOLERANCE = 0.01
 
 
+def open_scene_for_model(
+    scene_path: Path,
+    out_path: Path,
+    metadata: Mapping[str, Any],
+    classes: ClassTable,
+    validity_path: str | Path | None,
+) -> tuple[Any, ClassTable]:
+    """The checks every whole-scene predictor (U-Net or pixel model) runs before any work: the
+    output is not the scene, the scene has the model's bands (matched by name) at its resolution,
+    and the validity raster (if any) is on the scene's grid. Returns the scene's band layout
+    (:func:`s2landcover.io.prediction_writer.inspect_scene_bands`) and the class table of the
+    output (with 255 "Not observed" when a validity raster is given)."""
+    from s2landcover.io.prediction_writer import inspect_scene_bands
+
+    if out_path.resolve() == scene_path.resolve():
+        raise InputError(f"--out {out_path} is the scene itself; choose another output path")
+    scene = inspect_scene_bands(scene_path, list(metadata["bands"]))
+    check_model_resolution(scene_path, scene.grid.resolution, float(metadata["resolution"]))
+    if validity_path is not None:
+        from s2landcover.validity import check_validity_grid
+
+        check_validity_grid(validity_path, scene.grid, f"scene {scene_path}")
+        classes = dataclasses.replace(classes, not_observed=True)
+    return scene, classes
+
+
 def check_model_resolution(
     scene_path: str | Path, scene_resolution: tuple[float, float], model_resolution: float
 ) -> None:
@@ -933,23 +959,15 @@ def predict_scene_with_model(
     from s2landcover.io.prediction_writer import (
         StreamingRasterWriter,
         bounded_block_cache,
-        inspect_scene_bands,
         read_row_bands,
     )
     from s2landcover.io.rasters import open_raster
 
     started = time.perf_counter()
     scene_path, out_path = Path(scene_path), Path(out_path)
-    if out_path.resolve() == scene_path.resolve():
-        raise InputError(f"--out {out_path} is the scene itself; choose another output path")
-    classes = ClassTable.from_dict(metadata["classes"])
-    scene = inspect_scene_bands(scene_path, list(metadata["bands"]))
-    if validity_path is not None:
-        from s2landcover.validity import check_validity_grid
-
-        check_validity_grid(validity_path, scene.grid, f"scene {scene_path}")
-        classes = dataclasses.replace(classes, not_observed=True)
-    check_model_resolution(scene_path, scene.grid.resolution, float(metadata["resolution"]))
+    scene, classes = open_scene_for_model(
+        scene_path, out_path, metadata, ClassTable.from_dict(metadata["classes"]), validity_path
+    )
     torch_device = choose_device(device)
     grid = window_grid(
         prediction_cfg, int(metadata["tile_size"]), scene.grid.height, scene.grid.width,
