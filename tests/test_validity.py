@@ -22,6 +22,7 @@ from s2landcover.errors import InputError
 from s2landcover.evaluate import confusion_matrix
 from s2landcover.io.chipstore import read_chip_index
 from s2landcover.io.rasters import Grid, geotiff_profile
+from s2landcover.io.sentinel2 import ALL_BANDS
 from s2landcover.predict import confidence_path, predict_scene_with_model
 from s2landcover.training.losses import CombinedLoss
 from s2landcover.validity import (
@@ -249,21 +250,7 @@ def test_real_cloudy_l2a_chips_and_prediction_mask_sen2cor_clouds(tmp_path):
 
 # --- synthetic cloud, chips, file source ---------------------------------------------------
 
-L1C_BANDS = [
-    "B01",
-    "B02",
-    "B03",
-    "B04",
-    "B05",
-    "B06",
-    "B07",
-    "B08",
-    "B8A",
-    "B09",
-    "B10",
-    "B11",
-    "B12",
-]
+L1C_BANDS = list(ALL_BANDS)  # the 13 bands of an L1C product
 L2A_ORDER = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"]
 
 
