@@ -280,8 +280,8 @@ def stratified_blocks_to_splits(
     shares = np.array([float(fractions[s]) for s in active])
     shares = shares / shares.sum()
     keys = blocks["block"].tolist()
-    position = {key: i for i, key in enumerate(keys)}
-    chip_block = kept["block"].map(position).to_numpy(dtype=np.int64)
+    block_index = {key: i for i, key in enumerate(keys)}
+    chip_block = kept["block"].map(block_index).to_numpy(dtype=np.int64)
     class_px = kept[[f"px_{i}" for i in classes.indices]].to_numpy(dtype=float)
     score = _LayoutScore(class_px, chip_block, near_block_pairs(kept, chip_block, buffer), shares)
     code_of = {s: i for i, s in enumerate(active)}

@@ -83,7 +83,7 @@ def _read_varint(raw: bytes, pos: int) -> tuple[int, int]:
     raise InputError(f"checksum {raw.hex()!r} is not a valid multihash (truncated varint)")
 
 
-def _new_hash(algorithm: str) -> hashlib._Hash:
+def _new_hash(algorithm: str) -> hashlib._Hash | hashlib.blake2b:
     if algorithm == "blake2b":
         return hashlib.blake2b(digest_size=32)
     return hashlib.new(algorithm)

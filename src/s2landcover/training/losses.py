@@ -147,6 +147,7 @@ class CombinedLoss(nn.Module):
         )
         # A buffer moves with the module to the training device.
         self.register_buffer("class_weights", weight_tensor, persistent=False)
+        self.class_weights: torch.Tensor | None  # declared for type checkers: a buffer or None
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The weighted sum (a float32 scalar)."""
