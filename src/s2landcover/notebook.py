@@ -79,7 +79,11 @@ def _open_lazy(path: Path, chunks: Chunks) -> tuple[xr.DataArray, dict[str, Any]
         # "Scales/Offsets differ across bands": open_scene applies each band's own, on purpose.
         warnings.filterwarnings("ignore", message="(Scales|Offsets) differ across bands")
         data = rioxarray.open_rasterio(
-            path, chunks=chunks, lock=False, masked=False, cache=False  # type: ignore[arg-type]
+            path,
+            chunks=chunks,
+            lock=False,
+            masked=False,
+            cache=False,  # type: ignore[arg-type]
         )
     if not isinstance(data, xr.DataArray):  # subdatasets (HDF, netCDF): not a product of ours
         raise InputError(f"{path} holds several datasets; expected a single GeoTIFF raster")
