@@ -78,12 +78,10 @@ def _open_lazy(path: Path, chunks: Chunks) -> tuple[xr.DataArray, dict[str, Any]
     with warnings.catch_warnings():
         # "Scales/Offsets differ across bands": open_scene applies each band's own, on purpose.
         warnings.filterwarnings("ignore", message="(Scales|Offsets) differ across bands")
+        # rioxarray's annotation omits "auto" and Mapping, which it passes on to dask as they are.
+        lazy_chunks: Any = chunks
         data = rioxarray.open_rasterio(
-            path,
-            chunks=chunks,
-            lock=False,
-            masked=False,
-            cache=False,  # type: ignore[arg-type]
+            path, chunks=lazy_chunks, lock=False, masked=False, cache=False
         )
     if not isinstance(data, xr.DataArray):  # subdatasets (HDF, netCDF): not a product of ours
         raise InputError(f"{path} holds several datasets; expected a single GeoTIFF raster")
