@@ -13,7 +13,6 @@ import copy
 import json
 import math
 from collections.abc import Mapping, Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import jsonschema
 import yaml
 
 from s2landcover.errors import InputError
+from s2landcover.io.config_files import read_config_text, read_packaged_schema
 
 SCHEMA_RESOURCE = "config.schema.yaml"
 
@@ -31,7 +31,7 @@ class ConfigError(InputError):
 
 def load_schema() -> dict[str, Any]:
     """Return the configuration JSON schema shipped with the package."""
-    text = resources.files("s2landcover").joinpath("schemas", SCHEMA_RESOURCE).read_text()
+    text = read_packaged_schema(SCHEMA_RESOURCE)
     return yaml.safe_load(text)
 
 
@@ -402,7 +402,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"configuration file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(read_config_text(path)) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
     return validate_config(data, source=str(path))
