@@ -33,7 +33,8 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
-from s2landcover.io.sentinel2 import NATIVE_RESOLUTION, SafeProductInfo, write_safe_product
+from s2landcover.io.demo_products import SafeProductInfo, write_safe_product
+from s2landcover.io.sentinel2 import NATIVE_RESOLUTION
 
 BAND_SETS = {
     4: ["B02", "B03", "B04", "B08"],

@@ -301,6 +301,11 @@ def test_every_rule_passes_the_sections_its_command_reads():
         for module, name in patches:
             mp.setattr(module, name, recorder)
         mp.setattr(train_module, "train_model", training_entry)
+        # torch's process settings: the CLI's, from the rule's {threads} (here "1").
+        torch_threads: dict = {}
+        mp.setattr(
+            cli, "_torch_settings", lambda threads, **_: torch_threads.setdefault(rule, threads)
+        )
         for config_name, config in shipped_configs():
             for rule, command in commands.items():
                 if rule in NO_CONFIG_RULES:
@@ -328,6 +333,8 @@ def test_every_rule_passes_the_sections_its_command_reads():
                 except KeyError as error:  # a section the command reads but was not given
                     pytest.fail(f"{config_name}: rule {rule}: {error}")
     assert calls
+    assert {"train_model", "train_pixel_baseline", "predict_scene"} <= set(torch_threads)
+    assert set(torch_threads.values()) == {1}, torch_threads
 
 
 def test_config_json_validates_sections_alone():

@@ -123,7 +123,7 @@ def test_epoch_sampler_repeats_chips_with_distinct_keys() -> None:
 
 
 def test_budget_derives_epochs_from_steps() -> None:
-    base = {"batch_size": 4, "epochs": 30, "steps": None, "steps_per_epoch": None}
+    base = {**validate_config({})["training"], "batch_size": 4, "epochs": 30}
     assert training_budget(base, 10)["epochs"] == 30
     assert training_budget(base, 10)["steps_per_epoch"] == 3
     sized = training_budget({**base, "steps": 100, "steps_per_epoch": 25}, 10)

@@ -199,8 +199,8 @@ def tile_scene(
     """
     started = time.perf_counter()
     scene_path, mask_path, out_dir = Path(scene_path), Path(mask_path), Path(out_dir)
-    stride = int(chips_cfg.get("stride") or tile_size)
-    edge = str(chips_cfg.get("edge", "shift"))
+    stride = int(chips_cfg["stride"] or tile_size)
+    edge = str(chips_cfg["edge"])
     if stride > tile_size or stride < 1:
         raise InputError(f"chips.stride = {stride} must be between 1 and the tile size {tile_size}")
     with open_raster(scene_path) as scene:
@@ -423,22 +423,20 @@ def filter_decisions(
     valid_px = class_px.sum(axis=1)
     failed: dict[str, np.ndarray] = {}
     failed["nodata"] = (
-        index["nodata_fraction"].to_numpy() > float(filter_cfg.get("max_nodata_fraction", 0.5))
+        index["nodata_fraction"].to_numpy() > float(filter_cfg["max_nodata_fraction"])
     ) | (valid_px == 0)
-    if filter_cfg.get("drop_water_only", True) and classes.water_indices:
+    if filter_cfg["drop_water_only"] and classes.water_indices:
         water_px = (
             index[[f"px_{i}" for i in classes.water_indices]].to_numpy(dtype=np.int64).sum(axis=1)
         )
         with np.errstate(invalid="ignore", divide="ignore"):
             water_share = np.where(valid_px > 0, water_px / np.maximum(valid_px, 1), 0.0)
-        failed["water"] = (valid_px > 0) & (
-            water_share >= float(filter_cfg.get("water_fraction", 1.0))
-        )
+        failed["water"] = (valid_px > 0) & (water_share >= float(filter_cfg["water_fraction"]))
     else:
         failed["water"] = np.zeros(len(index), dtype=bool)
-    scl_cfg = filter_cfg.get("scl_filter") or {}
-    if scl_cfg.get("enabled", False):
-        columns = [f"scl_fraction_{c}" for c in scl_cfg.get("classes", [3, 8, 9, 10, 11])]
+    scl_cfg = filter_cfg["scl_filter"]
+    if scl_cfg["enabled"]:
+        columns = [f"scl_fraction_{c}" for c in scl_cfg["classes"]]
         missing = [c for c in columns if c not in index.columns]
         if missing:
             raise InputError(
@@ -447,10 +445,10 @@ def filter_decisions(
                 "SCL band"
             )
         scl_share = index[columns].to_numpy(dtype=float).sum(axis=1)
-        failed["scl"] = scl_share > float(scl_cfg.get("max_fraction", 0.5))
+        failed["scl"] = scl_share > float(scl_cfg["max_fraction"])
     else:
         failed["scl"] = np.zeros(len(index), dtype=bool)
-    max_cloud = float(filter_cfg.get("max_cloud_fraction", 1.0))
+    max_cloud = float(filter_cfg["max_cloud_fraction"])
     if max_cloud < 1.0:
         if "cloud_fraction" not in index.columns:
             raise InputError(
@@ -532,23 +530,21 @@ def filter_chips(
             f"({[str(p) for p in index_paths]}); give each scene's index once"
         )
     keep, reasons, counts = filter_decisions(index, filter_cfg, classes)
-    fraction = float(filter_cfg.get("water_only_keep_fraction", 1.0))
-    survivors = water_only_survivors(
-        index["chip_id"], reasons, fraction, int(filter_cfg.get("seed", 42))
-    )
+    fraction = float(filter_cfg["water_only_keep_fraction"])
+    survivors = water_only_survivors(index["chip_id"], reasons, fraction, int(filter_cfg["seed"]))
     water_only = int((reasons == "water").sum())
     index["keep"] = keep.to_numpy() | survivors
     index["drop_reason"] = np.where(survivors, "", reasons.to_numpy())
     index["keep_reason"] = np.where(survivors, WATER_SURVIVAL, "")
     kept = int(index["keep"].sum())
     thresholds = {
-        "max_nodata_fraction": filter_cfg.get("max_nodata_fraction", 0.5),
-        "drop_water_only": filter_cfg.get("drop_water_only", True),
-        "water_fraction": filter_cfg.get("water_fraction", 1.0),
-        "scl_filter": dict(filter_cfg.get("scl_filter") or {}),
-        "max_cloud_fraction": filter_cfg.get("max_cloud_fraction", 1.0),
+        "max_nodata_fraction": filter_cfg["max_nodata_fraction"],
+        "drop_water_only": filter_cfg["drop_water_only"],
+        "water_fraction": filter_cfg["water_fraction"],
+        "scl_filter": dict(filter_cfg["scl_filter"]),
+        "max_cloud_fraction": filter_cfg["max_cloud_fraction"],
         "water_only_keep_fraction": fraction,
-        "seed": int(filter_cfg.get("seed", 42)),
+        "seed": int(filter_cfg["seed"]),
     }
     per_scene = {
         str(scene): {"chips": len(part), "kept": int(part["keep"].sum())}

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -71,6 +72,17 @@ def _dask_scheduler(args: argparse.Namespace, config: dict[str, Any]) -> str | N
     if args.dask_scheduler is not None:
         return None if args.dask_scheduler in ("", "local") else args.dask_scheduler
     return config["compute"]["dask_scheduler"] or None
+
+
+def _torch_settings(threads: int | None, cudnn_benchmark: bool = False) -> None:
+    """Process-wide torch settings of a stage, set here and never inside the library: CPU threads
+    (``threads``: the rule's ``{threads}``; None: every CPU this process may use) and cuDNN
+    autotuning (prediction: windows of one size, so the fastest convolution is picked once)."""
+    import torch
+
+    torch.set_num_threads(threads or max(1, len(os.sched_getaffinity(0))))
+    if cudnn_benchmark:
+        torch.backends.cudnn.benchmark = True
 
 
 def _scene_entry(config: dict[str, Any], name: str) -> dict[str, Any]:
@@ -268,8 +280,9 @@ def _train(args: argparse.Namespace, config: dict[str, Any]) -> dict:
 
     if getattr(args, "architecture", None):  # the workflow's pixel baseline
         config = {**config, "model": {**config["model"], "architecture": args.architecture}}
-    if is_pixel_architecture(config["model"]["architecture"]):
-        return train_pixel_model(args.split, args.chips_root, args.out_dir, config)  # before torch
+    if is_pixel_architecture(config["model"]["architecture"]):  # before torch
+        return train_pixel_model(args.split, args.chips_root, args.out_dir, config, args.threads)
+    _torch_settings(args.threads)  # Lightning sets cuDNN autotuning itself (benchmark=on CUDA)
     from s2landcover.training.train import train_model
 
     # Runtime-only keys given as flags (the workflow passes them as resources, not params).
@@ -299,6 +312,7 @@ def _train(args: argparse.Namespace, config: dict[str, Any]) -> dict:
 def _predict(args: argparse.Namespace, config: dict[str, Any]) -> dict:
     from s2landcover.predict import predict_scene
 
+    _torch_settings(args.threads, cudnn_benchmark=True)
     return predict_scene(
         args.checkpoint,
         args.scene,
@@ -544,12 +558,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--architecture", help="override model.architecture (pixel_gbm: the pixel baseline)"
     )
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads for training (default: every CPU this process may use)",
+    )
     p = add("predict")
     p.add_argument("--checkpoint", required=True, help="model.pt written by train")
     p.add_argument("--scene", required=True, help="scene stack GeoTIFF with the model's bands")
     p.add_argument("--out", required=True, help="output land-cover GeoTIFF")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when present)")
-    p.add_argument("--threads", type=int, help="CPU threads for inference")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads for inference (default: every CPU this process may use)",
+    )
     p.add_argument("--validity", help="validity raster: invalid pixels become 255 (optional)")
     p = add("classify-chips")
     p.add_argument("--checkpoint", required=True, help="model.pt of a task: classification model")
@@ -607,6 +630,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``s2lc``; returns the exit status (0 ok, 2 bad input, 3 a remote source
     failed)."""
     args = build_parser().parse_args(argv)
+    # Figures are only ever written to files: no display backend (a user's own choice wins).
+    os.environ.setdefault("MPLBACKEND", "Agg")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

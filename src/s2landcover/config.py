@@ -13,7 +13,6 @@ import copy
 import json
 import math
 from collections.abc import Mapping, Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import jsonschema
 import yaml
 
 from s2landcover.errors import InputError
+from s2landcover.io.config_files import read_config_text, read_packaged_schema
 
 SCHEMA_RESOURCE = "config.schema.yaml"
 
@@ -31,7 +31,7 @@ class ConfigError(InputError):
 
 def load_schema() -> dict[str, Any]:
     """Return the configuration JSON schema shipped with the package."""
-    text = resources.files("s2landcover").joinpath("schemas", SCHEMA_RESOURCE).read_text()
+    text = read_packaged_schema(SCHEMA_RESOURCE)
     return yaml.safe_load(text)
 
 
@@ -179,20 +179,20 @@ def _check_cross_sections(config: dict[str, Any]) -> None:
             s["name"]
             for s in input_entries(config)
             if s["name"] in named["train"] + named["val"] + named["test"]
-            and s.get("role", "both") in ("map", "none")
+            and s["role"] in ("map", "none")
         )
         if not_trained:
             raise ConfigError(
                 f"split.scenes names scene(s) {not_trained} whose role is 'map' (mapped only, "
                 "never tiled); give them role 'both' or 'train', or leave them out of split.scenes"
             )
-    mapped_only = [s["name"] for s in input_entries(config) if s.get("role", "both") == "map"]
+    mapped_only = [s["name"] for s in input_entries(config) if s["role"] == "map"]
     if config["task"] == "classification" and mapped_only:
         raise ConfigError(
             f"scenes {mapped_only} have role 'map', but task 'classification' labels the chips of "
             "trained-on scenes only; give them role 'both' or use task 'segmentation'"
         )
-    if not any(s.get("role", "both") in ("train", "both") for s in input_entries(config)):
+    if not any(s["role"] in ("train", "both") for s in input_entries(config)):
         raise ConfigError(
             "scenes: no scene has role 'train' or 'both' (nor any stack); one must be trained on"
         )
@@ -215,13 +215,13 @@ def dated_band_names(dates: Sequence[str], bands: Sequence[str]) -> list[str]:
 def input_entries(config: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The inputs the downstream stages iterate over: every scene, then every stack (a stack has a
     name, a role and member ``scenes``; a scene a ``source``)."""
-    return [*config["scenes"], *config.get("stacks", [])]
+    return [*config["scenes"], *config["stacks"]]
 
 
 def input_bands(config: Mapping[str, Any], name: str) -> list[str]:
     """The band names of the input (scene or stack) ``name``: the config's bands for a scene, the
     dated bands of its members' dates for a stack."""
-    for stack in config.get("stacks", []):
+    for stack in config["stacks"]:
         if stack["name"] == name:
             dates = {s["name"]: s.get("date", "") for s in config["scenes"]}
             return dated_band_names([dates[m] for m in stack["scenes"]], config["bands"])
@@ -231,9 +231,7 @@ def input_bands(config: Mapping[str, Any], name: str) -> list[str]:
 def model_bands(config: Mapping[str, Any]) -> list[str]:
     """The bands the model is trained on: those of the trained-on inputs (all the same, checked at
     start by :func:`validate_config`)."""
-    trained = [
-        e["name"] for e in input_entries(config) if e.get("role", "both") in ("train", "both")
-    ]
+    trained = [e["name"] for e in input_entries(config) if e["role"] in ("train", "both")]
     return input_bands(config, trained[0]) if trained else list(config["bands"])
 
 
@@ -281,8 +279,8 @@ def _check_same_area(what: str, members: Sequence[str], sources: Mapping[str, An
 def _check_dates(config: dict[str, Any]) -> None:
     """Stacks and composites against the scene table (whole config, at workflow start)."""
     scenes = {s["name"]: s for s in config["scenes"]}
-    stacks = {s["name"]: s for s in config.get("stacks", [])}
-    names = [s["name"] for s in config.get("stacks", [])]
+    stacks = {s["name"]: s for s in config["stacks"]}
+    names = [s["name"] for s in config["stacks"]]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise ConfigError(f"stacks: duplicate stack name(s) {repeated}")
@@ -329,16 +327,16 @@ def _check_dates(config: dict[str, Any]) -> None:
             "band names carry its dates; train and map either plain scenes or stacks of the same "
             "dates (give the others role 'none', or put them in their own config)"
         )
-    if config.get("stacks") and config["task"] == "classification":
+    if config["stacks"] and config["task"] == "classification":
         raise ConfigError("stacks are for task 'segmentation' (classification reads scene chips)")
-    if config.get("stacks") and config["ingest"]["include_scl"]:
+    if config["stacks"] and config["ingest"]["include_scl"]:
         raise ConfigError(
             "stacks: ingest.include_scl is not supported with stacks (the stack has no SCL band); "
             "clouds of stacks come from the validity rasters (validity.source)"
         )
     # Composites: mapped inputs of one area.
     mapped = {e["name"]: e for e in used if e["role"] in ("map", "both")}
-    composites = config.get("composites", [])
+    composites = config["composites"]
     cnames = [c["name"] for c in composites]
     repeated = sorted({n for n in cnames if cnames.count(n) > 1})
     if repeated:
@@ -402,7 +400,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"configuration file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(read_config_text(path)) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
     return validate_config(data, source=str(path))

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rasterio
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
@@ -289,7 +288,7 @@ def combine_validity(
             for p in validity_paths
         ]
         tmp = stack.enter_context(atomic_path(out_path))
-        with rasterio.open(tmp, "w", **profile) as dst:
+        with open_raster(tmp, "w", **profile) as dst:
             dst.write_colormap(1, VALIDITY_COLORS)
             for window in _strips(grid):
                 codes = combine_codes([s.read(1, window=window) for s in sources], allow_partial)

@@ -38,13 +38,9 @@ from rasterio.windows import Window
 from scipy.ndimage import gaussian_filter
 
 from s2landcover.errors import InputError
+from s2landcover.io.demo_products import SafeProductInfo, write_safe_product
 from s2landcover.io.rasters import Grid
-from s2landcover.io.sentinel2 import (
-    L2A_BANDS,
-    NATIVE_RESOLUTION,
-    SafeProductInfo,
-    write_safe_product,
-)
+from s2landcover.io.sentinel2 import L2A_BANDS, NATIVE_RESOLUTION
 from s2landcover.io.windowed import read_window, write_geotiff_windows
 
 FOREST, GRASSLAND, CROPLAND, BUILT_UP, BARE, WATER = 10, 30, 40, 50, 60, 80

@@ -15,8 +15,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
-import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +35,7 @@ from s2landcover.acquisition.stac import (
     write_json,
     write_remote_mosaic,
 )
+from s2landcover.acquisition.staging import discard_staging, move_staged_files, staging_folder
 from s2landcover.errors import InputError
 from s2landcover.io.atomic import NoSpaceError, require_free_space
 from s2landcover.io.rasters import Grid, atomic_path
@@ -178,7 +177,7 @@ def build_searches(settings: dict[str, Any], download_cfg: dict[str, Any]) -> li
         "grid:code": {"grid:code": {"eq": f"MGRS-{tile}"}},
         "s2:mgrs_tile": {"s2:mgrs_tile": {"eq": tile}},
     }
-    choice = download_cfg.get("mgrs_property", "auto")
+    choice = download_cfg["mgrs_property"]
     names = ["grid:code", "s2:mgrs_tile"] if choice == "auto" else [choice]
     return [{**base, "query": {**cloud_query, **by_property[name]}} for name in names]
 
@@ -260,8 +259,8 @@ def search_scene_items(settings: dict[str, Any], download_cfg: dict[str, Any]) -
             search,
             retries=download_cfg["retries"],
             timeout_s=download_cfg["timeout_s"],
-            backoff=download_cfg.get("backoff_s", 1.0),
-            max_items=download_cfg.get("max_items", 500),
+            backoff=download_cfg["backoff_s"],
+            max_items=download_cfg["max_items"],
         )
         items = [item for item in found if matches_settings(item, settings)]
         if items:
@@ -436,10 +435,10 @@ def download_scene(
     retry = {
         "retries": download_cfg["retries"],
         "timeout_s": download_cfg["timeout_s"],
-        "backoff": download_cfg.get("backoff_s", 1.0),
+        "backoff": download_cfg["backoff_s"],
     }
     files: dict[str, str] = {}
-    staging = out_dir.with_name(f".{out_dir.name}.download")
+    staging = staging_folder(out_dir)
     if aoi is None:  # whole assets: into the staging folder first (resumable across runs)
         sizes = [asset.extra_fields.get("file:size") for _, asset in assets.values()]
         try:
@@ -456,13 +455,12 @@ def download_scene(
                 )
                 files[band] = name
         except NoSpaceError:
-            shutil.rmtree(staging, ignore_errors=True)  # a full device is not resumed: free it
+            discard_staging(staging)  # a full device is not resumed: free it
             raise
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         if aoi is None:
-            for name in files.values():
-                os.replace(staging / name, tmp / name)
+            move_staged_files(staging, files.values(), tmp)
             bounds_wgs84 = list(item.bbox) if item.bbox else None
         else:
             bounds_wgs84 = _copy_area_of_interest(assets, aoi, scales, offsets, tmp, files, retry)
@@ -486,7 +484,7 @@ def download_scene(
         }
         write_json(tmp / "item.json", item.to_dict())
         write_json(tmp / "scene.json", scene)
-    shutil.rmtree(staging, ignore_errors=True)
+    discard_staging(staging)
     return scene
 
 
@@ -570,11 +568,11 @@ def download_worldcover(
     from s2landcover.config import validate_config
 
     cfg = download_cfg or validate_config({})["download"]
-    base_url = cfg.get("worldcover_url", "https://esa-worldcover.s3.eu-central-1.amazonaws.com")
+    base_url = cfg["worldcover_url"]
     retry = {
         "retries": cfg["retries"],
         "timeout_s": cfg["timeout_s"],
-        "backoff": cfg.get("backoff_s", 1.0),
+        "backoff": cfg["backoff_s"],
     }
     urls = [
         worldcover_tile_url(base_url, tile, year) for tile in worldcover_tile_names(bounds_wgs84)

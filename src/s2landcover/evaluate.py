@@ -688,7 +688,7 @@ def evaluate_model(
     else:
         log.warning("no metrics.csv in %s: training curves skipped", model_dir)
 
-    overview_size = int(evaluation_cfg.get("overview_size", 1024))
+    overview_size = int(evaluation_cfg["overview_size"])
     stretches: dict[str, np.ndarray] = {}
     for scene in names:
         reflectance, valid = eio.read_true_colour_overview(scenes[scene], overview_size)
@@ -703,9 +703,9 @@ def evaluate_model(
         figures[f"overview_{scene}.png"] = plots.figure_png(overview)
 
     sample_table, sample_split = select_sample_chips(
-        split_table[split_table["scene"].isin(names)], int(evaluation_cfg.get("sample_chips", 6)), k
+        split_table[split_table["scene"].isin(names)], int(evaluation_cfg["sample_chips"]), k
     )
-    if len(sample_table) or int(evaluation_cfg.get("sample_chips", 6)) > 0:
+    if len(sample_table) or int(evaluation_cfg["sample_chips"]) > 0:
         samples = []
         for chip in sample_table.itertuples(index=False):
             window = Window(int(chip.col_off), int(chip.row_off), int(chip.width), int(chip.height))
@@ -727,12 +727,12 @@ def evaluate_model(
     metrics["figures"] = sorted(figures)
     metrics["training_data"] = training_data
     metrics["provenance"] = collect_provenance(run_config, model_dir, scenes, benchmarks_dir)
-    eio.write_text_file(out_dir / KEY_NUMBERS_FILE, key_numbers_tsv(metrics))
+    eio.write_bytes(out_dir / KEY_NUMBERS_FILE, key_numbers_tsv(metrics).encode("utf-8"))
     eio.write_json_file(metrics, out_dir / "metrics.json")
     html = report.report_html(
         metrics, figures, title=f"Land-cover evaluation: {out_dir.parent.name}/{out_dir.name}"
     )
-    eio.write_text_file(out_dir / "report.html", html)
+    eio.write_bytes(out_dir / "report.html", html.encode("utf-8"))
     summary = {
         f"{area}_{key}": metrics["areas"][area][key]
         for area in AREAS

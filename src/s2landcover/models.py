@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import segmentation_models_pytorch as smp
-import torch
 from torch import nn
 
 from s2landcover.errors import InputError
+from s2landcover.io.checkpoints import load_encoder_state
 
 
 def segmentation_architectures() -> list[str]:
@@ -77,20 +77,7 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path, in_channels: int)
     smp does it: the RGB kernels are cycled over the new channels and rescaled by 3 / in_channels.
     Keys of a classifier head (``fc.*``) are ignored.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"model.encoder_weights: file {path} does not exist")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise InputError(f"model.encoder_weights: cannot read {path}: {error}") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
+    state = load_encoder_state(path)
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     own = encoder.state_dict()
     for key, value in list(state.items()):

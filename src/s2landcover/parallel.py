@@ -86,4 +86,4 @@ def window_executor(
 
 def window_executor_from_config(compute_cfg: Mapping[str, Any], threads: int) -> Any:
     """:func:`window_executor` for the validated ``compute`` config section and ``threads``."""
-    return window_executor(threads, compute_cfg.get("dask_scheduler"))
+    return window_executor(threads, compute_cfg["dask_scheduler"])

@@ -20,7 +20,7 @@ validation log loss last fell, and the model keeps the fewest rounds whose valid
 0.001 of the best (as the U-Net keeps its best epoch; fewer trees predict faster).
 
 The model file: ``model.pt`` of the project's checkpoint format (:mod:`s2landcover.io.checkpoints`,
-read with ``torch.load(weights_only=True)``: tensors and plain values only, never unpickled code),
+read with ``weights_only=True``: tensors and plain values only, never unpickled code),
 with no tensors and the metadata prediction needs (bands, scales, classes and colours, ...) plus
 ``booster``, LightGBM's own plain-text model (``Booster.model_to_string``: the trees as numbers,
 documented and stable across LightGBM versions, parsed, never executed). scikit-learn's forests and
@@ -60,13 +60,6 @@ INDICES = {  # name: (a, b) for (a - b) / (a + b)
     "NDWI": ("B03", "B08"),
     "NDBI": ("B11", "B08"),
 }
-DEFAULTS = {
-    "samples": 60000,
-    "sampling": "balanced",
-    "iterations": 100,
-    "num_leaves": 31,
-    "learning_rate": 0.1,
-}
 EVAL_EVERY = 10  # boosting rounds between two validation scores
 # Rounds kept: the fewest whose validation mIoU is within this of the best (prediction time grows
 # with the rounds; on Aberystwyth 20 rounds score 0.9971 against 0.9977 for 90, 4.5x faster).
@@ -81,8 +74,8 @@ def is_pixel_architecture(architecture: str) -> bool:
 
 
 def pixel_settings(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """``model.pixel`` with defaults filled in."""
-    return {**DEFAULTS, **dict(model_cfg.get("pixel") or {})}
+    """``model.pixel`` of the validated config (which fills its defaults in)."""
+    return dict(model_cfg["pixel"])
 
 
 def baseline_rule_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -306,24 +299,23 @@ def train_pixel_model(
     """
     passive_openmp()  # before anything imports torch
     from s2landcover.io import evaluation_io as eio
-    from s2landcover.io.checkpoints import save_model_checkpoint
+    from s2landcover.io.checkpoints import save_model_checkpoint, write_training_metrics
     from s2landcover.io.chipstore import ChipStore
-    from s2landcover.io.rasters import atomic_path
 
     started = time.perf_counter()
     lgb = _lightgbm()
     split_path, chips_root, out_dir = Path(split_path), Path(chips_root), Path(out_dir)
-    if config.get("task", "segmentation") != "segmentation":
+    if config["task"] != "segmentation":
         raise InputError(
             f"model.architecture {config['model']['architecture']!r} maps pixels; it needs "
-            f"task: segmentation (got {config.get('task')!r})"
+            f"task: segmentation (got {config['task']!r})"
         )
     settings = pixel_settings(config["model"])
     classes = ClassTable.from_config(config["classes"])
     names = list(classes.names)
     k = classes.num_classes
     bands = list(config["bands"])
-    seed = int(config.get("training", {}).get("seed", 42))
+    seed = int(config["training"]["seed"])
     split = eio.read_split_table(split_path)
     train_chips = split[split["split"] == "train"]
     val_chips = split[split["split"] == "val"]
@@ -424,7 +416,7 @@ def train_pixel_model(
         "mean": [float(v) for v in reflectance.mean(axis=0)],
         "std": [float(v) for v in reflectance.std(axis=0)],
         "classes": classes.to_dict(),
-        "tile_size": int(store.meta.get("tile_size", config.get("tile_size", 0))),
+        "tile_size": int(store.meta.get("tile_size", config["tile_size"])),
         "resolution": float(math.hypot(transform[0], transform[3])),
         "crs": str(store.meta.get("crs", "")),
         "features": fnames,
@@ -437,8 +429,7 @@ def train_pixel_model(
     out_dir.mkdir(parents=True, exist_ok=True)
     save_model_checkpoint(out_dir / "model.pt", {}, metadata)
     table = pd.DataFrame(rows)
-    with atomic_path(out_dir / "metrics.csv") as tmp:
-        table.to_csv(tmp, index=False, float_format="%.6g")
+    write_training_metrics(out_dir / "metrics.csv", table)
     from s2landcover import plots
 
     figure = plots.training_curves_figure(table, names, classes.colors)
@@ -506,7 +497,7 @@ class PixelModel:
 
 
 def load_pixel_model(path: str | Path) -> PixelModel:
-    """Load ``model.pt`` of a pixel model (no unpickling: ``torch.load(weights_only=True)``).
+    """Load ``model.pt`` of a pixel model (no unpickling: read with ``weights_only=True``).
 
     Raises:
         InputError: a missing or corrupt file, or a checkpoint that is not a pixel model.
@@ -582,7 +573,7 @@ def predict_scene_pixels(
         scene_path, out_path, {**model.metadata, "bands": model.bands}, model.classes, validity_path
     )
     rows = max(1, ROWS_PIXELS // scene.grid.width)
-    with_confidence = bool(prediction_cfg.get("confidence", False))
+    with_confidence = bool(prediction_cfg["confidence"])
     conf_path = confidence_path(out_path) if with_confidence else None
     class_pixels = np.zeros(classes.num_classes + 1, dtype=np.int64)
     log.info(

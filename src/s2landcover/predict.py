@@ -903,7 +903,8 @@ def predict_scene(
         prediction_cfg: the validated ``prediction`` config section (window, overlap, blend, tta,
             batch_size, confidence).
         device: ``cpu``, ``cuda``, ``cuda:1``; None picks CUDA when present.
-        threads: CPU threads for torch (None leaves torch's default).
+        threads: CPU threads of a pixel model's classifier (None: all CPUs). torch's thread count
+            and cuDNN autotuning are process settings, the caller's (``s2lc predict`` sets them).
         progress: log progress (windows done, megapixels per second).
         validity_path: the scene's validity raster (same grid); invalid pixels become 255.
 
@@ -924,8 +925,6 @@ def predict_scene(
             checkpoint_path, scene_path, out_path, prediction_cfg, threads, progress,
             validity_path=validity_path,
         )  # fmt: skip
-    if threads is not None:
-        torch.set_num_threads(threads)
     model, metadata = model_from_checkpoint(checkpoint_path)
     return predict_scene_with_model(
         model,
@@ -995,8 +994,6 @@ def predict_scene_with_model(
     model = model.to(torch_device).eval()
     if uses_channels_last(torch_device, amp, layout):
         model = model.to(memory_format=torch.channels_last)
-    if torch_device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
     log.info(
         "predicting %s (%s) with %d windows of %d x %d px, stride %d, blend %s, tta %s on %s",
         scene_path, scene.grid.describe(), grid.count, grid.window_height, grid.window_width,

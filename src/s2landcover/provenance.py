@@ -19,6 +19,13 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
+from s2landcover.io.run_records import (
+    benchmark_files,
+    count_table_rows,
+    read_benchmark_seconds,
+    read_raster_tags,
+)
+
 log = logging.getLogger(__name__)
 
 UNKNOWN = "unknown"
@@ -87,16 +94,10 @@ def git_commit(repository: Path = REPOSITORY) -> str:
 
 def scene_dates(scenes: Mapping[str, Path]) -> dict[str, str]:
     """Acquisition date of each scene stack (its ``DATE`` tag), ``"unknown"`` when it has none."""
-    import rasterio
-
     dates = {}
     for name, path in scenes.items():
-        try:
-            with rasterio.open(path) as src:
-                tags = src.tags()
-            dates[name] = tags.get("DATE") or tags.get("date") or UNKNOWN
-        except rasterio.errors.RasterioIOError:
-            dates[name] = UNKNOWN
+        tags = read_raster_tags(path) or {}
+        dates[name] = tags.get("DATE") or tags.get("date") or UNKNOWN
     return dates
 
 
@@ -104,14 +105,9 @@ def model_record(model_dir: Path) -> dict[str, Any]:
     """Bands, best epoch and epochs trained of the model folder (``model.pt`` metadata and the
     rows of ``metrics.csv``); what cannot be read is left out."""
     record: dict[str, Any] = {}
-    metrics_csv = model_dir / "metrics.csv"
-    if metrics_csv.is_file():
-        import pandas as pd
-
-        try:
-            record["epochs_trained"] = len(pd.read_csv(metrics_csv))
-        except (pd.errors.EmptyDataError, pd.errors.ParserError):
-            pass
+    epochs = count_table_rows(model_dir / "metrics.csv")
+    if epochs is not None:
+        record["epochs_trained"] = epochs
     model_path = model_dir / "model.pt"
     if model_path.is_file():
         from s2landcover.io.checkpoints import load_model_checkpoint
@@ -140,11 +136,9 @@ def stage_times(
     if benchmarks_dir is None or not Path(benchmarks_dir).is_dir():
         return []
     rows = []
-    for path in sorted(Path(benchmarks_dir).rglob("*.tsv")):
-        try:
-            header, values = path.read_text().splitlines()[:2]
-            seconds = float(dict(zip(header.split("\t"), values.split("\t"), strict=False))["s"])
-        except (ValueError, KeyError, OSError):
+    for path in benchmark_files(benchmarks_dir):
+        seconds = read_benchmark_seconds(path)
+        if seconds is None:
             continue
         relative = path.relative_to(benchmarks_dir).with_suffix("")
         stage, *job = relative.parts  # {rule}.tsv, or {rule}/{wildcards...}.tsv

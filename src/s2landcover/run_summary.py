@@ -10,11 +10,12 @@ metrics (the Snakefile's ``onsuccess:`` handler prints it)::
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from s2landcover.io.run_records import read_json_record
 
 AREAS = (("val", "validation"), ("test", "test"))
 
@@ -54,9 +55,9 @@ def run_summary(outputs: Sequence[str | Path], root: str | Path = ".") -> str:
     for output in map(Path, outputs):
         if output.name == "report.html":
             lines.append(f"  report: {output}")
-            metrics_path = root / output.with_name("metrics.json")
-            if metrics_path.is_file():
-                lines.append("    " + headline_metrics(json.loads(metrics_path.read_text())))
+            metrics = read_json_record(root / output.with_name("metrics.json"))
+            if isinstance(metrics, dict):
+                lines.append("    " + headline_metrics(metrics))
         elif output.suffix == ".json":
             lines.append(f"  metrics: {output}")
     lines.append("  Snakemake report of the run: snakemake --report report.zip")

@@ -420,12 +420,12 @@ def split_chips(
     kept = selected[selected["keep"].astype(bool)].reset_index(drop=True)
     if kept.empty:
         raise InputError(f"{selected_path} has no kept chip; nothing to split")
-    method = split_cfg.get("method", "blocks")
-    fractions = dict(split_cfg.get("fractions") or {"train": 0.8, "val": 0.2, "test": 0.0})
-    seed = int(split_cfg.get("seed", 42))
+    method = split_cfg["method"]
+    fractions = dict(split_cfg["fractions"])
+    seed = int(split_cfg["seed"])
     warnings: list[str] = []
     stratify_report: dict[str, Any] | None = None
-    layout = assign_blocks(kept, int(split_cfg.get("block_size", 2)))
+    layout = assign_blocks(kept, int(split_cfg["block_size"]))
     kept["block"] = layout["block"].to_numpy()
 
     if method == "blocks":
@@ -436,12 +436,12 @@ def split_chips(
                  block_col=("block_col", "first"), chips=("block", "size"))
             .reset_index()
         )  # fmt: skip
-        buffer = int(split_cfg.get("buffer", 1))
-        regions = int(split_cfg.get("regions", 5))
-        if split_cfg.get("stratify", True):
+        buffer = int(split_cfg["buffer"])
+        regions = int(split_cfg["regions"])
+        if split_cfg["stratify"]:
             assignment, stratify_report = stratified_blocks_to_splits(
                 blocks, kept, classes, fractions, seed, regions, buffer,
-                int(split_cfg.get("stratify_candidates", 64)),
+                int(split_cfg["stratify_candidates"]),
             )  # fmt: skip
             log.info("split: class-aware block layout %s", stratify_report)
         else:
@@ -456,7 +456,7 @@ def split_chips(
             "excluded"
         )
     elif method == "scene":
-        splits = _scene_splits(kept, split_cfg.get("scenes") or {}, warnings)
+        splits = _scene_splits(kept, split_cfg["scenes"], warnings)
         buffer = None
     else:
         raise InputError(f"split.method = {method!r} is not known; choose blocks, random or scene")
@@ -516,7 +516,7 @@ def split_chips(
         "method": method,
         "seed": seed,
         "fractions": fractions,
-        "block_size": int(split_cfg.get("block_size", 2)),
+        "block_size": int(split_cfg["block_size"]),
         "buffer": buffer,
         "stratify": stratify_report,
         "chips": len(selected),

@@ -58,7 +58,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rasterio
 from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
@@ -205,10 +204,10 @@ def choose_source(
     An explicit source that the scene cannot provide is an :class:`InputError`; ``auto`` falls
     back in the order file, SCL, s2cloudless, none (with a warning).
     """
-    wanted = str(validity_cfg.get("source", "auto"))
+    wanted = str(validity_cfg["source"])
     if wanted not in SOURCES:
         raise InputError(f"validity.source is {wanted!r}; expected one of {list(SOURCES)}")
-    files = validity_cfg.get("files") or {}
+    files = validity_cfg["files"]
     has_file = scene_name in files
     if wanted == "file" and not has_file:
         raise InputError(
@@ -294,10 +293,10 @@ def s2cloudless_mask(
     """
     from s2cloudless import S2PixelCloudDetector
 
-    resolution = float(s2c_cfg.get("resolution", 20))
-    threshold = float(s2c_cfg.get("threshold", 0.4))
-    average_over = int(s2c_cfg.get("average_over", 4))
-    dilation = int(s2c_cfg.get("dilation_size", 2))
+    resolution = float(s2c_cfg["resolution"])
+    threshold = float(s2c_cfg["threshold"])
+    average_over = int(s2c_cfg["average_over"])
+    dilation = int(s2c_cfg["dilation_size"])
     detector = S2PixelCloudDetector(
         threshold=threshold,
         all_bands=False,
@@ -392,14 +391,14 @@ def write_validity(
     """
     started = time.perf_counter()
     chosen = choose_source(validity_cfg, scene_name, source, scl_path)
-    if chosen == "none" and validity_cfg.get("source") == "none":
+    if chosen == "none" and validity_cfg["source"] == "none":
         raise InputError("validity.source is 'none': no validity raster is made")
     with open_raster(scene_path) as scene:
         grid = grid_of(scene)
     extra_tags: dict[str, str] = {}
     detector: tuple[np.ndarray, Grid] | None = None
     reader: Any = None
-    file_map = {int(k): int(v) for k, v in (validity_cfg.get("file_map") or {}).items()}
+    file_map = {int(k): int(v) for k, v in validity_cfg["file_map"].items()}
     if chosen == "scl":
         path = scl_path or _product_plan(source, [], want_scl=True).scl.path
         extra_tags["VALIDITY_INPUT"] = str(path)
@@ -409,7 +408,7 @@ def write_validity(
         extra_tags["VALIDITY_INPUT"] = path
         reader = ("file", path)
     elif chosen == "s2cloudless":
-        s2c_cfg = dict(validity_cfg.get("s2cloudless") or {})
+        s2c_cfg = dict(validity_cfg["s2cloudless"])
         plan = _product_plan(source, S2CLOUDLESS_BANDS, want_scl=False)
         mask, dgrid, mean_prob = s2cloudless_mask(plan, grid, s2c_cfg)
         detector = (mask, dgrid)
@@ -419,7 +418,7 @@ def write_validity(
                 {
                     "version": _s2cloudless_version(),
                     "licence": "CC BY-SA 4.0",
-                    **{k: s2c_cfg.get(k) for k in sorted(s2c_cfg)},
+                    **{k: s2c_cfg[k] for k in sorted(s2c_cfg)},
                 }
             ),
             S2CLOUDLESS_MEAN_PROBABILITY=f"{mean_prob:.4f}",
@@ -433,7 +432,7 @@ def write_validity(
             vrt = None
             if source_ds is not None:
                 vrt = _warped(source_ds, grid, Resampling.nearest, source_ds.nodata)
-            with rasterio.open(tmp, "w", **profile) as dst:
+            with open_raster(tmp, "w", **profile) as dst:
                 dst.write_colormap(1, VALIDITY_COLORS)
                 for window in _strips(grid):
                     if reader is not None and reader[0] == "scl":

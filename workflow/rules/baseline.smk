@@ -27,7 +27,7 @@ rule train_pixel_baseline:
         out_dir=lambda wildcards, output: str(Path(output.model).parent),
     shell:
         "s2lc train --config-json {params.model:q} {params.training:q} {params.classes:q}"
-        " {params.bands:q} {params.task:q} {params.tile_size:q}"
+        " {params.bands:q} {params.task:q} {params.tile_size:q} --threads {threads}"
         " --split {input.split:q} --chips-root {params.chips_root:q} --out-dir {params.out_dir:q}"
         " 2> {log:q}"
 

@@ -38,7 +38,7 @@ rule train_model:
         " {params.bands:q} {params.task:q} {params.classification:q} {params.tile_size:q}"
         " --num-workers {resources.num_workers} --accelerator {resources.accelerator:q}"
         " --strategy {resources.strategy:q}"
-        " --checkpoint-interval-s {resources.checkpoint_interval_s}"
+        " --checkpoint-interval-s {resources.checkpoint_interval_s} --threads {threads}"
         " --split {input.split:q} --chips-root {params.chips_root:q} --out-dir {params.out_dir:q}"
         # The log gets everything; the terminal gets the line per epoch (progress.py), as it comes.
         " 2>&1 | tee {log:q} | {{ grep --line-buffered -E 'training: epoch [0-9]+/' >&2 || true; }}"

@@ -20,13 +20,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from s2landcover.errors import InputError
 from s2landcover.io.rasters import atomic_path
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 CHECKPOINT_FORMAT = "s2landcover-model"
 CHECKPOINT_VERSION = 2
@@ -125,3 +130,69 @@ def load_model_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], di
     if missing:
         raise InputError(f"checkpoint {path} lacks metadata {missing}")
     return state_dict, metadata
+
+
+# --- other files of a model folder ---------------------------------------------------------------
+# The model folder (results/models/size{tile}/{model}/) holds model.pt, the resumable training
+# state last.ckpt, best.pt while training runs, and metrics.csv; their file operations live here.
+
+
+def save_tensor_file(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` (tensors and plain containers only) with ``torch.save``, atomically."""
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_tensor_file(path: str | Path) -> Any:
+    """Read a file written by ``torch.save`` without unpickling code (``weights_only=True``), onto
+    the CPU. Errors (missing, corrupt, unsafe content) are the caller's to report."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_encoder_state(path: str | Path) -> dict[str, Any]:
+    """The tensors of a local encoder weights file (``.safetensors``, or a ``.pth``/``.pt`` state
+    dict read with ``weights_only=True``); a ``{"state_dict": ...}`` wrapper is unwrapped.
+
+    Raises:
+        InputError: the file is missing or cannot be read (names the setting
+            ``model.encoder_weights`` and the file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"model.encoder_weights: file {path} does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = load_tensor_file(path)
+    except Exception as error:
+        raise InputError(f"model.encoder_weights: cannot read {path}: {error}") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise InputError(
+            f"model.encoder_weights: {path} holds no state dict (a mapping of tensor names to "
+            f"tensors), but a {type(state).__name__}"
+        )
+    return state
+
+
+def publish_checkpoint(source: str | Path, final: str | Path) -> None:
+    """Copy ``source`` (``best.pt``) to ``final`` (``model.pt``) atomically."""
+    with atomic_path(final) as tmp:
+        shutil.copyfile(source, tmp)
+
+
+def remove_checkpoints(paths: Iterable[str | Path]) -> None:
+    """Delete model-folder files (stale or finished checkpoints); missing ones are skipped."""
+    for path in paths:
+        Path(path).unlink(missing_ok=True)
+
+
+def write_training_metrics(path: str | Path, table: pd.DataFrame) -> None:
+    """Write the per-epoch (or per-round) training metrics table as CSV (6 significant digits),
+    atomically."""
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6g")

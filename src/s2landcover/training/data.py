@@ -148,11 +148,11 @@ class AugmentSettings:
     def from_config(cls, section: Mapping[str, Any]) -> AugmentSettings:
         """From the validated ``training.augment`` dict."""
         return cls(
-            bool(section.get("flips", True)),
-            bool(section.get("rotate90", True)),
-            float(section.get("brightness_contrast", 0.0)),
-            float(section.get("band_gain", 0.0)),
-            float(section.get("band_offset", 0.0)),
+            bool(section["flips"]),
+            bool(section["rotate90"]),
+            float(section["brightness_contrast"]),
+            float(section["band_gain"]),
+            float(section["band_offset"]),
         )
 
 

@@ -24,21 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from s2landcover.errors import InputError
+from s2landcover.io.file_hashes import file_sha256
 
 log = logging.getLogger(__name__)
 
 CHIP_STORE_FILES = ("meta.json", "index.parquet", "images.npy", "masks.npy")
 SPLIT_KEY = "split"
 CLASSES_KEY = "classes"
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 (hex) of a file's bytes, read in 8 MiB blocks (memory: one block)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(8 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def classes_sha256(classes: Mapping[str, Any]) -> str:

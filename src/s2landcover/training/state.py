@@ -1,10 +1,11 @@
 """The resumable training state (``last.ckpt``): saved and loaded without unpickling code.
 
-``last.ckpt`` is a ``torch.save`` file of tensors and plain containers only, read back with
-``torch.load(..., weights_only=True)``: a file swapped in by someone else (a copied or shared
-results folder) can at worst fail to load, never run code. Lightning's own checkpoint format needs
-full unpickling, so Lightning never loads it: :func:`restore_training_state` puts everything back
-itself. Contents (:func:`collect_training_state`)::
+``last.ckpt`` is a torch file of tensors and plain containers only, read back without
+unpickling (``weights_only``, :mod:`s2landcover.io.checkpoints`): a file swapped in by someone
+else (a copied or shared results folder) can at worst fail to load, never run code. Lightning's
+own checkpoint format needs full unpickling, so Lightning never loads it:
+:func:`restore_training_state` puts everything back itself. Contents
+(:func:`collect_training_state`)::
 
     {"format": "s2landcover-training-state", "version": 1,
      "config_digest": str, "data_digest": str, "data_files": {key: {size, mtime_ns, sha256}},
@@ -36,8 +37,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from s2landcover.io.checkpoints import weights_sha256
-from s2landcover.io.rasters import atomic_path
+from s2landcover.io.checkpoints import load_tensor_file, save_tensor_file, weights_sha256
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +146,7 @@ def save_training_state(path: str | Path, state: Mapping[str, Any]) -> None:
     """Write the state atomically (temporary file renamed): a kill never leaves half a file."""
     payload = dict(state)
     payload["tensors_sha256"] = weights_sha256(_state_tensors(payload))
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    save_tensor_file(path, payload)
 
 
 def load_training_state(path: str | Path) -> tuple[dict[str, Any] | None, str]:
@@ -160,7 +159,7 @@ def load_training_state(path: str | Path) -> tuple[dict[str, Any] | None, str]:
     if not path.is_file():
         return None, "no resumable state"
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_tensor_file(path)
     except Exception as error:  # any unreadable or unsafe file: start afresh
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
         return None, f"{path} cannot be loaded safely ({type(error).__name__}: {first_line})"

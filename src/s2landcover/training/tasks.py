@@ -266,7 +266,7 @@ class ClassificationTask:
 
 def task_from_config(config: Mapping[str, Any]) -> Task:
     """The task named by the config's ``task`` key."""
-    name = config.get("task", "segmentation")
+    name = config["task"]
     if name == "segmentation":
         return SegmentationTask()
     if name == "classification":
@@ -276,8 +276,8 @@ def task_from_config(config: Mapping[str, Any]) -> Task:
                 f"model.architecture = {architecture!r} does not classify chips (task: "
                 f"classification); choose one of {list(CLASSIFICATION_ARCHITECTURES)}"
             )
-        section = config.get("classification") or {}
-        return ClassificationTask(float(section.get("min_dominant_fraction", 0.0)), architecture)
+        fraction = float(config["classification"]["min_dominant_fraction"])
+        return ClassificationTask(fraction, architecture)
     raise InputError(
         f"task = {name!r} is not known; choose one of ['segmentation', 'classification']"
     )

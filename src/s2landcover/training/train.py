@@ -36,7 +36,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import sys
 import time
 import warnings
@@ -53,7 +52,12 @@ from lightning.pytorch.plugins.environments import LightningEnvironment
 
 from s2landcover.classes import ClassTable
 from s2landcover.errors import InputError
-from s2landcover.io.checkpoints import save_model_checkpoint
+from s2landcover.io.checkpoints import (
+    publish_checkpoint,
+    remove_checkpoints,
+    save_model_checkpoint,
+    write_training_metrics,
+)
 from s2landcover.io.chipstore import read_chip_index
 from s2landcover.io.rasters import atomic_path
 from s2landcover.training.data import (
@@ -111,12 +115,12 @@ def config_digest(config: Mapping[str, Any]) -> str:
         "training": training,
         "classes": config["classes"],
         "bands": config["bands"],
-        "tile_size": config.get("tile_size"),
-        "task": config.get("task", "segmentation"),
+        "tile_size": config["tile_size"],
+        "task": config["task"],
     }
     if relevant["task"] == "classification":
         # Only for classification, so that segmentation digests (and their last.ckpt) stay valid.
-        relevant["classification"] = config.get("classification", {})
+        relevant["classification"] = config["classification"]
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[
         :16
     ]
@@ -196,8 +200,7 @@ class EpochHistory(Callback):
     def write(self) -> None:
         """Write metrics.csv and curves.png from the rows so far."""
         table = pd.DataFrame(self.rows, columns=self.columns())
-        with atomic_path(self.csv_path) as tmp:
-            table.to_csv(tmp, index=False, float_format="%.6g")
+        write_training_metrics(self.csv_path, table)
         plot_training_curves(table, self.class_names, self.png_path)
 
     def state_dict(self) -> dict[str, Any]:
@@ -308,9 +311,6 @@ def export_model(
 
 def plot_training_curves(table: pd.DataFrame, class_names: list[str], png_path: Path) -> None:
     """Three panels over the epochs: losses, val mIoU and accuracy, val IoU per class."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 3, figsize=(15, 4.2), constrained_layout=True)
@@ -423,7 +423,7 @@ def _scene_metadata(
         "mean": [float(v) for v in mean],
         "std": [float(v) for v in std],
         "classes": classes.to_dict(),
-        "tile_size": int(meta.get("tile_size", config.get("tile_size", 0))),
+        "tile_size": int(meta.get("tile_size", config["tile_size"])),
         "resolution": float(math.hypot(transform.a, transform.d)),
         "crs": str(meta.get("crs", "")),
     }
@@ -447,15 +447,15 @@ def training_budget(training: Mapping[str, Any], train_samples: int) -> dict[str
 
     batch_size = int(training["batch_size"])
     one_pass = max(1, -(-int(train_samples) // batch_size))
-    per_epoch = training.get("steps_per_epoch")
+    per_epoch = training["steps_per_epoch"]
     steps_per_epoch = one_pass if per_epoch is None else int(per_epoch)
     samples_per_epoch = None if per_epoch is None else steps_per_epoch * batch_size
-    steps = training.get("steps")
+    steps = training["steps"]
     if steps is None:
         epochs, max_steps = int(training["epochs"]), -1
     else:
         epochs, max_steps = max(1, -(-int(steps) // steps_per_epoch)), int(steps)
-    max_time_s = training.get("max_time_s")
+    max_time_s = training["max_time_s"]
     return {
         "epochs": epochs,
         "steps_per_epoch": steps_per_epoch,
@@ -532,13 +532,11 @@ def train_model(
     pad_multiple = int(getattr(task, "pad_multiple", PAD_MULTIPLE))
     on_cuda = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
     precision = resolve_precision(training["precision"], on_cuda)
-    if not on_cuda:
-        torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
     L.seed_everything(int(training["seed"]), workers=True, verbose=False)
 
     seed = int(training["seed"])
     budget = training_budget(training, len(train_chips))
-    crop_size = training.get("crop_size")
+    crop_size = training["crop_size"]
     if crop_size is not None and int(crop_size) % pad_multiple:
         raise InputError(
             f"training.crop_size = {crop_size} is not a multiple of {pad_multiple} "
@@ -607,14 +605,11 @@ def train_model(
             log.warning("starting fresh: %s", why)
         else:
             log.info("starting fresh: %s in %s", why, out_dir)
-        for stale in (last_path, best_path, model_path):
-            stale.unlink(missing_ok=True)
+        remove_checkpoints((last_path, best_path, model_path))
     metadata = _scene_metadata(config, classes, task, scenes, stores, train_chips, mean, std)
     metadata["training_data"] = training_data_metadata(data_digest, data_files)
     if task.name == "classification":
-        metadata["min_dominant_fraction"] = float(
-            config.get("classification", {}).get("min_dominant_fraction", 0.0)
-        )
+        metadata["min_dominant_fraction"] = float(config["classification"]["min_dominant_fraction"])
     history = EpochHistory(out_dir / METRICS_FILE, out_dir / CURVES_FILE, list(classes.names))
     best = BestModelExport(best_path, task.monitor, metadata)
     parts: dict[str, Any] = {"history": history, "best": best}
@@ -696,13 +691,11 @@ def train_model(
                 task.monitor,
             )
             export_model(best_path, module, metadata, epochs_done, {})
-        with atomic_path(model_path) as tmp:
-            shutil.copyfile(best_path, tmp)
+        publish_checkpoint(best_path, model_path)
         if history.rows:
             history.write()
-        if not bool(training.get("keep_checkpoints", False)):
-            for checkpoint in (best_path, last_path):
-                checkpoint.unlink(missing_ok=True)
+        if not bool(training["keep_checkpoints"]):
+            remove_checkpoints((best_path, last_path))
     last_row = history.rows[-1] if history.rows else {}
     return {
         "epochs_completed": len(history.rows),
