@@ -222,8 +222,15 @@ def predict_chips(
 
     Returns:
         A summary: output paths, chips per scene, accuracy and baseline accuracy per split.
+
+    Raises:
+        InputError: for a CUDA device on a machine without one, a checkpoint that is not a
+            classification model or whose weights do not fit its architecture (the loader of
+            whole-scene prediction, :func:`s2landcover.predict.network_from_checkpoint`), a split
+            table lacking columns (all before anything is written), a missing chip store.
     """
     out_dir = Path(out_dir)
+    torch_device = choose_device(device)
     model, meta, task = network_from_checkpoint(checkpoint_path, "classification")
     classes = ClassTable.from_dict(meta["classes"])
     split = read_chip_index(split_path)
@@ -231,7 +238,6 @@ def predict_chips(
     if missing:
         raise InputError(f"split table {split_path} lacks columns {missing}")
     scene_names = sorted(split["scene"].astype(str).unique()) if scenes is None else list(scenes)
-    torch_device = choose_device(device)
     names = np.array(["no data", *classes.names], dtype=object)
     tables = []
     rasters: dict[str, str] = {}
