@@ -117,7 +117,7 @@ def worker(mode: str, folder: Path, window: int) -> None:
     else:
         evaluate_model(
             {"bench": folder / "prediction.tif"}, {"bench": folder / "mask.tif"},
-            {"bench": folder / "scene.tif"}, folder / "split.parquet", folder, folder / "no_model",
+            {"bench": folder / "scene.tif"}, folder / "split.parquet", folder / "no_model",
             folder / "evaluation", classes, config["evaluation"], window_size=window,
         )  # fmt: skip
         pixels = 0

@@ -333,11 +333,11 @@ def child_predict_in_memory(p: dict[str, Any]) -> dict[str, Any]:
         WindowGrid,
         choose_device,
         model_from_checkpoint,
-        normalized_input,
         stitch_in_memory,
         window_side,
         window_stride,
     )
+    from s2landcover.radiometry import to_network_input
 
     config = _config(p)
     cfg = config["prediction"]
@@ -362,7 +362,7 @@ def child_predict_in_memory(p: dict[str, Any]) -> dict[str, Any]:
         stored = src.read()
         profile = src.profile
         scales, offsets, nodata = src.scales, src.offsets, src.nodata
-    image, valid = normalized_input(stored, scales, offsets, meta["mean"], meta["std"], nodata)
+    image, valid = to_network_input(stored, scales, offsets, meta["mean"], meta["std"], nodata)
     del stored
     window = window_side(cfg, int(meta["tile_size"]))
     grid = WindowGrid.for_scene(*image.shape[1:], window, window_stride(window, cfg["overlap"]))
@@ -385,7 +385,7 @@ def child_evaluate(p: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     evaluate_model(
         {SCENE: Path(p["prediction"])}, {SCENE: Path(p["mask"])}, {SCENE: Path(p["scene"])},
-        p["split"], p["chips_root"], p["model_dir"], p["out"], _classes(config),
+        p["split"], p["model_dir"], p["out"], _classes(config),
         config["evaluation"],
     )  # fmt: skip
     return {"seconds": time.perf_counter() - started}

@@ -115,12 +115,12 @@ def child(args: argparse.Namespace) -> dict:
     from s2landcover.predict import (
         WindowGrid,
         model_from_checkpoint,
-        normalized_input,
         predict_scene_with_model,
         stitch_in_memory,
         window_side,
         window_stride,
     )
+    from s2landcover.radiometry import to_network_input
 
     torch.set_num_threads(args.threads)
     cfg = {"window": None, "overlap": args.overlap, "blend": "hann", "tta": False}
@@ -140,7 +140,7 @@ def child(args: argparse.Namespace) -> dict:
     with rasterio.open(args.scene) as src:
         stored = src.read()
         profile = src.profile
-    image, valid = normalized_input(
+    image, valid = to_network_input(
         stored, [SCALE] * 4, [OFFSET] * 4, meta["mean"], meta["std"], nodata=0
     )
     del stored

@@ -31,7 +31,7 @@ from s2landcover.io.chipstore import ChipStore, read_chip_index
 from s2landcover.models import build_segmentation_model
 from s2landcover.split import split_chips
 from s2landcover.training.data import ChipDataset, SceneInput
-from s2landcover.training.module import metrics_from_confusion
+from s2landcover.training.module import epoch_metrics
 from s2landcover.training.train import train_model
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real" / "aberystwyth"
@@ -80,7 +80,7 @@ def evaluate_chips(model_path: Path, split: pd.DataFrame, chips_root: Path, whic
             confusion += np.bincount(targets[valid] * 4 + predicted[valid], minlength=16).reshape(
                 4, 4
             )
-    metrics = metrics_from_confusion(confusion, [c["name"] for c in CLASSES])
+    metrics = epoch_metrics(confusion, [c["name"] for c in CLASSES])
     metrics["chips"] = len(chips)
     return metrics
 

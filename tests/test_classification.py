@@ -22,10 +22,11 @@ from chip_store_helpers import (
     SCENE_TRANSFORM,
     write_chip_store,
 )
+from s2landcover.classes import ClassTable
 from s2landcover.classify import chip_cells, chip_grid, predict_chips
 from s2landcover.config import validate_config
 from s2landcover.errors import InputError
-from s2landcover.io.checkpoints import load_model_checkpoint
+from s2landcover.io.checkpoints import load_model_checkpoint, save_model_checkpoint
 from s2landcover.training.tasks import (
     ClassificationTask,
     SegmentationTask,
@@ -245,4 +246,48 @@ def test_min_dominant_fraction_shrinks_the_training_set(chip_data: dict, tmp_pat
             tmp_path / "model2",
             make_config(min_fraction=1.0),
             progress=False,
+        )
+
+
+def classifier_checkpoint(path: Path, weights_classes: int, task: str = "classification") -> Path:
+    """A small_cnn checkpoint whose weights score ``weights_classes`` classes; the metadata names
+    the 3 classes of the chip fixture."""
+    state = build_classification_model("small_cnn", "resnet18", 4, weights_classes).state_dict()
+    metadata = {
+        "task": task,
+        "architecture": "small_cnn",
+        "encoder": "resnet18",
+        "bands": BANDS,
+        "scales": [SCALE] * 4,
+        "offsets": [OFFSET] * 4,
+        "mean": [0.1] * 4,
+        "std": [0.1] * 4,
+        "classes": ClassTable.from_config(CLASSES).to_dict(),
+        "tile_size": CHIP,
+        "resolution": 10.0,
+    }
+    save_model_checkpoint(path, state, metadata)
+    return path
+
+
+def test_classify_refuses_weights_that_do_not_fit_naming_the_file(
+    chip_data: dict, tmp_path: Path
+) -> None:
+    """The loader of whole-scene prediction: a weight mismatch is an InputError, no traceback."""
+    checkpoint = classifier_checkpoint(tmp_path / "five_classes.pt", weights_classes=5)
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match=r"five_classes\.pt: weights do not fit small_cnn"):
+        predict_chips(checkpoint, chip_data["chips_root"], chip_data["split"], out, device="cpu")
+    segmentation = classifier_checkpoint(tmp_path / "seg.pt", 3, task="segmentation")
+    with pytest.raises(InputError, match=r"seg\.pt is a 'segmentation' model; chip classif"):
+        predict_chips(segmentation, chip_data["chips_root"], chip_data["split"], out)
+    assert not out.exists()  # refused before anything is written
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_classify_refuses_an_absent_cuda_device(chip_data: dict, tmp_path: Path) -> None:
+    checkpoint = classifier_checkpoint(tmp_path / "model.pt", weights_classes=3)
+    with pytest.raises(InputError, match="CUDA is not available"):
+        predict_chips(
+            checkpoint, chip_data["chips_root"], chip_data["split"], tmp_path / "o", device="cuda"
         )

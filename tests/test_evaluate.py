@@ -305,7 +305,6 @@ def run_stage(folder: Path, run: dict, window_size: int = 64) -> dict:
         {"demo": run["mask"]},
         {"demo": run["scene"]},
         run["split"],
-        folder / "chips",
         run["model_dir"],
         folder / "evaluation",
         CLASSES,
@@ -362,7 +361,7 @@ def test_evaluate_model_names_missing_mask(tmp_path):
     run = write_synthetic_run(tmp_path)
     with pytest.raises(InputError, match="no mask for scene"):
         evaluate_model(
-            {"demo": run["prediction"]}, {}, {"demo": run["scene"]}, run["split"], tmp_path,
+            {"demo": run["prediction"]}, {}, {"demo": run["scene"]}, run["split"],
             run["model_dir"], tmp_path / "evaluation", CLASSES, CONFIG["evaluation"],
         )  # fmt: skip
 
@@ -413,7 +412,7 @@ def test_real_aberystwyth_evaluation(tmp_path):
     run = write_aberystwyth_run(tmp_path)
     summary = evaluate_model(
         {"aber": run["prediction"]}, {"aber": run["mask"]}, {"aber": run["scene"]}, run["split"],
-        tmp_path, tmp_path / "no_model", tmp_path / "evaluation", ABER_CLASSES,
+        tmp_path / "no_model", tmp_path / "evaluation", ABER_CLASSES,
         {"sample_chips": 4, "overview_size": 400},
     )  # fmt: skip
     metrics = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())

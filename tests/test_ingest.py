@@ -18,7 +18,6 @@ from rasterio.warp import reproject
 from s2landcover.errors import InputError
 from s2landcover.ingest import (
     BandPlan,
-    check_common_grid,
     combine_bands,
     ingest_scene,
     plan_ingest,
@@ -529,16 +528,6 @@ def test_combine_bands_keeps_valid_zeros_off_nodata() -> None:
     plan = BandPlan("B02", "x", 1, 1e-3, 0.0, None)
     out = combine_bands([np.array([[0, 5]], dtype=np.uint16)], [plan], [True])
     assert out.tolist() == [[[1, 5]]]  # a valid 0 becomes 1: 0 keeps meaning no data
-
-
-def test_check_common_grid(tmp_path: Path) -> None:
-    a, b, c = tmp_path / "april.tif", tmp_path / "august.tif", tmp_path / "other.tif"
-    for path in (a, b):
-        write_raster(path, np.ones((8, 8), dtype=np.uint16), 10.0)
-    write_raster(c, np.ones((8, 9), dtype=np.uint16), 10.0)
-    assert check_common_grid([a, b]).width == 8
-    with pytest.raises(InputError, match=r"april and other.*different grids.*9 x 8 px"):
-        check_common_grid([a, b, c])
 
 
 def test_plan_rejects_unknown_types_and_bands(tmp_path: Path) -> None:

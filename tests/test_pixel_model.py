@@ -305,7 +305,7 @@ def test_report_shows_the_model_beside_both_baselines(tmp_path, caplog):
         write_class_metadata(dst, EVAL_CLASSES)
     summary = evaluate_model(
         {"demo": run["prediction"]}, {"demo": run["mask"]}, {"demo": run["scene"]}, run["split"],
-        tmp_path / "chips", run["model_dir"], tmp_path / "evaluation", EVAL_CLASSES,
+        run["model_dir"], tmp_path / "evaluation", EVAL_CLASSES,
         CONFIG["evaluation"], window_size=64, baseline_predictions={"demo": baseline},
     )  # fmt: skip
     metrics = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from s2landcover.radiometry import nodata_pixels, to_network_input, to_reflectance
+from s2landcover.radiometry import (
+    InputNormalization,
+    network_input_into,
+    nodata_pixels,
+    to_network_input,
+    to_reflectance,
+    valid_pixels,
+)
 
 
 def test_reflectance_uses_each_bands_own_scale_and_offset() -> None:
@@ -38,3 +45,27 @@ def test_network_input_standardises_and_zeroes_no_data() -> None:
     assert not valid[0, 0] and valid[1, 1] and valid.sum() == 29
     np.testing.assert_allclose(image[:, valid], expected[:, valid], rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(image[:, 0, 0], 0)
+
+
+def test_input_into_a_buffer_agrees_with_the_array_form_and_writes_in_place() -> None:
+    rng = np.random.default_rng(1)
+    stored = rng.integers(1, 10000, (4, 6, 7), dtype=np.uint16)
+    stored[:, 2, 3] = 0
+    stored[1, 4, 4] = 0  # one band at the nodata value: valid
+    norm = InputNormalization(
+        (1e-4, 1e-4, 2e-4, 1e-3),
+        (-0.1, 0.0, 0.0, -0.1),
+        (0.1, 0.2, 0.3, 0.4),
+        (0.05, 0.1, 0.2, 0.3),
+        0,
+    )
+    expected, valid = to_network_input(stored, *map(list, (norm.scales, norm.offsets)),
+                                       norm.mean, norm.std, norm.nodata)  # fmt: skip
+    np.testing.assert_array_equal(valid, valid_pixels(stored, 0))
+    buffer = np.full((2, 6, 7, 4), np.nan, dtype=np.float32)  # a reused batch buffer
+    gain, bias = norm.gain_bias()
+    written = network_input_into(stored, gain, bias, buffer[1], valid)
+    assert written.base is buffer  # no copy: the caller's buffer holds the result
+    np.testing.assert_allclose(buffer[1].transpose(2, 0, 1), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(buffer[1][2, 3], 0)
+    assert np.isnan(buffer[0]).all()  # the rest of the buffer untouched

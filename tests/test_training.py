@@ -37,7 +37,7 @@ from s2landcover.training.losses import (
     dice_loss,
     focal_loss,
 )
-from s2landcover.training.module import LandCoverModule, metrics_from_confusion
+from s2landcover.training.module import LandCoverModule, epoch_metrics
 from s2landcover.training.tasks import SegmentationTask
 from s2landcover.training.train import cluster_plugins, train_model
 
@@ -150,9 +150,9 @@ def test_class_weights_follow_the_stated_formulas() -> None:
         class_weights_from_counts(counts, "inverse")
 
 
-def test_metrics_from_confusion_match_direct_counts() -> None:
+def test_epoch_metrics_match_direct_counts() -> None:
     confusion = np.array([[50, 5, 0], [10, 30, 0], [0, 0, 0]])
-    metrics = metrics_from_confusion(confusion, ["a", "b", "c"])
+    metrics = epoch_metrics(confusion, ["a", "b", "c"])
     assert metrics["iou_a"] == pytest.approx(50 / (55 + 60 - 50))
     assert metrics["f1_b"] == pytest.approx(2 * 30 / (40 + 35))
     assert metrics["precision_a"] == pytest.approx(50 / 60)

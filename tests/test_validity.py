@@ -385,7 +385,7 @@ def test_evaluation_leaves_cloud_out_and_reports_cloud_fraction(tmp_path):
     write_validity(run["scene"], validity, validity_cfg(files={"demo": str(file)}), "demo")
     evaluate_model(
         {"demo": run["prediction"]}, {"demo": run["mask"]}, {"demo": run["scene"]}, run["split"],
-        tmp_path / "chips", run["model_dir"], tmp_path / "evaluation", EVAL_CLASSES,
+        run["model_dir"], tmp_path / "evaluation", EVAL_CLASSES,
         CONFIG["evaluation"], window_size=64, validity={"demo": validity},
     )  # fmt: skip
     metrics = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())

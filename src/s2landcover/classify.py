@@ -50,15 +50,16 @@ from rasterio.crs import CRS
 
 from s2landcover.chips import window_offsets
 from s2landcover.classes import ClassTable
+from s2landcover.devices import choose_device
 from s2landcover.errors import InputError
 from s2landcover.evaluate import metrics_from_confusion
-from s2landcover.io.checkpoints import load_model_checkpoint
 from s2landcover.io.chip_rasters import write_chip_class_raster, write_chip_predictions_layer
 from s2landcover.io.chipstore import ChipStore, read_chip_index, write_table
 from s2landcover.io.evaluation_io import write_bytes, write_json_file
 from s2landcover.io.rasters import Grid
+from s2landcover.predict import network_from_checkpoint
 from s2landcover.training.data import SceneInput, pad_pair, stored_to_input
-from s2landcover.training.tasks import ClassificationTask, dominant_classes
+from s2landcover.training.tasks import dominant_classes
 
 EVALUATED_SPLITS = ("val", "test")
 LAYER_COLUMNS = (
@@ -160,32 +161,6 @@ def chip_metrics(
     return metrics
 
 
-def _model_from_checkpoint(
-    checkpoint_path: str | Path,
-) -> tuple[torch.nn.Module, dict[str, Any], ClassificationTask]:
-    state, meta = load_model_checkpoint(checkpoint_path)
-    if meta.get("task") != "classification":
-        raise InputError(
-            f"checkpoint {checkpoint_path} is a {meta.get('task')!r} model; chip prediction needs "
-            "a model trained with task: classification"
-        )
-    task = ClassificationTask(float(meta.get("min_dominant_fraction", 0.0)), meta["architecture"])
-    classes = ClassTable.from_dict(meta["classes"])
-    model = task.build_model(
-        {"architecture": meta["architecture"], "encoder": meta["encoder"]},
-        len(meta["bands"]),
-        classes.num_classes,
-    )
-    model.load_state_dict(state)
-    return model.eval(), meta, task
-
-
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def classify_store(
     model: torch.nn.Module,
     store: ChipStore,
@@ -247,16 +222,22 @@ def predict_chips(
 
     Returns:
         A summary: output paths, chips per scene, accuracy and baseline accuracy per split.
+
+    Raises:
+        InputError: for a CUDA device on a machine without one, a checkpoint that is not a
+            classification model or whose weights do not fit its architecture (the loader of
+            whole-scene prediction, :func:`s2landcover.predict.network_from_checkpoint`), a split
+            table lacking columns (all before anything is written), a missing chip store.
     """
     out_dir = Path(out_dir)
-    model, meta, task = _model_from_checkpoint(checkpoint_path)
+    torch_device = choose_device(device)
+    model, meta, task = network_from_checkpoint(checkpoint_path, "classification")
     classes = ClassTable.from_dict(meta["classes"])
     split = read_chip_index(split_path)
     missing = [c for c in ("chip_id", "scene", "split") if c not in split.columns]
     if missing:
         raise InputError(f"split table {split_path} lacks columns {missing}")
     scene_names = sorted(split["scene"].astype(str).unique()) if scenes is None else list(scenes)
-    torch_device = _resolve_device(device)
     names = np.array(["no data", *classes.names], dtype=object)
     tables = []
     rasters: dict[str, str] = {}

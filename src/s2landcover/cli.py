@@ -351,7 +351,7 @@ def _classify_chips(args: argparse.Namespace, config: dict[str, Any]) -> dict:
     "per-class metrics, plots and the report",
     "s2lc evaluate --config my.yaml --predictions results/predictions/size300/unet/*.tif "
     "--masks results/masks/demo.tif --scenes results/scenes/demo.tif "
-    "--split results/splits/size300/split.parquet --chips-root results/chips/size300 "
+    "--split results/splits/size300/split.parquet "
     "--model-dir results/models/size300/unet --out-dir results/evaluation/size300/unet",
 )
 def _evaluate(args: argparse.Namespace, config: dict[str, Any]) -> dict:
@@ -365,7 +365,6 @@ def _evaluate(args: argparse.Namespace, config: dict[str, Any]) -> dict:
         by_scene(args.masks),
         by_scene(args.scenes),
         args.split,
-        args.chips_root,
         args.model_dir,
         args.out_dir,
         _classes(config),
@@ -587,7 +586,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--masks", nargs="+", required=True, help="mask per scene ({scene}.tif)")
     p.add_argument("--scenes", nargs="+", required=True, help="scene stack per scene ({scene}.tif)")
     p.add_argument("--split", required=True, help="split.parquet (which chips are val / test)")
-    p.add_argument("--chips-root", required=True, help="results/chips/size{tile}")
     p.add_argument("--model-dir", required=True, help="model folder (metrics.csv of training)")
     p.add_argument(
         "--out-dir", required=True, help="folder for report.html, metrics.json and the figures"

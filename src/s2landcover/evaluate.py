@@ -543,7 +543,6 @@ def evaluate_model(
     masks: Mapping[str, Path],
     scenes: Mapping[str, Path],
     split_path: str | Path,
-    chips_root: str | Path,
     model_dir: str | Path,
     out_dir: str | Path,
     classes: ClassTable,
@@ -558,8 +557,8 @@ def evaluate_model(
 
     Keys of ``predictions``, ``masks`` and ``scenes`` (and ``baseline_predictions``, the pixel
     baseline's maps, optional) are scene names; the rasters of one scene
-    share one grid (pixel windows of ``split.parquet`` are in that grid). ``chips_root`` is accepted
-    for the workflow's interface: chip windows come from the split table, pixels from the rasters.
+    share one grid (pixel windows of ``split.parquet`` are in that grid): chip windows come from
+    the split table, pixels from the rasters (the chip stores hold the same pixels).
     Memory: one ``window_size``² window of two uint8 rasters plus the sample chips and the decimated
     overviews (``evaluation.overview_size`` pixels a side), independent of scene size.
     ``validity`` maps scene names to validity rasters (None or empty: clouds not screened).
@@ -579,7 +578,6 @@ def evaluate_model(
     from s2landcover import plots, report
     from s2landcover.provenance import collect_provenance
 
-    del chips_root  # windows come from the split table; the chip store holds the same pixels
     out_dir = Path(out_dir)
     names = _check_scenes(predictions, masks, scenes)
     split_table = eio.read_split_table(split_path)

@@ -897,29 +897,4 @@ def _scl_writer(
     )
 
 
-def check_common_grid(scene_paths: Mapping[str, str | Path] | Sequence[str | Path]) -> Grid:
-    """The grid shared by all scene stacks; :class:`InputError` naming each scene's grid otherwise.
-
-    ``scene_paths`` is a list of stack paths (scenes named by file stem) or a mapping name -> path.
-    """
-    items = (
-        list(scene_paths.items())
-        if isinstance(scene_paths, Mapping)
-        else [(Path(p).name.removesuffix(".tif"), p) for p in scene_paths]
-    )
-    if not items:
-        raise InputError("no scenes given to compare grids")
-    grids = [(name, read_grid(path)) for name, path in items]
-    first_name, first = grids[0]
-    differing = [(name, grid) for name, grid in grids[1:] if not grid.same_as(first)]
-    if differing:
-        lines = "; ".join(f"{name}: {grid.describe()}" for name, grid in grids)
-        raise InputError(
-            f"scenes {first_name} and {', '.join(n for n, _ in differing)} are on different "
-            "grids, but this "
-            f"run needs one grid for all scenes (they share one mask): {lines}"
-        )
-    return first
-
-
-__all__ = ["check_common_grid", "ingest_scene", "plan_ingest", "refined_grid"]
+__all__ = ["ingest_scene", "plan_ingest", "refined_grid"]

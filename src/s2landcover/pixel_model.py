@@ -45,11 +45,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from rasterio.windows import Window
 
 from s2landcover.classes import ClassTable
 from s2landcover.errors import InputError
-from s2landcover.radiometry import to_reflectance
+from s2landcover.radiometry import to_reflectance, valid_pixels
 
 log = logging.getLogger(__name__)
 
@@ -220,9 +219,7 @@ def sample_pixels(
         for row in group.sort_values("store_index").itertuples(index=False):
             i = int(row.store_index)
             image, mask = np.asarray(store.images[i]), np.asarray(store.masks[i])
-            labelled = mask > 0
-            if nodata is not None:
-                labelled &= (image != nodata).any(axis=0)
+            labelled = (mask > 0) & valid_pixels(image, nodata)
             draw = labelled & (rng.random(mask.shape) < keep_p[mask])
             rows, cols = np.nonzero(draw)
             if len(rows) == 0:
@@ -556,12 +553,9 @@ def predict_scene_pixels(
     Raises:
         InputError: a bad model file, a scene lacking a band or at another resolution.
     """
-    from s2landcover.io.prediction_writer import StreamingRasterWriter, bounded_block_cache
-    from s2landcover.io.rasters import open_raster
     from s2landcover.predict import (
         BackgroundConsumer,
-        confidence_path,
-        hide_not_observed,
+        SceneOutputs,
         open_scene_for_model,
         prefetch,
     )
@@ -574,8 +568,6 @@ def predict_scene_pixels(
     )
     rows = max(1, ROWS_PIXELS // scene.grid.width)
     with_confidence = bool(prediction_cfg["confidence"])
-    conf_path = confidence_path(out_path) if with_confidence else None
-    class_pixels = np.zeros(classes.num_classes + 1, dtype=np.int64)
     log.info(
         "predicting %s (%s) with pixel model %s, %d rows at a time",
         scene_path,
@@ -583,47 +575,14 @@ def predict_scene_pixels(
         checkpoint_path,
         rows,
     )
-    class_writer = StreamingRasterWriter(
-        out_path, scene.grid, classes=classes, overview_resampling="MODE"
-    )
-    conf_writer = (
-        StreamingRasterWriter(
-            conf_path, scene.grid, description="confidence: max class probability x 255"
-        )
-        if conf_path is not None
-        else contextlib.nullcontext()
-    )
-    validity_src = open_raster(validity_path) if validity_path is not None else None
-    with (
-        bounded_block_cache(scene.grid.width, len(scene.indexes)),
-        class_writer,
-        conf_writer,
-        validity_src or contextlib.nullcontext(),
-    ):
-
-        def write(item: tuple[int, np.ndarray, np.ndarray | None]) -> None:
-            row_off, labels, conf = item
-            if validity_src is not None:
-                window = Window(0, row_off, labels.shape[1], labels.shape[0])
-                hide_not_observed(labels, conf, validity_src.read(1, window=window))
-            class_pixels[:] += np.bincount(labels.ravel(), minlength=classes.num_classes + 1)[
-                : classes.num_classes + 1
-            ]
-            class_writer.write_rows(row_off, labels)
-            if conf is not None:
-                conf_writer.write_rows(row_off, conf)  # type: ignore[union-attr]
-
-        writer = BackgroundConsumer(write)
+    with SceneOutputs(out_path, scene, classes, with_confidence, validity_path) as outputs:
+        writer = BackgroundConsumer(outputs.write)
         try:
             bands = prefetch(lambda: _row_bands(scene, rows), depth=2)
             with contextlib.closing(bands):
                 for row_off, stored in bands:
                     prob = model.probabilities(stored, scene.scales, scene.offsets, threads)
-                    valid = (
-                        np.ones(stored.shape[1:], bool)
-                        if scene.nodata is None
-                        else (stored != scene.nodata).any(axis=0)
-                    )
+                    valid = valid_pixels(stored, scene.nodata)
                     labels = np.where(valid, prob.argmax(axis=0) + 1, 0).astype(np.uint8)
                     conf = None
                     if with_confidence:
@@ -638,14 +597,10 @@ def predict_scene_pixels(
     megapixels = scene.grid.width * scene.grid.height / 1e6
     log.info("wrote %s in %.1f s (%.2f Mpx/s)", out_path, seconds, megapixels / seconds)
     return {
-        "out": str(out_path),
-        "confidence": str(conf_path) if conf_path is not None else None,
+        **outputs.summary(),  # out, confidence, class_pixels, validity, not_observed_pixels
         "width": scene.grid.width,
         "height": scene.grid.height,
         "model": "pixel",
         "seconds": round(seconds, 3),
         "megapixels_per_second": round(megapixels / seconds, 4),
-        "class_pixels": {
-            name: int(n) for name, n in zip(["no data", *classes.names], class_pixels, strict=True)
-        },
     }

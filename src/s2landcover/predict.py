@@ -53,8 +53,9 @@ from rasterio.windows import Window
 from torch import nn
 
 from s2landcover.classes import NOT_OBSERVED, ClassTable
+from s2landcover.devices import choose_device
 from s2landcover.errors import InputError
-from s2landcover.models import build_segmentation_model
+from s2landcover.radiometry import InputNormalization, network_input_into, valid_pixels
 
 log = logging.getLogger(__name__)
 
@@ -169,14 +170,7 @@ class WindowGrid:
         both axes (0 in production; half a window to test for seams)."""
         window_height = min(window, round_up(height))
         window_width = min(window, round_up(width))
-        return cls(
-            height=height,
-            width=width,
-            window_height=window_height,
-            window_width=window_width,
-            row_starts=tuple(window_starts(height, window_height, stride, shift)),
-            col_starts=tuple(window_starts(width, window_width, stride, shift)),
-        )
+        return cls._of_sides(height, width, window_height, window_width, stride, stride, shift)
 
     @classmethod
     def with_margin(
@@ -189,6 +183,22 @@ class WindowGrid:
         window_width = fitted_window(width, window, margin)
         row_stride = margin_stride(window_height, margin) if height > window_height else 1
         col_stride = margin_stride(window_width, margin) if width > window_width else 1
+        return cls._of_sides(
+            height, width, window_height, window_width, row_stride, col_stride, shift
+        )
+
+    @classmethod
+    def _of_sides(
+        cls,
+        height: int,
+        width: int,
+        window_height: int,
+        window_width: int,
+        row_stride: int,
+        col_stride: int,
+        shift: int,
+    ) -> WindowGrid:
+        """The grid of windows of the given sides and strides (:func:`window_starts` per axis)."""
         return cls(
             height=height,
             width=width,
@@ -262,33 +272,6 @@ def blend_weights(height: int, width: int, kind: str = "hann") -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------
 # Network input and inference
-
-
-def normalized_input(
-    stored: np.ndarray,
-    scales: Sequence[float],
-    offsets: Sequence[float],
-    mean: Sequence[float],
-    std: Sequence[float],
-    nodata: float | None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Stored values (C, H, W) -> (network input float32 (C, H, W), valid bool (H, W)).
-
-    Input = (stored * scale + offset - mean) / std; pixels where every band equals ``nodata`` are
-    invalid and set to 0 (the band mean), as in training.
-    """
-    # The arithmetic of models.to_reflectance and models.normalize, in place (one float32 copy of
-    # the band instead of five: this runs on every band of rows of the scene).
-    image = stored.astype(np.float32)
-    image *= np.asarray(scales, dtype=np.float32)[:, None, None]
-    image += np.asarray(offsets, dtype=np.float32)[:, None, None]
-    image -= np.asarray(mean, dtype=np.float32)[:, None, None]
-    image /= np.asarray(std, dtype=np.float32)[:, None, None]
-    if nodata is None:
-        return image, np.ones(stored.shape[1:], dtype=bool)
-    valid = (stored != nodata).any(axis=0)
-    np.multiply(image, valid[None], out=image)
-    return image, valid
 
 
 def pad_to(array: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -556,17 +539,6 @@ class BackgroundConsumer:
 # The streaming pipeline on arrays (no files): batches in, finished rows out
 
 
-@dataclass(frozen=True)
-class InputNormalization:
-    """How stored values become network input: the scene's scales/offsets, the model's mean/std."""
-
-    scales: tuple[float, ...]
-    offsets: tuple[float, ...]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    nodata: float | None
-
-
 def window_batches(
     row_bands: Iterable[tuple[int, np.ndarray]],
     grid: WindowGrid,
@@ -578,17 +550,15 @@ def window_batches(
     into batches ``(offsets, input (B, h, w, C) float32, channels last, valid [B x (h, w) bool])``
     (``torch.from_numpy(input).permute(0, 3, 1, 2)`` is the NCHW batch in channels-last memory).
 
-    Each window is normalised straight from the stored values into a batch buffer (one pass of
-    ``stored * (scale / std) + (offset - mean) / std``, no float copy of the row band, no
-    ``np.stack``); the valid mask is computed once per row band and handed out as views. The
+    Each window is normalised straight from the stored values into a batch buffer
+    (:func:`s2landcover.radiometry.network_input_into`: one pass, no float copy of the row band, no
+    ``np.stack``); the valid mask (:func:`s2landcover.radiometry.valid_pixels`) is computed once
+    per row band and handed out as views. The
     batch arrays cycle through ``buffers`` preallocated buffers: a consumer must be done with a
     batch before it takes the ``buffers - 1``-th next one (:func:`prefetch` with depth 2 keeps at
     most 4 in flight).
     """
-    gain = (np.asarray(norm.scales) / np.asarray(norm.std)).astype(np.float32)
-    bias = ((np.asarray(norm.offsets) - np.asarray(norm.mean)) / np.asarray(norm.std)).astype(
-        np.float32
-    )
+    gain, bias = norm.gain_bias()
     shape = (batch_size, grid.window_height, grid.window_width, len(norm.scales))
     pool: list[np.ndarray] = []
     used = 0
@@ -597,10 +567,7 @@ def window_batches(
     batch: np.ndarray | None = None
     for row_off, stored in row_bands:
         stored = pad_to(stored, grid.window_height, grid.window_width)  # pointwise ops commute
-        if norm.nodata is None:
-            valid = np.ones(stored.shape[1:], dtype=bool)
-        else:
-            valid = (stored != norm.nodata).any(axis=0)
+        valid = valid_pixels(stored, norm.nodata)
         all_valid = bool(valid.all())
         for col_off in grid.col_starts:
             if batch is None:
@@ -609,12 +576,11 @@ def window_batches(
                 batch = pool[used % len(pool)] if len(pool) == buffers else pool[-1]
                 used += 1
             cols = slice(col_off, col_off + grid.window_width)
-            out = batch[len(offsets)]
-            np.multiply(stored[:, :, cols].transpose(1, 2, 0), gain, out=out, casting="unsafe")
-            out += bias
             window_valid = valid[:, cols]
-            if not all_valid:
-                out *= window_valid[:, :, None]  # no data -> 0, the band mean, as in training
+            network_input_into(
+                stored[:, :, cols], gain, bias, batch[len(offsets)],
+                None if all_valid else window_valid,
+            )  # fmt: skip
             offsets.append((row_off, col_off))
             valids.append(window_valid)
             if len(offsets) == batch_size:
@@ -771,35 +737,56 @@ def stitch_in_memory(
 # Whole scenes (files)
 
 
-def choose_device(device: str | None) -> torch.device:
-    """``device`` or CUDA when present, else CPU; a CUDA device that is absent is an InputError."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    chosen = torch.device(device)
-    if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device {device}: CUDA is not available on this machine; use cpu")
-    return chosen
+# What each task's network is loaded for, in the error a checkpoint of the other task gets.
+TASK_PURPOSES = {
+    "segmentation": "whole-scene prediction",
+    "classification": "chip classification (classify-chips)",
+}
 
 
-def model_from_checkpoint(checkpoint_path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """The segmentation network of a checkpoint (eval mode, CPU) and its metadata.
+def network_from_checkpoint(
+    checkpoint_path: str | Path, task_name: str = "segmentation"
+) -> tuple[nn.Module, dict[str, Any], Any]:
+    """The network of a checkpoint (eval mode, CPU), its metadata and its training task.
+
+    The one loader of U-Net and chip-classifier checkpoints (whole-scene prediction,
+    :mod:`s2landcover.classify`): the file is read without unpickling
+    (:func:`s2landcover.io.checkpoints.load_model_checkpoint`), the network is built by the task
+    the checkpoint was trained for (:func:`s2landcover.training.tasks.task_from_config` on its
+    metadata) and the weights must fit it exactly.
+
+    Args:
+        checkpoint_path: ``model.pt`` written by training.
+        task_name: the task the caller needs (``segmentation`` or ``classification``).
+
+    Returns:
+        (network, metadata, task): the task object (``pad_multiple``, ``min_dominant_fraction``).
 
     Raises:
-        InputError: for a missing, corrupt or foreign checkpoint, a classification checkpoint, or
-            weights that do not fit the architecture named in the metadata.
+        InputError: for a missing, corrupt or foreign checkpoint, a checkpoint of another task, or
+            weights that do not fit the architecture named in the metadata (naming the file).
     """
     from s2landcover.io.checkpoints import load_model_checkpoint
+    from s2landcover.training.tasks import task_from_config
 
     state_dict, metadata = load_model_checkpoint(checkpoint_path)
-    if metadata["task"] != "segmentation":
+    if metadata["task"] != task_name:
         raise InputError(
-            f"checkpoint {checkpoint_path} is a {metadata['task']!r} model; whole-scene prediction "
-            "needs a 'segmentation' model"
+            f"checkpoint {checkpoint_path} is a {metadata['task']!r} model; "
+            f"{TASK_PURPOSES.get(task_name, task_name)} needs a {task_name!r} model"
         )
     classes = ClassTable.from_dict(metadata["classes"])
-    model = build_segmentation_model(
-        metadata["architecture"], metadata["encoder"], len(metadata["bands"]), classes.num_classes
+    model_section = {"architecture": metadata["architecture"], "encoder": metadata["encoder"]}
+    task = task_from_config(
+        {
+            "task": metadata["task"],
+            "model": model_section,
+            "classification": {
+                "min_dominant_fraction": float(metadata.get("min_dominant_fraction", 0.0))
+            },
+        }
     )
+    model = task.build_model(model_section, len(metadata["bands"]), classes.num_classes)
     try:
         model.load_state_dict(state_dict, strict=True)
     except (RuntimeError, KeyError) as error:
@@ -809,7 +796,19 @@ def model_from_checkpoint(checkpoint_path: str | Path) -> tuple[nn.Module, dict[
             f"{classes.num_classes} classes "
             f"(corrupt checkpoint?): {str(error)[:300]}"
         ) from None
-    return model.eval(), metadata
+    return model.eval(), metadata, task
+
+
+def model_from_checkpoint(checkpoint_path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """The segmentation network of a checkpoint (eval mode, CPU) and its metadata
+    (:func:`network_from_checkpoint` for ``segmentation``).
+
+    Raises:
+        InputError: for a missing, corrupt or foreign checkpoint, a classification checkpoint, or
+            weights that do not fit the architecture named in the metadata.
+    """
+    model, metadata, _ = network_from_checkpoint(checkpoint_path, "segmentation")
+    return model, metadata
 
 
 # Relative difference of pixel size (per axis) below which a scene counts as on the model's
@@ -879,6 +878,96 @@ def confidence_path(out_path: str | Path) -> Path:
     """Where the confidence raster of ``out_path`` goes: ``<stem>_confidence.tif`` beside it."""
     out_path = Path(out_path)
     return out_path.with_name(f"{out_path.stem}{CONFIDENCE_SUFFIX}{out_path.suffix or '.tif'}")
+
+
+class SceneOutputs:
+    """The output rasters of a whole-scene prediction (U-Net or pixel model), fed finished rows.
+
+    Opened as a context manager: the class COG (colour table, class names, mode overviews), with
+    ``with_confidence`` the confidence COG beside it (:func:`confidence_path`), the validity raster
+    when given, and a GDAL block cache bounded to a few block rows of the scene
+    (:func:`s2landcover.io.prediction_writer.bounded_block_cache`). :meth:`write` takes ``(row_off,
+    classes uint8 (n, width), confidence uint8 or None)`` in row order (from a writer thread): it
+    hides what the validity raster says is not observed (:func:`hide_not_observed`), counts pixels
+    per class and writes the rows. On an error nothing is left at the output paths.
+    """
+
+    def __init__(
+        self,
+        out_path: Path,
+        scene: Any,
+        classes: ClassTable,
+        with_confidence: bool,
+        validity_path: str | Path | None,
+    ) -> None:
+        self.out_path = out_path
+        self.scene = scene
+        self.classes = classes
+        self.validity_path = validity_path
+        self.conf_path = confidence_path(out_path) if with_confidence else None
+        self.class_pixels = np.zeros(classes.num_classes + 1, dtype=np.int64)
+        self.not_observed_pixels = 0
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> SceneOutputs:
+        from s2landcover.io.prediction_writer import StreamingRasterWriter, bounded_block_cache
+        from s2landcover.io.rasters import open_raster
+
+        grid = self.scene.grid
+        with self._stack as stack:  # closes what was opened if a later one fails
+            stack.enter_context(bounded_block_cache(grid.width, len(self.scene.indexes)))
+            self._class_writer = stack.enter_context(
+                StreamingRasterWriter(
+                    self.out_path, grid, classes=self.classes, overview_resampling="MODE"
+                )
+            )
+            self._conf_writer = (
+                stack.enter_context(
+                    StreamingRasterWriter(
+                        self.conf_path, grid, description="confidence: max class probability x 255"
+                    )
+                )
+                if self.conf_path is not None
+                else None
+            )
+            self._validity = (
+                stack.enter_context(open_raster(self.validity_path))
+                if self.validity_path is not None
+                else None
+            )
+            self._stack = stack.pop_all()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> bool | None:
+        return self._stack.__exit__(*exc_info)
+
+    def write(self, item: tuple[int, np.ndarray, np.ndarray | None]) -> None:
+        """Write finished rows ``(row_off, classes, confidence)`` (the classes in place: 255 where
+        the validity raster says not observed)."""
+        row_off, rows, conf = item
+        if self._validity is not None:
+            window = Window(0, row_off, rows.shape[1], rows.shape[0])
+            self.not_observed_pixels += hide_not_observed(
+                rows, conf, self._validity.read(1, window=window)
+            )
+        k = self.classes.num_classes
+        self.class_pixels += np.bincount(rows.ravel(), minlength=k + 1)[: k + 1]
+        self._class_writer.write_rows(row_off, rows)
+        if self._conf_writer is not None and conf is not None:
+            self._conf_writer.write_rows(row_off, conf)
+
+    def summary(self) -> dict[str, Any]:
+        """Output paths, pixels per class (no data first), validity raster, not-observed pixels."""
+        names = ["no data", *self.classes.names]
+        return {
+            "out": str(self.out_path),
+            "confidence": str(self.conf_path) if self.conf_path is not None else None,
+            "class_pixels": {
+                name: int(n) for name, n in zip(names, self.class_pixels, strict=True)
+            },
+            "validity": str(self.validity_path) if self.validity_path is not None else None,
+            "not_observed_pixels": self.not_observed_pixels,
+        }
 
 
 def predict_scene(
@@ -955,12 +1044,7 @@ def predict_scene_with_model(
     ``grid_shift`` moves the inner window starts by that many pixels (0 in production; tests use
     half a window to check that the result does not depend on where windows fall).
     """
-    from s2landcover.io.prediction_writer import (
-        StreamingRasterWriter,
-        bounded_block_cache,
-        read_row_bands,
-    )
-    from s2landcover.io.rasters import open_raster
+    from s2landcover.io.prediction_writer import read_row_bands
 
     started = time.perf_counter()
     scene_path, out_path = Path(scene_path), Path(out_path)
@@ -1000,8 +1084,6 @@ def predict_scene_with_model(
         stride, blend, tta, torch_device,
     )  # fmt: skip
 
-    class_pixels = np.zeros(classes.num_classes + 1, dtype=np.int64)
-    not_observed_pixels = [0]
     done = [0]
 
     def report(windows: int) -> None:
@@ -1012,37 +1094,8 @@ def predict_scene_with_model(
             rate = megapixels_done / max(1e-9, time.perf_counter() - started)
             log.info("%d / %d windows, %.2f Mpx/s", done[0], grid.count, rate)
 
-    conf_path = confidence_path(out_path) if with_confidence else None
-    class_writer = StreamingRasterWriter(
-        out_path, scene.grid, classes=classes, overview_resampling="MODE"
-    )
-    conf_writer = (
-        StreamingRasterWriter(
-            conf_path, scene.grid, description="confidence: max class probability x 255"
-        )
-        if conf_path is not None
-        else None
-    )
-    cache = bounded_block_cache(grid.width, len(scene.indexes))
-    optional_conf_writer = conf_writer if conf_writer is not None else contextlib.nullcontext()
-    validity_src = open_raster(validity_path) if validity_path is not None else None
-    with cache, class_writer, optional_conf_writer, validity_src or contextlib.nullcontext():
-
-        def write(item: tuple[int, np.ndarray, np.ndarray | None]) -> None:
-            row_off, rows, conf = item
-            if validity_src is not None:
-                window = Window(0, row_off, rows.shape[1], rows.shape[0])
-                not_observed_pixels[0] += hide_not_observed(
-                    rows, conf, validity_src.read(1, window=window)
-                )
-            class_pixels[:] += np.bincount(rows.ravel(), minlength=classes.num_classes + 1)[
-                : classes.num_classes + 1
-            ]
-            class_writer.write_rows(row_off, rows)
-            if conf_writer is not None and conf is not None:
-                conf_writer.write_rows(row_off, conf)
-
-        writer_thread = BackgroundConsumer(write)
+    with SceneOutputs(out_path, scene, classes, with_confidence, validity_path) as outputs:
+        writer_thread = BackgroundConsumer(outputs.write)
         try:
             batches = prefetch(
                 lambda: window_batches(
@@ -1064,8 +1117,7 @@ def predict_scene_with_model(
     seconds = time.perf_counter() - started
     megapixels = grid.height * grid.width / 1e6
     summary = {
-        "out": str(out_path),
-        "confidence": str(conf_path) if conf_path is not None else None,
+        **outputs.summary(),  # out, confidence, class_pixels, validity, not_observed_pixels
         "width": grid.width,
         "height": grid.height,
         "window": window,
@@ -1080,11 +1132,6 @@ def predict_scene_with_model(
         "channels_last": uses_channels_last(torch_device, amp, layout),
         "seconds": round(seconds, 3),
         "megapixels_per_second": round(megapixels / seconds, 4),
-        "class_pixels": {
-            name: int(n) for name, n in zip(["no data", *classes.names], class_pixels, strict=True)
-        },
-        "validity": str(validity_path) if validity_path is not None else None,
-        "not_observed_pixels": not_observed_pixels[0],
     }
     log.info("wrote %s in %.1f s (%.2f Mpx/s)", out_path, seconds, megapixels / seconds)
     return summary

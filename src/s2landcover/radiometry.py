@@ -14,11 +14,18 @@ the pixel classifier, evaluation's true-colour figures):
 
 All functions take band-first arrays (C, ...) and return float32; units are reflectance (0..1,
 slightly negative for dark pixels with the baseline-04.00 offset) or standard scores.
+
+Two forms of the one affine map stored -> network input: :func:`to_network_input` returns a new
+band-first array (training, classification), :func:`network_input_into` writes straight into a
+caller's channels-last buffer in one fused pass ``stored * gain + bias`` (whole-scene prediction,
+which reuses its batch buffers: no float copy of the scene's rows). Both take the validity of
+:func:`valid_pixels`; they agree to float32 rounding (tests/test_radiometry.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -37,11 +44,19 @@ def to_reflectance(
     return image
 
 
+def valid_pixels(stored: np.ndarray, nodata: float | None) -> np.ndarray:
+    """Bool (...) of the pixels with data: some band differs from ``nodata`` (all True when None).
+
+    The one no-data rule (see the module docstring); :func:`nodata_pixels` is its complement.
+    """
+    if nodata is None:
+        return np.ones(stored.shape[1:], dtype=bool)
+    return (stored != nodata).any(axis=0)
+
+
 def nodata_pixels(stored: np.ndarray, nodata: float | None) -> np.ndarray:
     """Bool (...) of the pixels where every band equals ``nodata`` (all False when None)."""
-    if nodata is None:
-        return np.zeros(stored.shape[1:], dtype=bool)
-    return (stored == nodata).all(axis=0)
+    return ~valid_pixels(stored, nodata)
 
 
 def to_network_input(
@@ -60,7 +75,50 @@ def to_network_input(
     image = to_reflectance(stored, scales, offsets)
     image -= _per_band(mean, image.ndim)
     image /= _per_band(std, image.ndim)
-    valid = ~nodata_pixels(stored, nodata)
+    valid = valid_pixels(stored, nodata)
     if nodata is not None:
         np.copyto(image, np.float32(0), where=~valid[None])
     return image, valid
+
+
+@dataclass(frozen=True)
+class InputNormalization:
+    """How a scene's stored values become network input: the scene's GDAL scales/offsets per band
+    (stored -> reflectance), the model's per-band mean/std of reflectance (-> standard scores) and
+    the scene's nodata value (None: every pixel has data)."""
+
+    scales: tuple[float, ...]
+    offsets: tuple[float, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    nodata: float | None
+
+    def gain_bias(self) -> tuple[np.ndarray, np.ndarray]:
+        """(gain, bias), float32 per band: network input = stored * gain + bias, that is
+        ``(stored * scale + offset - mean) / std`` with gain = scale / std and bias =
+        (offset - mean) / std (computed in float64, then rounded once)."""
+        std = np.asarray(self.std, dtype=np.float64)
+        gain = np.asarray(self.scales, dtype=np.float64) / std
+        bias = (np.asarray(self.offsets, dtype=np.float64) - np.asarray(self.mean)) / std
+        return gain.astype(np.float32), bias.astype(np.float32)
+
+
+def network_input_into(
+    stored: np.ndarray,
+    gain: np.ndarray,
+    bias: np.ndarray,
+    out: np.ndarray,
+    valid: np.ndarray | None = None,
+) -> np.ndarray:
+    """Network input of stored values (C, h, w) written into ``out`` (h, w, C) float32, in place.
+
+    One fused pass ``stored * gain + bias`` (:meth:`InputNormalization.gain_bias`) straight from
+    the stored integers into the caller's (reused) channels-last buffer: no float copy of
+    ``stored``. ``valid`` (h, w) from :func:`valid_pixels`: pixels without data are set to 0, the
+    band mean, as in :func:`to_network_input` (None: all pixels have data). Returns ``out``.
+    """
+    np.multiply(stored.transpose(1, 2, 0), gain, out=out, casting="unsafe")
+    out += bias
+    if valid is not None:
+        out *= valid[:, :, None]
+    return out

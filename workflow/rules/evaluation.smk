@@ -41,7 +41,6 @@ rule evaluate_model:
         # The other sections, for the report's provenance block (scenes: dates come from the
         # stacks; compute and download change no result).
         **{f"provenance_{name}": value for name, value in PROVENANCE_SECTIONS.items()},
-        chips_root=lambda wildcards: f"{RESULTS}/chips/size{wildcards.tile}",
         model_dir=lambda wildcards, input: str(Path(input.metrics).parent),
         out_dir=lambda wildcards, output: str(Path(output.report).parent),
         validity_arg=validity_arg,
@@ -51,6 +50,6 @@ rule evaluate_model:
         "s2lc evaluate --config-json {params.evaluation:q} {params.classes:q} "
         + PROVENANCE_ARGS
         + " --predictions {input.predictions:q} --masks {input.masks:q} --scenes {input.scenes:q}"
-        " --split {input.split:q} --chips-root {params.chips_root:q}"
+        " --split {input.split:q}"
         " --model-dir {params.model_dir:q} --out-dir {params.out_dir:q} {params.validity_arg}"
         " {params.baseline_arg} --benchmarks {params.benchmarks:q} 2> {log:q}"

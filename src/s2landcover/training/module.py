@@ -3,8 +3,10 @@
 Validation metrics come from one torchmetrics ``MulticlassConfusionMatrix`` over the K classes
 (rows: reference, columns: prediction; no-data and padding targets ignored), accumulated over the
 epoch and synchronised across DDP processes by torchmetrics. IoU, F1 (= Dice), precision, recall
-per class, mIoU and overall accuracy are derived from it by :func:`metrics_from_confusion`, so the
-same code serves pixels (segmentation) and chips (classification).
+per class, mIoU and overall accuracy are derived from it by
+:func:`s2landcover.evaluate.metrics_from_confusion` (the one implementation, flattened for
+logging by :func:`epoch_metrics`), so the same code serves pixels (segmentation) and chips
+(classification).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from s2landcover.errors import InputError
-from s2landcover.evaluate import metrics_from_confusion as confusion_report
+from s2landcover.evaluate import metrics_from_confusion
 from s2landcover.training.losses import IGNORE_INDEX, CombinedLoss
 from s2landcover.training.tasks import Task
 
@@ -29,18 +31,19 @@ PLATEAU_PATIENCE = 3
 SGD_MOMENTUM = 0.9
 
 
-def metrics_from_confusion(
+def epoch_metrics(
     confusion: np.ndarray | torch.Tensor, class_names: Sequence[str]
 ) -> dict[str, float]:
-    """Per-class IoU, F1, precision, recall, plus mIoU and overall accuracy from a K x K matrix.
+    """Per-class IoU, F1, precision, recall, plus mIoU and overall accuracy from a K x K matrix,
+    as one flat mapping for per-epoch logging.
 
-    ``confusion[i, j]`` counts reference class i predicted as j (pixels or chips). The formulas are
+    ``confusion[i, j]`` counts reference class i predicted as j (pixels or chips). The metrics are
     those of :func:`s2landcover.evaluate.metrics_from_confusion` (one implementation for training
-    and evaluation); this flattens them for per-epoch logging. Keys: ``miou``, ``accuracy``,
-    ``iou_<name>``, ``f1_<name>``, ``precision_<name>``, ``recall_<name>`` (NaN when undefined).
+    and evaluation), flattened. Keys: ``miou``, ``accuracy``, ``iou_<name>``, ``f1_<name>``,
+    ``precision_<name>``, ``recall_<name>`` (NaN when undefined).
     """
     matrix = confusion.cpu().numpy() if isinstance(confusion, torch.Tensor) else confusion
-    report = confusion_report(np.rint(np.asarray(matrix)).astype(np.int64), class_names)
+    report = metrics_from_confusion(np.rint(np.asarray(matrix)).astype(np.int64), class_names)
     metrics = {"miou": report["miou"], "accuracy": report["overall_accuracy"]}
     for name, per_class in report["per_class"].items():
         for key in ("iou", "f1", "precision", "recall"):
@@ -114,7 +117,7 @@ class LandCoverModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         """Derive and log ``val_miou``, ``val_accuracy`` and the per-class metrics."""
-        metrics = metrics_from_confusion(self.val_confusion.compute(), self.class_names)
+        metrics = epoch_metrics(self.val_confusion.compute(), self.class_names)
         self.val_confusion.reset()
         self.last_val_metrics = metrics
         # The matrix is already summed over processes (torchmetrics), so every process holds the

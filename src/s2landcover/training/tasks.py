@@ -20,7 +20,7 @@ which IoU, F1, precision, recall and accuracy follow, whether its entries count 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -72,6 +72,23 @@ def pixel_counts(chip_index: pd.DataFrame, num_classes: int) -> np.ndarray:
     return chip_index[columns].to_numpy(dtype=np.float64).sum(axis=0)
 
 
+def _build_from_section(
+    build: Callable[[str, str, int, int, str | None], nn.Module],
+    model_config: Mapping[str, Any],
+    in_channels: int,
+    num_classes: int,
+) -> nn.Module:
+    """``build(architecture, encoder, in_channels, num_classes, encoder_weights)`` with the values
+    of the ``model`` section (``encoder_weights`` optional: None when absent, as in checkpoints)."""
+    return build(
+        model_config["architecture"],
+        model_config["encoder"],
+        in_channels,
+        num_classes,
+        model_config.get("encoder_weights"),
+    )
+
+
 @dataclass(frozen=True)
 class SegmentationTask:
     """One class per pixel: an smp network (U-Net by default), the chip's mask as target."""
@@ -84,13 +101,7 @@ class SegmentationTask:
         self, model_config: Mapping[str, Any], in_channels: int, num_classes: int
     ) -> nn.Module:
         """``build_segmentation_model`` with the model section's architecture, encoder, weights."""
-        return build_segmentation_model(
-            model_config["architecture"],
-            model_config["encoder"],
-            in_channels,
-            num_classes,
-            model_config.get("encoder_weights"),
-        )
+        return _build_from_section(build_segmentation_model, model_config, in_channels, num_classes)
 
     def chip_targets(self, chip_index: pd.DataFrame, num_classes: int) -> np.ndarray | None:
         """None: the target is the mask."""
@@ -245,12 +256,8 @@ class ClassificationTask:
         self, model_config: Mapping[str, Any], in_channels: int, num_classes: int
     ) -> nn.Module:
         """``build_classification_model`` with the model section's architecture and encoder."""
-        return build_classification_model(
-            model_config["architecture"],
-            model_config["encoder"],
-            in_channels,
-            num_classes,
-            model_config.get("encoder_weights"),
+        return _build_from_section(
+            build_classification_model, model_config, in_channels, num_classes
         )
 
     def chip_targets(self, chip_index: pd.DataFrame, num_classes: int) -> np.ndarray | None:

@@ -51,6 +51,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, TQDMProgressBar
 from lightning.pytorch.plugins.environments import LightningEnvironment
 
 from s2landcover.classes import ClassTable
+from s2landcover.devices import lightning_devices, trains_on_cuda
 from s2landcover.errors import InputError
 from s2landcover.io.checkpoints import (
     publish_checkpoint,
@@ -59,7 +60,6 @@ from s2landcover.io.checkpoints import (
     write_training_metrics,
 )
 from s2landcover.io.chipstore import read_chip_index
-from s2landcover.io.rasters import atomic_path
 from s2landcover.training.data import (
     PAD_MULTIPLE,
     AugmentSettings,
@@ -124,13 +124,6 @@ def config_digest(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[
         :16
     ]
-
-
-def _devices_argument(devices: Any) -> Any:
-    """'4' -> 4 (a count), '0,1' and 'auto' stay strings (Lightning's forms)."""
-    if isinstance(devices, str) and devices.strip().isdigit():
-        return int(devices)
-    return devices
 
 
 def cluster_plugins(environ: Mapping[str, str] | None = None) -> list[Any]:
@@ -310,26 +303,13 @@ def export_model(
 
 
 def plot_training_curves(table: pd.DataFrame, class_names: list[str], png_path: Path) -> None:
-    """Three panels over the epochs: losses, val mIoU and accuracy, val IoU per class."""
-    import matplotlib.pyplot as plt
+    """Write ``curves.png`` (atomically) from the metrics table: the figure of
+    :func:`s2landcover.plots.training_curves_figure` (losses, val mIoU and accuracy, val IoU per
+    class), the one drawing of training curves (evaluation's report and the pixel model use it)."""
+    from s2landcover.io.evaluation_io import write_bytes
+    from s2landcover.plots import figure_png, training_curves_figure
 
-    figure, axes = plt.subplots(1, 3, figsize=(15, 4.2), constrained_layout=True)
-    epochs = table["epoch"]
-    axes[0].plot(epochs, table["train_loss"], "o-", label="train")
-    axes[0].plot(epochs, table["val_loss"], "o-", label="validation")
-    axes[0].set(title="Loss", xlabel="epoch", ylabel="loss (log scale)", yscale="log")
-    axes[1].plot(epochs, table["val_miou"], "o-", label="mIoU")
-    axes[1].plot(epochs, table["val_accuracy"], "s--", label="overall accuracy")
-    axes[1].set(title="Validation mIoU and accuracy", xlabel="epoch", ylim=(0, 1))
-    for name in class_names:
-        axes[2].plot(epochs, table[f"val_iou_{name}"], "o-", label=name, markersize=3)
-    axes[2].set(title="Validation IoU per class", xlabel="epoch", ylim=(0, 1))
-    for axis in axes:
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=8)
-    with atomic_path(png_path) as tmp:
-        figure.savefig(tmp, dpi=100, format="png")
-    plt.close(figure)
+    write_bytes(png_path, figure_png(training_curves_figure(table, class_names)))
 
 
 def _read_split_table(split_path: Path) -> pd.DataFrame:
@@ -530,7 +510,7 @@ def train_model(
     mean, std = band_statistics(train_chips, scenes)
 
     pad_multiple = int(getattr(task, "pad_multiple", PAD_MULTIPLE))
-    on_cuda = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    on_cuda = trains_on_cuda(accelerator)
     precision = resolve_precision(training["precision"], on_cuda)
     L.seed_everything(int(training["seed"]), workers=True, verbose=False)
 
@@ -639,7 +619,7 @@ def train_model(
         callbacks.append(StderrProgressBar())
     trainer = L.Trainer(
         accelerator=accelerator,
-        devices=_devices_argument(devices),
+        devices=lightning_devices(devices),
         strategy=strategy,
         num_nodes=num_nodes,
         plugins=cluster_plugins() or None,
