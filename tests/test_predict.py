@@ -15,6 +15,7 @@ from rio_cogeo.cogeo import cog_validate
 from scipy.ndimage import gaussian_filter
 from torch import nn
 
+from raster_helpers import assert_reflected
 from s2landcover import predict as predict_module
 from s2landcover.classes import ClassTable
 from s2landcover.config import validate_config
@@ -451,22 +452,6 @@ def test_bands_are_matched_by_name_not_position(
     np.testing.assert_allclose(plain_inputs, expected, rtol=1e-5, atol=1e-5)
     with rasterio.open(tmp_path / "a.tif") as a, rasterio.open(tmp_path / "b.tif") as b:
         np.testing.assert_array_equal(a.read(1), b.read(1))
-
-
-def assert_reflected(padded: np.ndarray, image: np.ndarray) -> None:
-    """``padded`` (..., H', W') is ``image`` (..., H, W) padded at the bottom/right by reflection
-    (about the edge pixel or about the edge, both reflections; zeros or edge copies fail)."""
-    height, width = image.shape[-2:]
-    pads = [(0, 0)] * (image.ndim - 2) + [
-        (0, padded.shape[-2] - height),
-        (0, padded.shape[-1] - width),
-    ]
-    assert padded.shape[-2] > height or padded.shape[-1] > width, "nothing was padded"
-    errors = {
-        mode: float(np.abs(padded - np.pad(image, pads, mode=mode)).max())
-        for mode in ("symmetric", "reflect")
-    }
-    assert min(errors.values()) < 1e-4, f"padding is no reflection: max differences {errors}"
 
 
 def test_a_scene_smaller_than_the_window_is_padded_by_reflection(
