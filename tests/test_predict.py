@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from affine import Affine
 from rio_cogeo.cogeo import cog_validate
 from scipy.ndimage import gaussian_filter
 from torch import nn
 
-from raster_helpers import assert_reflected
+from raster_helpers import assert_reflected, write_scene_stack
 from s2landcover import predict as predict_module
 from s2landcover.classes import ClassTable
 from s2landcover.config import validate_config
@@ -52,7 +51,6 @@ CLASS_REFLECTANCE = np.array(
 )
 MEAN = CLASS_REFLECTANCE.mean(axis=0).tolist()
 STD = (CLASS_REFLECTANCE.std(axis=0) + 0.02).tolist()
-ORIGIN = (500000.0, 4600000.0)
 
 
 def prediction_cfg(**overrides: object) -> dict:
@@ -80,28 +78,10 @@ def write_scene(
     scales: list[float] | None = None,
     offsets: list[float] | None = None,
 ) -> Path:
-    """A scene stack per the contract: uint16, nodata 0, band names, scale/offset per band."""
-    count, height, width = stored.shape
-    profile = {
-        "driver": "GTiff",
-        "width": width,
-        "height": height,
-        "count": count,
-        "dtype": "uint16",
-        "nodata": 0,
-        "crs": "EPSG:32631",
-        "transform": Affine(resolution, 0, ORIGIN[0], 0, -resolution, ORIGIN[1]),
-        "tiled": True,
-        "blockxsize": 64,
-        "blockysize": 64,
-        "compress": "deflate",
-    }
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(stored)
-        dst.descriptions = tuple(names)
-        dst.scales = tuple(scales or [SCALE] * count)
-        dst.offsets = tuple(offsets or [OFFSET] * count)
-    return path
+    """A scene stack per the contract (64 px tiles), scale/offset per band."""
+    return write_scene_stack(
+        path, stored, names, resolution=resolution, scales=scales, offsets=offsets, block=64
+    )
 
 
 def metadata(encoder: str = "resnet18") -> dict:
