@@ -33,9 +33,13 @@ def write_chip_store(
     masks: np.ndarray,
     num_classes: int,
     per_row: int = 4,
+    bands: list[str] = BANDS,
+    scales: list[float] | None = None,
+    offsets: list[float] | None = None,
 ) -> None:
-    """Write images (N, 4, T, T) uint16 and masks (N, T, T) uint8 as the chip store of ``scene``:
-    chips laid out row-major, ``per_row`` to a row, stride = T, on :data:`SCENE_TRANSFORM`."""
+    """Write images (N, C, T, T) uint16 and masks (N, T, T) uint8 as the chip store of ``scene``:
+    chips laid out row-major, ``per_row`` to a row, stride = T, on :data:`SCENE_TRANSFORM`; bands
+    named ``bands`` with their scale/offset (default :data:`SCALE` / :data:`OFFSET` for all)."""
     chip_dir.mkdir(parents=True)
     np.save(chip_dir / "images.npy", images)
     np.save(chip_dir / "masks.npy", masks)
@@ -70,9 +74,9 @@ def write_chip_store(
     pd.DataFrame(rows).to_parquet(chip_dir / "index.parquet")
     meta = {
         "scene": scene,
-        "bands": BANDS,
-        "scales": [SCALE] * len(BANDS),
-        "offsets": [OFFSET] * len(BANDS),
+        "bands": list(bands),
+        "scales": list(scales or [SCALE] * len(bands)),
+        "offsets": list(offsets or [OFFSET] * len(bands)),
         "nodata": 0,
         "crs": "EPSG:32631",
         "transform": list(SCENE_TRANSFORM)[:6],

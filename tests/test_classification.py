@@ -22,11 +22,13 @@ from chip_store_helpers import (
     SCENE_TRANSFORM,
     write_chip_store,
 )
+from raster_helpers import assert_reflected
 from s2landcover.classes import ClassTable
-from s2landcover.classify import chip_cells, chip_grid, predict_chips
+from s2landcover.classify import chip_cells, chip_grid, classify_store, predict_chips
 from s2landcover.config import validate_config
 from s2landcover.errors import InputError
 from s2landcover.io.checkpoints import load_model_checkpoint, save_model_checkpoint
+from s2landcover.io.chipstore import ChipStore
 from s2landcover.training.tasks import (
     ClassificationTask,
     SegmentationTask,
@@ -291,3 +293,98 @@ def test_classify_refuses_an_absent_cuda_device(chip_data: dict, tmp_path: Path)
         predict_chips(
             checkpoint, chip_data["chips_root"], chip_data["split"], tmp_path / "o", device="cuda"
         )
+
+
+# ------------------------------------------------ what the network receives (classify_store)
+
+MEAN = CLASS_REFLECTANCE.mean(axis=0).tolist()
+STD = (CLASS_REFLECTANCE.std(axis=0) + 0.02).tolist()
+
+
+class InputRecordingClassifier(torch.nn.Module):
+    """Chip logits from the band means of the chip; keeps a float32 copy of every input batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = torch.nn.Linear(4, 3)
+        self.inputs: list[np.ndarray] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.inputs.append(x.detach().float().cpu().numpy().copy())
+        return self.linear(x.mean(dim=(2, 3)))
+
+
+def chip_images(count: int, size: int, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """(stored uint16 (N, 4, T, T) at SCALE/OFFSET with a no-data corner, masks (N, T, T))."""
+    rng = np.random.default_rng(seed)
+    masks = rng.integers(1, 4, (count, size, size)).astype(np.uint8)
+    reflectance = CLASS_REFLECTANCE[masks - 1].transpose(0, 3, 1, 2)
+    reflectance = reflectance + rng.normal(0, 0.01, reflectance.shape)
+    stored = np.clip((reflectance - OFFSET) / SCALE, 1, 65535).astype(np.uint16)
+    stored[:, :, :3, :4] = 0
+    masks[:, :3, :4] = 0
+    return stored, masks
+
+
+def by_name_input(stored: np.ndarray) -> np.ndarray:
+    """Network input of chips stored at SCALE/OFFSET in the model's band order (no data -> 0)."""
+    reflectance = stored.astype(np.float64) * SCALE + OFFSET
+    image = (reflectance - np.array(MEAN)[:, None, None]) / np.array(STD)[:, None, None]
+    image[np.broadcast_to(np.all(stored == 0, axis=1, keepdims=True), image.shape)] = 0
+    return image.astype(np.float32)
+
+
+def model_meta() -> dict:
+    """The metadata of a model trained on a scene at SCALE/OFFSET for every band."""
+    return {
+        "bands": BANDS,
+        "scales": [SCALE] * 4,
+        "offsets": [OFFSET] * 4,
+        "mean": MEAN,
+        "std": STD,
+    }
+
+
+def test_chip_input_uses_the_stores_own_scale_and_offset_per_band(tmp_path: Path) -> None:
+    """A chip store whose bands each have their own scale and offset (none equal to the model's
+    training scene): the network receives the reflectance of each band by its own scale/offset."""
+    stored, masks = chip_images(6, 32)
+    k = np.array([2, 3, 5, 1])[None, :, None, None]
+    d = np.array([100, 7, 0, 250])[None, :, None, None]
+    nodata = np.all(stored == 0, axis=1, keepdims=True)
+    recoded = np.where(nodata, 0, stored.astype(np.int64) * k + d).astype(np.uint16)
+    scales = [SCALE / int(kv) for kv in k.ravel()]
+    offsets = [
+        OFFSET - int(dv) * SCALE / int(kv) for kv, dv in zip(k.ravel(), d.ravel(), strict=True)
+    ]
+    store_dir = tmp_path / "sceneB"
+    write_chip_store(store_dir, "sceneB", recoded, masks, 3, scales=scales, offsets=offsets)
+    model = InputRecordingClassifier().eval()
+    predicted, _ = classify_store(model, ChipStore(store_dir), model_meta(), 1, batch_size=4)
+    inputs = np.concatenate(model.inputs)
+    np.testing.assert_allclose(inputs, by_name_input(stored), rtol=1e-5, atol=1e-4)
+    assert predicted.min() >= 1
+
+
+def test_chip_store_with_the_bands_in_another_order_is_refused(tmp_path: Path) -> None:
+    stored, masks = chip_images(2, 32)
+    order = [2, 0, 3, 1]
+    names = [BANDS[i] for i in order]
+    write_chip_store(tmp_path / "sceneC", "sceneC", stored[:, order], masks, 3, bands=names)
+    model = InputRecordingClassifier().eval()
+    with pytest.raises(InputError, match=r"bands \['B04', 'B02', 'B08', 'B03'\]"):
+        classify_store(model, ChipStore(tmp_path / "sceneC"), model_meta(), 1)
+    assert model.inputs == []
+
+
+def test_chips_are_padded_by_reflection_to_the_encoder_multiple(tmp_path: Path) -> None:
+    """20 px chips for an smp encoder (sides a multiple of 32): the 12 padded rows and columns
+    mirror the chip (zero padding would feed the network no-data pixels)."""
+    stored, masks = chip_images(3, 20)
+    write_chip_store(tmp_path / "sceneD", "sceneD", stored, masks, 3)
+    model = InputRecordingClassifier().eval()
+    classify_store(model, ChipStore(tmp_path / "sceneD"), model_meta(), 32)
+    inputs = np.concatenate(model.inputs)
+    assert inputs.shape == (3, 4, 32, 32)
+    assert_reflected(inputs, by_name_input(stored))

@@ -19,7 +19,7 @@ from rasterio.enums import Resampling
 from rasterio.warp import reproject, transform_bounds
 from rasterio.windows import Window
 
-from s2landcover import masks
+from s2landcover import masks, parallel
 from s2landcover.classes import ClassTable
 from s2landcover.config import validate_config
 from s2landcover.errors import InputError
@@ -679,8 +679,11 @@ def test_dask_workers_reopen_a_map_replaced_under_the_same_name(
         np.testing.assert_array_equal(read_band(out), LUT[codes[1::2, 1::2]])
 
 
-def test_unreachable_dask_scheduler_stops_before_writing(aligned_case, tmp_path: Path) -> None:
+def test_unreachable_dask_scheduler_stops_before_writing(
+    aligned_case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pytest.importorskip("distributed", reason="distributed is not installed")
+    monkeypatch.setattr(parallel, "CONNECT_TIMEOUT_S", 0.5)  # not the production 30 s
     source, scene_path, _ = aligned_case
     out = tmp_path / "mask.tif"
     with pytest.raises(InputError, match="no dask scheduler reached"):

@@ -14,10 +14,10 @@ import xarray as xr
 import yaml
 from affine import Affine
 
+from raster_helpers import grid_transform, write_geotiff, write_scene_stack
 from s2landcover import notebook
 from s2landcover.classes import NOT_OBSERVED, ClassTable
 from s2landcover.errors import InputError
-from s2landcover.io.rasters import write_class_metadata
 from s2landcover.notebook import (
     class_areas,
     class_colormap,
@@ -49,30 +49,8 @@ def write_scene(
     offsets: list[float] | None = None,
     tags: dict[str, str] | None = None,
 ) -> Path:
-    """A scene stack per the contract: uint16, nodata 0, band names, scale/offset per band."""
-    count, height, width = stored.shape
-    profile = {
-        "driver": "GTiff",
-        "width": width,
-        "height": height,
-        "count": count,
-        "dtype": "uint16",
-        "nodata": 0,
-        "crs": "EPSG:32631",
-        "transform": Affine(10.0, 0, ORIGIN[0], 0, -10.0, ORIGIN[1]),
-        "tiled": True,
-        "blockxsize": 16,
-        "blockysize": 16,
-        "compress": "deflate",
-    }
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(stored)
-        dst.descriptions = tuple(names)
-        dst.scales = tuple(scales or [1e-4] * count)
-        dst.offsets = tuple(offsets or [-0.1] * count)
-        if tags:
-            dst.update_tags(**tags)
-    return path
+    """A scene stack per the contract, scale/offset per band (default 1e-4 / -0.1)."""
+    return write_scene_stack(path, stored, names, scales=scales, offsets=offsets, tags=tags)
 
 
 def write_classes(
@@ -83,25 +61,7 @@ def write_classes(
     resolution: float = 20.0,
 ) -> Path:
     """A class raster as the pipeline writes it (uint8, nodata 0, the class metadata)."""
-    height, width = codes.shape
-    profile = {
-        "driver": "GTiff",
-        "width": width,
-        "height": height,
-        "count": 1,
-        "dtype": "uint8",
-        "nodata": 0,
-        "crs": crs,
-        "transform": Affine(resolution, 0, ORIGIN[0], 0, -resolution, ORIGIN[1]),
-        "tiled": True,
-        "blockxsize": 16,
-        "blockysize": 16,
-    }
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(codes[None])
-        if classes is not None:
-            write_class_metadata(dst, classes)
-    return path
+    return write_geotiff(path, codes, grid_transform(resolution), crs, classes=classes)
 
 
 def chip(scene: str, row: int, col: int, size: int, split: str, resolution: float = 20.0) -> dict:

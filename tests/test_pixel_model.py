@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 import rasterio
 import torch
-from affine import Affine
 from rio_cogeo.cogeo import cog_validate
 from scipy.ndimage import gaussian_filter
 
 from chip_store_helpers import BANDS, CLASS_REFLECTANCE, CLASSES, OFFSET, SCALE, write_chip_store
+from raster_helpers import write_like
 from s2landcover import pixel_model as pm
 from s2landcover.cli import main as cli_main
 from s2landcover.config import validate_config
@@ -74,21 +74,6 @@ def write_chips(
     split_path = folder / "split.parquet"
     table.to_parquet(split_path)
     return split_path
-
-
-def write_scene(path: Path, stored: np.ndarray) -> Path:
-    count, height, width = stored.shape
-    profile = {
-        "driver": "GTiff", "width": width, "height": height, "count": count, "dtype": "uint16",
-        "nodata": 0, "crs": "EPSG:32631", "transform": Affine(10, 0, 500000, 0, -10, 4600000),
-        "tiled": True, "blockxsize": 64, "blockysize": 64,
-    }  # fmt: skip
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(stored)
-        dst.descriptions = tuple(BANDS)
-        dst.scales = (SCALE,) * count
-        dst.offsets = (OFFSET,) * count
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -178,12 +163,14 @@ def test_a_unet_checkpoint_or_broken_trees_are_input_errors(trained, tmp_path):
         pm.load_pixel_model(broken)
 
 
-def test_predict_maps_the_scene_as_a_cog_with_class_names_and_nodata(trained, tmp_path):
+def test_predict_maps_the_scene_as_a_cog_with_class_names_and_nodata(
+    trained, tmp_path, scene_stack
+):
     rng = np.random.default_rng(7)
     truth = blob_classes(rng, 150, 170)
     stored = stored_of(rng, truth)
     stored[:, 100:, :20] = 0  # no data
-    scene = write_scene(tmp_path / "scene.tif", stored)
+    scene = scene_stack("scene.tif", stored, BANDS, block=64, compress=None)
     out = tmp_path / "pred" / "scene.tif"
     cfg = validate_config({})["prediction"] | {"confidence": True}
     summary = predict_scene(trained / "model" / "model.pt", scene, out, cfg, progress=False)
@@ -286,7 +273,6 @@ def test_rare_class_warning_when_a_class_is_absent_or_rare_in_training():
 
 def test_report_shows_the_model_beside_both_baselines(tmp_path, caplog):
     from s2landcover.evaluate import evaluate_model
-    from s2landcover.io.rasters import write_class_metadata
     from test_evaluate import CLASSES as EVAL_CLASSES
     from test_evaluate import CONFIG, write_synthetic_run
 
@@ -299,10 +285,8 @@ def test_report_shows_the_model_beside_both_baselines(tmp_path, caplog):
     baseline = tmp_path / "baselines" / "demo.tif"
     baseline.parent.mkdir()
     with rasterio.open(run["mask"]) as src:
-        profile, reference = src.profile, src.read(1)
-    with rasterio.open(baseline, "w", **profile) as dst:  # a perfect pixel baseline
-        dst.write(reference, 1)
-        write_class_metadata(dst, EVAL_CLASSES)
+        reference = src.read(1)
+    write_like(baseline, reference, run["mask"], EVAL_CLASSES)  # a perfect pixel baseline
     summary = evaluate_model(
         {"demo": run["prediction"]}, {"demo": run["mask"]}, {"demo": run["scene"]}, run["split"],
         run["model_dir"], tmp_path / "evaluation", EVAL_CLASSES,
@@ -368,7 +352,9 @@ def test_per_class_table_marks_classes_absent_from_the_area():
     assert html.count("(absent from this area)") == 1 and "3 C <span" in html
 
 
-def test_predict_writes_not_observed_where_the_validity_raster_says_cloud(trained, tmp_path):
+def test_predict_writes_not_observed_where_the_validity_raster_says_cloud(
+    trained, tmp_path, scene_stack
+):
     """The pixel model's map follows the U-Net's contract for clouds: 255 "Not observed" where
     the scene's validity raster is cloud/shadow/cirrus, confidence 0 there, no data stays 0."""
     from s2landcover.classes import NOT_OBSERVED
@@ -377,14 +363,11 @@ def test_predict_writes_not_observed_where_the_validity_raster_says_cloud(traine
     rng = np.random.default_rng(8)
     stored = stored_of(rng, blob_classes(rng, 120, 130))
     stored[:, :10, :10] = 0
-    scene = write_scene(tmp_path / "scene.tif", stored)
+    scene = scene_stack("scene.tif", stored, BANDS, block=64, compress=None)
     validity = np.full(stored.shape[1:], CLEAR, dtype=np.uint8)
     validity[40:70, 50:90] = CLOUD
     validity[80:90, 10:30] = SHADOW
-    with rasterio.open(scene) as src:
-        profile = src.profile | {"count": 1, "dtype": "uint8", "nodata": None}
-    with rasterio.open(tmp_path / "validity.tif", "w", **profile) as dst:
-        dst.write(validity, 1)
+    write_like(tmp_path / "validity.tif", validity, scene, nodata=None)
     out = tmp_path / "pred.tif"
     cfg = validate_config({})["prediction"] | {"confidence": True}
     predict_scene(

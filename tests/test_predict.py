@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from affine import Affine
 from rio_cogeo.cogeo import cog_validate
 from scipy.ndimage import gaussian_filter
 from torch import nn
 
+from raster_helpers import assert_reflected, write_scene_stack
 from s2landcover import predict as predict_module
 from s2landcover.classes import ClassTable
 from s2landcover.config import validate_config
@@ -51,7 +51,6 @@ CLASS_REFLECTANCE = np.array(
 )
 MEAN = CLASS_REFLECTANCE.mean(axis=0).tolist()
 STD = (CLASS_REFLECTANCE.std(axis=0) + 0.02).tolist()
-ORIGIN = (500000.0, 4600000.0)
 
 
 def prediction_cfg(**overrides: object) -> dict:
@@ -79,28 +78,10 @@ def write_scene(
     scales: list[float] | None = None,
     offsets: list[float] | None = None,
 ) -> Path:
-    """A scene stack per the contract: uint16, nodata 0, band names, scale/offset per band."""
-    count, height, width = stored.shape
-    profile = {
-        "driver": "GTiff",
-        "width": width,
-        "height": height,
-        "count": count,
-        "dtype": "uint16",
-        "nodata": 0,
-        "crs": "EPSG:32631",
-        "transform": Affine(resolution, 0, ORIGIN[0], 0, -resolution, ORIGIN[1]),
-        "tiled": True,
-        "blockxsize": 64,
-        "blockysize": 64,
-        "compress": "deflate",
-    }
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(stored)
-        dst.descriptions = tuple(names)
-        dst.scales = tuple(scales or [SCALE] * count)
-        dst.offsets = tuple(offsets or [OFFSET] * count)
-    return path
+    """A scene stack per the contract (64 px tiles), scale/offset per band."""
+    return write_scene_stack(
+        path, stored, names, resolution=resolution, scales=scales, offsets=offsets, block=64
+    )
 
 
 def metadata(encoder: str = "resnet18") -> dict:
@@ -387,19 +368,68 @@ def test_output_is_a_cog_on_the_scene_grid_with_colours(
     ]  # no stage or temporary files left
 
 
+class InputRecordingModel(PointwiseModel):
+    """The pointwise model that keeps a float32 copy of every input batch it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inputs: list[np.ndarray] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.inputs.append(x.detach().float().cpu().numpy().copy())
+        return super().forward(x)
+
+
+def network_inputs(scene: Path, out: Path, cfg: dict) -> tuple[np.ndarray, WindowGrid]:
+    """Every window the network receives predicting ``scene`` (row-major), and the window grid."""
+    model = InputRecordingModel().eval()
+    predict_scene_with_model(model, metadata(), scene, out, cfg, progress=False)
+    with rasterio.open(scene) as src:
+        grid = predict_module.window_grid(cfg, TILE, src.height, src.width)
+    return np.concatenate(model.inputs), grid
+
+
+# Per model band (B02, B03, B04, B08): the stored values re-encoded as k * stored + d, with scale
+# SCALE / k and offset OFFSET - d * SCALE / k, so that the reflectance stays the same.
+RECODE_K = {"B02": 2, "B03": 3, "B04": 5, "B08": 1}
+RECODE_D = {"B02": 100, "B03": 7, "B04": 0, "B08": 250}
+
+
 def test_bands_are_matched_by_name_not_position(
-    random_checkpoint: Path, scene_with_nodata: tuple[Path, np.ndarray], tmp_path: Path
+    scene_with_nodata: tuple[Path, np.ndarray], tmp_path: Path
 ) -> None:
+    """A scene whose bands are in another order than the model's, plus an extra band, each band
+    with its own scale and offset: the network receives exactly the input of the model's bands
+    taken by name with their own scale/offset (taking scales by position breaks this)."""
     scene, stored = scene_with_nodata
-    order = [2, 0, 3, 1]
-    # Extra band and permuted order; each band keeps its own scale/offset (here: a different one).
-    permuted = np.concatenate([stored[order], stored[:1]])
+    order = [2, 0, 3, 1]  # file order B04, B02, B08, B03, then B11
     names = [BANDS[i] for i in order] + ["B11"]
-    permuted_scene = write_scene(tmp_path / "permuted.tif", permuted, names=names)
-    predict_scene(random_checkpoint, scene, tmp_path / "a.tif", prediction_cfg(), progress=False)
-    predict_scene(
-        random_checkpoint, permuted_scene, tmp_path / "b.tif", prediction_cfg(), progress=False
+    nodata = np.all(stored == 0, axis=0)
+    recoded = []
+    for name in names[:4]:
+        band = stored[BANDS.index(name)].astype(np.int64) * RECODE_K[name] + RECODE_D[name]
+        recoded.append(np.where(nodata, 0, band))
+    permuted = np.stack([*recoded, stored[0].astype(np.int64) * 3]).astype(np.uint16)
+    scales = [SCALE / RECODE_K[n] for n in names[:4]] + [1.0]
+    offsets = [OFFSET - RECODE_D[n] * SCALE / RECODE_K[n] for n in names[:4]] + [0.0]
+    assert len(set(scales)) == 5 and len(set(offsets)) == 5
+    permuted_scene = write_scene(
+        tmp_path / "permuted.tif", permuted, names=names, scales=scales, offsets=offsets
     )
+    cfg = prediction_cfg(window=64, overlap=0.25, precision="float32", layout="contiguous")
+    inputs, grid = network_inputs(permuted_scene, tmp_path / "b.tif", cfg)
+    image = normalized(stored)  # the by-name result: model bands, the scene's SCALE/OFFSET
+    expected = np.stack(
+        [
+            image[:, r : r + grid.window_height, c : c + grid.window_width]
+            for r in grid.row_starts
+            for c in grid.col_starts
+        ]
+    )
+    assert inputs.shape == expected.shape
+    np.testing.assert_allclose(inputs, expected, rtol=1e-5, atol=1e-4)
+    plain_inputs, _ = network_inputs(scene, tmp_path / "a.tif", cfg)
+    np.testing.assert_allclose(plain_inputs, expected, rtol=1e-5, atol=1e-5)
     with rasterio.open(tmp_path / "a.tif") as a, rasterio.open(tmp_path / "b.tif") as b:
         np.testing.assert_array_equal(a.read(1), b.read(1))
 
@@ -407,6 +437,8 @@ def test_bands_are_matched_by_name_not_position(
 def test_a_scene_smaller_than_the_window_is_padded_by_reflection(
     random_checkpoint: Path, tmp_path: Path
 ) -> None:
+    """40 x 50 px scene, window 128: one 64 x 64 window whose rows 40.. and columns 50.. mirror
+    the scene (zero padding would feed the network no-data pixels there)."""
     stored, _ = synthetic_scene(seed=5, height=40, width=50)
     scene = write_scene(tmp_path / "small.tif", stored)
     out = tmp_path / "small_pred.tif"
@@ -414,6 +446,19 @@ def test_a_scene_smaller_than_the_window_is_padded_by_reflection(
     with rasterio.open(out) as dst:
         assert (dst.width, dst.height) == (50, 40)
         assert dst.read(1).min() >= 1
+    cfg = prediction_cfg(window=128, precision="float32", layout="contiguous")
+    inputs, grid = network_inputs(scene, tmp_path / "recorded.tif", cfg)
+    assert inputs.shape == (1, 4, 64, 64) and (grid.row_starts, grid.col_starts) == ((0,), (0,))
+    assert_reflected(inputs[0], normalized(stored))
+
+
+def test_in_memory_stitcher_pads_by_reflection_too() -> None:
+    stored, _ = synthetic_scene(seed=7, height=40, width=50)
+    image = normalized(stored)
+    grid = WindowGrid.for_scene(40, 50, window=128, stride=96)
+    model = InputRecordingModel().eval()
+    stitch_in_memory(model, image, grid, 3)
+    assert_reflected(np.concatenate(model.inputs)[0], image)
 
 
 # --------------------------------------------------------------------------------- bad input

@@ -25,14 +25,14 @@ from typing import Any
 
 from s2landcover.errors import InputError
 
-CONNECT_TIMEOUT_S = 30.0
+CONNECT_TIMEOUT_S = 30.0  # seconds window_executor waits for a dask scheduler by default
 
 
 @contextlib.contextmanager
 def window_executor(
     threads: int,
     scheduler_address: str | None = None,
-    connect_timeout_s: float = CONNECT_TIMEOUT_S,
+    connect_timeout_s: float | None = None,
 ) -> Iterator[Executor]:
     """An executor for a stage's windows: local threads, or a dask.distributed cluster.
 
@@ -42,7 +42,9 @@ def window_executor(
         scheduler_address: the ``compute.dask_scheduler`` config key: None or "" for local
             threads, else a dask scheduler address (``tcp://host:8786``, or a ``LocalCluster``'s
             ``scheduler_address``).
-        connect_timeout_s: how long to wait for the scheduler before giving up (seconds).
+        connect_timeout_s: how long to wait for the scheduler before giving up (seconds); None:
+            the module's :data:`CONNECT_TIMEOUT_S`, read at call time (so that a test or a caller
+            that does not pass the timeout through can shorten it).
 
     Yields:
         A :class:`concurrent.futures.Executor` (``submit``/``map``). On leaving the context the
@@ -69,6 +71,8 @@ def window_executor(
             "which is not installed; run `pip install distributed` (the version of your dask), "
             "or set compute.dask_scheduler to null to use local threads"
         ) from None
+    if connect_timeout_s is None:
+        connect_timeout_s = CONNECT_TIMEOUT_S
     try:
         client = Client(scheduler_address, timeout=connect_timeout_s, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as error:
