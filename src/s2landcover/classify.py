@@ -52,7 +52,7 @@ from s2landcover.chips import window_offsets
 from s2landcover.classes import ClassTable
 from s2landcover.devices import choose_device
 from s2landcover.errors import InputError
-from s2landcover.evaluate import metrics_from_confusion
+from s2landcover.evaluate import confusion_matrix, metrics_from_confusion
 from s2landcover.io.chip_rasters import write_chip_class_raster, write_chip_predictions_layer
 from s2landcover.io.chipstore import ChipStore, read_chip_index, write_table
 from s2landcover.io.evaluation_io import write_bytes, write_json_file
@@ -123,13 +123,6 @@ def chip_label_raster(
     return raster
 
 
-def chip_confusion(reference: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
-    """K x K counts of chips (rows reference class 1..K, columns predicted class 1..K)."""
-    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(matrix, (np.asarray(reference) - 1, np.asarray(predicted) - 1), 1)
-    return matrix
-
-
 def chip_metrics(
     reference: np.ndarray,
     predicted: np.ndarray,
@@ -142,7 +135,7 @@ def chip_metrics(
     the accuracy of predicting it for every chip (NaN without chips or baseline class).
     """
     reference = np.asarray(reference, dtype=np.int64)
-    matrix = chip_confusion(reference, predicted, len(class_names))
+    matrix = confusion_matrix(reference, np.asarray(predicted), len(class_names))
     metrics = metrics_from_confusion(matrix, class_names)
     metrics["chips"] = metrics.pop("pixels")
     metrics["accuracy"] = metrics.pop("overall_accuracy")

@@ -268,11 +268,9 @@ def _threads(threads: int | None) -> int:
 
 def scores_of(predicted: np.ndarray, reference: np.ndarray, names: Sequence[str]) -> dict:
     """Metrics (:func:`s2landcover.evaluate.metrics_from_confusion`) of class vectors 1..K."""
-    from s2landcover.evaluate import metrics_from_confusion
+    from s2landcover.evaluate import confusion_matrix, metrics_from_confusion
 
-    k = len(names)
-    matrix = np.bincount((reference - 1) * k + (predicted - 1), minlength=k * k).reshape(k, k)
-    return metrics_from_confusion(matrix, names)
+    return metrics_from_confusion(confusion_matrix(reference, predicted, len(names)), names)
 
 
 def train_pixel_model(

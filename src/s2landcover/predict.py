@@ -42,7 +42,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -453,7 +453,7 @@ class _Failure:
         self.error = error
 
 
-def prefetch(make_items: Callable[[], Iterable[Any]], depth: int = 2) -> Iterator[Any]:
+def prefetch(make_items: Callable[[], Iterable[Any]], depth: int = 2) -> Generator[Any, None, None]:
     """Iterate ``make_items()`` in a background thread, at most ``depth`` items ahead.
 
     Errors in the thread are re-raised in the consumer; leaving the loop early stops the thread.

@@ -131,6 +131,7 @@ class LandCoverModule(L.LightningModule):
         config = self.training_config
         lr, weight_decay = float(config["learning_rate"]), float(config["weight_decay"])
         name = config["optimizer"]
+        optimizer: torch.optim.Optimizer
         if name == "adamw":
             optimizer = torch.optim.AdamW(self.parameters(), lr=lr, weight_decay=weight_decay)
         elif name == "adam":

@@ -40,9 +40,20 @@ SMALL_CNN_DROPOUT = 0.2
 class Task(Protocol):
     """The task-specific part of training (see the module docstring)."""
 
-    name: str
-    monitor: str
-    pad_multiple: int
+    @property
+    def name(self) -> str:
+        """``segmentation`` or ``classification`` (the config's ``task``)."""
+        ...
+
+    @property
+    def monitor(self) -> str:
+        """The validation metric that selects the best checkpoint (``val_miou``, ...)."""
+        ...
+
+    @property
+    def pad_multiple(self) -> int:
+        """Chip sides reach the network as a multiple of this."""
+        ...
 
     def build_model(
         self, model_config: Mapping[str, Any], in_channels: int, num_classes: int
