@@ -392,7 +392,9 @@ def baselines_of(
     else:
         result["majority"] = {"description": "no labelled training pixel", "areas": {}}
     if baseline_counts:
-        pixel_totals = {area: sum(baseline_counts[s][area] for s in names) for area in AREAS}
+        pixel_totals = {
+            area: np.sum([baseline_counts[s][area] for s in names], axis=0) for area in AREAS
+        }
         result["pixel"] = {
             "description": "pixel classifier (LightGBM on reflectance and NDVI/NDWI/NDBI) trained "
             "on pixels of the same training chips",
@@ -615,7 +617,7 @@ def evaluate_model(
             blocks = eio.iter_label_windows(baseline_predictions[scene], masks[scene], window_size)
             baseline_counts[scene] = accumulate_area_counts(blocks, chips_by_area, k)
 
-    totals = {area: sum(per_scene_counts[s][area] for s in names) for area in AREAS}
+    totals = {area: np.sum([per_scene_counts[s][area] for s in names], axis=0) for area in AREAS}
     metrics: dict[str, Any] = {
         "classes": [
             {"index": i, "name": n, "color": c}
@@ -705,15 +707,17 @@ def evaluate_model(
     )
     if len(sample_table) or int(evaluation_cfg["sample_chips"]) > 0:
         samples = []
-        for chip in sample_table.itertuples(index=False):
-            window = Window(int(chip.col_off), int(chip.row_off), int(chip.width), int(chip.height))
-            reflectance, valid = eio.read_true_colour(scenes[chip.scene], window)
+        for chip in sample_table.to_dict("records"):
+            scene = str(chip["scene"])
+            row_off, col_off = int(chip["row_off"]), int(chip["col_off"])
+            window = Window(col_off, row_off, int(chip["width"]), int(chip["height"]))
+            reflectance, valid = eio.read_true_colour(scenes[scene], window)
             samples.append(
                 plots.SampleChip(
-                    title=f"{chip.scene} r{int(chip.row_off)} c{int(chip.col_off)}",
-                    true_colour=plots.true_colour(reflectance, valid, stretches[chip.scene]),
-                    reference=eio.read_labels(masks[chip.scene], window),
-                    prediction=eio.read_labels(predictions[chip.scene], window),
+                    title=f"{scene} r{row_off} c{col_off}",
+                    true_colour=plots.true_colour(reflectance, valid, stretches[scene]),
+                    reference=eio.read_labels(masks[scene], window),
+                    prediction=eio.read_labels(predictions[scene], window),
                 )
             )
         figures["samples.png"] = plots.figure_png(

@@ -216,15 +216,15 @@ def sample_pixels(
         nodata = store.meta.get("nodata")
         width = int(store.meta["width"])
         seen: set[int] = set()
-        for row in group.sort_values("store_index").itertuples(index=False):
-            i = int(row.store_index)
+        ordered = group.sort_values("store_index")[["store_index", "row_off", "col_off"]]
+        for i, row_off, col_off in ordered.to_numpy(dtype=np.int64).tolist():
             image, mask = np.asarray(store.images[i]), np.asarray(store.masks[i])
             labelled = (mask > 0) & valid_pixels(image, nodata)
             draw = labelled & (rng.random(mask.shape) < keep_p[mask])
             rows, cols = np.nonzero(draw)
             if len(rows) == 0:
                 continue
-            ids = (rows + int(row.row_off)) * width + cols + int(row.col_off)
+            ids = (rows + row_off) * width + cols + col_off
             new = np.fromiter((pid not in seen for pid in ids.tolist()), bool, len(ids))
             seen.update(ids[new].tolist())
             rows, cols = rows[new], cols[new]
