@@ -101,12 +101,12 @@ def write_scene_stack(
     compress: str | None = "deflate",
     tags: Mapping[str, str] | None = None,
 ) -> Path:
-    """A scene stack per the contract: uint16 (C, H, W), nodata 0, band names as descriptions,
-    scale/offset per band (default :data:`SCALE` / :data:`OFFSET` for every band)."""
+    """A scene stack per the contract: ``stored`` (C, H, W) uint16, nodata 0, band names as
+    descriptions, scale/offset per band (default :data:`SCALE` / :data:`OFFSET` for all)."""
     count = stored.shape[0]
     return write_geotiff(
         path,
-        stored.astype(np.uint16, copy=False),
+        stored,
         transform if transform is not None else grid_transform(resolution, origin),
         crs,
         nodata=0,
