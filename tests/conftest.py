@@ -1,6 +1,9 @@
 """Shared raster fixtures: factories that write small GeoTIFFs and scene stacks into the test's
 ``tmp_path`` (the functions behind them, for module-scoped fixtures and helper modules, are in
-raster_helpers.py)."""
+raster_helpers.py); every end-to-end Snakemake test (marker ``workflow``) is marked ``slow`` too.
+
+``make test`` (and CI, .ci/run) runs every test, slow ones included; ``pytest -m "not slow"`` is
+the quick loop while editing."""
 
 from __future__ import annotations
 
@@ -34,3 +37,10 @@ def scene_stack(tmp_path: Path) -> Callable[..., Path]:
         return write_scene_stack(tmp_path / name, stored, *args, **kwargs)
 
     return write
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every ``workflow`` test (a Snakemake run end to end) ``slow`` as well."""
+    for item in items:
+        if item.get_closest_marker("workflow") and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)

@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -21,6 +22,7 @@ SRC = Path(__file__).parents[1] / "src"
 if str(SRC) not in sys.path:
     sys.path.insert(0, str(SRC))
 
+from raster_helpers import write_geotiff  # noqa: E402
 from s2landcover.classes import ClassTable  # noqa: E402
 from s2landcover.config import validate_config  # noqa: E402
 
@@ -37,14 +39,8 @@ OUTPUTS = {  # what each stage leaves in its folder (inputs included)
 }
 
 
-def _write(path: Path, data: np.ndarray, transform: Affine = TRANSFORM, **extra: object) -> Path:
-    data = data if data.ndim == 3 else data[None]
-    profile = dict(driver="GTiff", count=data.shape[0], dtype=str(data.dtype), crs="EPSG:32631")
-    profile.update(width=data.shape[2], height=data.shape[1], transform=transform, nodata=0)
-    profile.update(tiled=True, blockxsize=32, blockysize=32, **extra)
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data)
-    return path
+def _write(path: Path, data: np.ndarray, transform: Affine = TRANSFORM, **extra: Any) -> Path:
+    return write_geotiff(path, data, transform, block=32, **extra)
 
 
 def make_inputs(stage: str, folder: Path) -> None:

@@ -100,22 +100,28 @@ def write_scene_stack(
     block: int | None = 16,
     compress: str | None = "deflate",
     tags: Mapping[str, str] | None = None,
+    **profile: Any,
 ) -> Path:
-    """A scene stack per the contract: uint16 (C, H, W), nodata 0, band names as descriptions,
-    scale/offset per band (default :data:`SCALE` / :data:`OFFSET` for every band)."""
+    """A scene stack per the contract: ``stored`` (C, H, W) uint16, nodata 0, band names as
+    descriptions, scale/offset per band (default :data:`SCALE` / :data:`OFFSET` for all);
+    ``profile``: other creation options (e.g. the pipeline's own ``geotiff_profile``)."""
     count = stored.shape[0]
+    options = {
+        "transform": transform if transform is not None else grid_transform(resolution, origin),
+        "crs": crs,
+        "nodata": 0,
+        "block": block,
+        "compress": compress,
+        **profile,
+    }
     return write_geotiff(
         path,
-        stored.astype(np.uint16, copy=False),
-        transform if transform is not None else grid_transform(resolution, origin),
-        crs,
-        nodata=0,
-        block=block,
-        compress=compress,
+        stored,
         names=list(names),
         scales=list(scales or [SCALE] * count),
         offsets=list(offsets or [OFFSET] * count),
         tags=tags,
+        **options,
     )
 
 

@@ -13,6 +13,7 @@ import rasterio
 from affine import Affine
 from rasterio.windows import Window
 
+from raster_helpers import write_geotiff, write_scene_stack
 from s2landcover.chips import (
     WATER_SURVIVAL,
     chip_statistics,
@@ -37,18 +38,12 @@ TRANSFORM = Affine(10.0, 0.0, 400000.0, 0.0, -10.0, 4600000.0)
 def write_raster(
     path: Path, data: np.ndarray, transform: Affine = TRANSFORM, crs: str = "EPSG:32631"
 ) -> Path:
-    data = data if data.ndim == 3 else data[None]
-    with rasterio.open(
-        path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
-        dtype=data.dtype, crs=crs, transform=transform, nodata=0, tiled=True,
-        blockxsize=16, blockysize=16,
-    ) as dst:  # fmt: skip
-        dst.write(data)
-        if data.shape[0] > 1:
-            dst.descriptions = tuple(f"B{i:02d}" for i in range(data.shape[0]))
-            dst.scales = [1e-4] * data.shape[0]
-            dst.offsets = [-0.1] * data.shape[0]
-    return path
+    """A GeoTIFF, nodata 0, 16 px tiles; with several bands a scene stack (B00, B01, ...)."""
+    count = data.shape[0] if data.ndim == 3 else 1
+    if count == 1:
+        return write_geotiff(path, data, transform, crs)
+    names = [f"B{i:02d}" for i in range(count)]
+    return write_scene_stack(path, data, names, transform=transform, crs=crs, compress=None)
 
 
 @pytest.fixture

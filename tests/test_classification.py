@@ -165,6 +165,7 @@ def test_chip_grid_is_the_scene_grid_scaled_by_the_stride() -> None:
     assert chip_grid(SCENE_TRANSFORM, "EPSG:32631", 100, 100, 30, 30, "drop").width == 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("architecture", ["small_cnn", "encoder"])
 def test_one_batch_training_then_prediction_of_every_chip(
     chip_data: dict, tmp_path: Path, architecture: str
@@ -225,6 +226,7 @@ def test_one_batch_training_then_prediction_of_every_chip(
     assert (out / "confusion_matrix.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_min_dominant_fraction_shrinks_the_training_set(chip_data: dict, tmp_path: Path) -> None:
     _, shares = dominant_classes(chip_data["index"], len(CLASSES))
     threshold = float(np.sort(shares[:8])[2])  # leaves out the 2 most mixed training chips...

@@ -13,6 +13,7 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 
+from raster_helpers import write_geotiff
 from s2landcover.classes import NOT_OBSERVED, ClassTable
 from s2landcover.cli import main
 from s2landcover.config import ConfigError, input_bands, model_bands, validate_config
@@ -129,13 +130,11 @@ def test_composites_need_confidence_and_split_scenes_may_name_stacks():
 
 
 def write_scene(path: Path, grid: Grid, values: np.ndarray, bands=("B02", "B03"), scale=1e-4):
-    profile = geotiff_profile(grid, values.shape[0], "uint16", 0)
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(values)
-        dst.descriptions = tuple(bands)
-        dst.scales = (scale,) * values.shape[0]
-        dst.offsets = (-0.1,) * values.shape[0]
-    return path
+    count = values.shape[0]
+    return write_geotiff(
+        path, values, names=bands, scales=[scale] * count, offsets=[-0.1] * count,
+        **geotiff_profile(grid, count, "uint16", 0),
+    )  # fmt: skip
 
 
 def scene_values(seed: int, count: int = 2) -> np.ndarray:
@@ -202,10 +201,8 @@ def test_combined_validity_invalid_on_any_date_unless_partial():
 
 
 def write_validity_raster(path: Path, codes: np.ndarray) -> Path:
-    with rasterio.open(path, "w", **geotiff_profile(GRID, 1, "uint8", 0)) as dst:
-        dst.write(codes, 1)
-        dst.update_tags(VALIDITY_SOURCE="scl", PIXELS_PER_CODE="[]")
-    return path
+    tags = {"VALIDITY_SOURCE": "scl", "PIXELS_PER_CODE": "[]"}
+    return write_geotiff(path, codes, tags=tags, **geotiff_profile(GRID, 1, "uint8", 0))
 
 
 def test_stack_validity_raster_is_read_like_a_scenes(tmp_path):

@@ -24,6 +24,7 @@ import rasterio
 from rasterio.errors import RasterioIOError
 
 from litter_stages import CLASSES, make_inputs, run
+from raster_helpers import write_geotiff
 from s2landcover.io import atomic, chipstore, stack
 from s2landcover.io.atomic import NoSpaceError, atomic_path, is_disk_full
 
@@ -93,13 +94,14 @@ def test_ingest_on_a_full_disk_says_so_and_leaves_nothing(
     hidden temporary file that kept the disk full; or, without overviews, a cut stack renamed
     into place as if complete (exit 0)."""
     rng = np.random.default_rng(0)  # 4 bands of noise: 200 KB (160 px), 720 KB (300 px)
-    (tmp_path / "in").mkdir()
-    with rasterio.open(
-        tmp_path / "in" / "source.tif", "w", driver="GTiff", width=size, height=size, count=4,
-        dtype="uint16", crs="EPSG:32631", transform=rasterio.Affine(10, 0, 4e5, 0, -10, 5e6),
-    ) as dst:  # fmt: skip
-        dst.write(rng.integers(1, 10000, (4, size, size), dtype=np.uint16))
-        dst.descriptions = ("B02", "B03", "B04", "B08")
+    write_geotiff(
+        tmp_path / "in" / "source.tif",
+        rng.integers(1, 10000, (4, size, size), dtype=np.uint16),
+        rasterio.Affine(10, 0, 4e5, 0, -10, 5e6),
+        nodata=None,
+        block=None,
+        names=["B02", "B03", "B04", "B08"],
+    )  # striped, uncompressed: the sizes above
     _fill(small_disk, 100_000)
     script = INGEST_SCRIPT.format(
         src=str(SRC), tests=str(Path(__file__).parent), fraction=fraction,

@@ -16,6 +16,7 @@ from affine import Affine
 from rasterio.warp import transform_bounds
 from rasterio.windows import from_bounds
 
+from raster_helpers import write_geotiff
 from s2landcover.acquisition.http import DownloadError, download_file, parse_multihash
 from s2landcover.config import validate_config
 from s2landcover.download import (
@@ -47,22 +48,8 @@ def _geotiff_bytes(path: Path, resolution: int, seed: int) -> bytes:
     size = SIZE_10M * 10 // resolution
     rng = np.random.default_rng(seed)
     data = rng.integers(1, 10000, (size, size), dtype=np.uint16)
-    profile = {
-        "driver": "GTiff",
-        "width": size,
-        "height": size,
-        "count": 1,
-        "dtype": "uint16",
-        "crs": CRS,
-        "transform": Affine(resolution, 0, X0, 0, -resolution, Y0),
-        "nodata": 0,
-        "tiled": True,
-        "blockxsize": 16,
-        "blockysize": 16,
-        "compress": "deflate",
-    }
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data, 1)
+    transform = Affine(resolution, 0, X0, 0, -resolution, Y0)
+    write_geotiff(path, data, transform, CRS, compress="deflate")
     return path.read_bytes()
 
 
@@ -416,21 +403,7 @@ def _worldcover_tile(path: Path, lon0: int, lat0: int, value: int) -> bytes:
     size = 30  # 0.1 degree pixels: 3 degrees per tile
     data = np.full((size, size), value, dtype=np.uint8)
     data[:, :5] = 80
-    profile = {
-        "driver": "GTiff",
-        "width": size,
-        "height": size,
-        "count": 1,
-        "dtype": "uint8",
-        "crs": "EPSG:4326",
-        "transform": Affine(0.1, 0, lon0, 0, -0.1, lat0 + 3),
-        "nodata": 0,
-        "tiled": True,
-        "blockxsize": 16,
-        "blockysize": 16,
-    }
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data, 1)
+    write_geotiff(path, data, Affine(0.1, 0, lon0, 0, -0.1, lat0 + 3), "EPSG:4326")
     return path.read_bytes()
 
 

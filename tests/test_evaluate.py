@@ -15,6 +15,7 @@ from rasterio.windows import Window
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 from sklearn.metrics import f1_score, jaccard_score, precision_score, recall_score
 
+from raster_helpers import write_geotiff, write_like, write_scene_stack
 from s2landcover.classes import ClassTable
 from s2landcover.config import validate_config
 from s2landcover.errors import InputError
@@ -30,7 +31,7 @@ from s2landcover.evaluate import (
     select_sample_chips,
 )
 from s2landcover.io.evaluation_io import aligned_windows, iter_label_windows
-from s2landcover.io.rasters import Grid, geotiff_profile, write_class_metadata
+from s2landcover.io.rasters import Grid, geotiff_profile
 
 CONFIG = validate_config({})
 CLASSES = ClassTable.from_config(CONFIG["classes"])
@@ -256,15 +257,9 @@ def write_synthetic_run(
     paths["prediction"] = folder / "predictions" / f"{scene}.tif"
     for path in paths.values():
         path.parent.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(paths["scene"], "w", **geotiff_profile(grid, 4, "uint16", 0)) as dst:
-        dst.write(stored)
-        dst.descriptions = BANDS
-        dst.scales = (1e-4,) * 4
-        dst.offsets = (-0.1,) * 4
+    write_scene_stack(paths["scene"], stored, BANDS, **geotiff_profile(grid, 4, "uint16", 0))
     for key, data in (("mask", mask), ("prediction", prediction)):
-        with rasterio.open(paths[key], "w", **geotiff_profile(grid, 1, "uint8", 0)) as dst:
-            dst.write(data, 1)
-            write_class_metadata(dst, CLASSES)
+        write_geotiff(paths[key], data, classes=CLASSES, **geotiff_profile(grid, 1, "uint8", 0))
     rows = []
     for r in range(0, height - tile + 1, tile):
         for c in range(0, width - tile + 1, tile):
@@ -351,8 +346,7 @@ def test_evaluate_model_rejects_prediction_on_another_grid(tmp_path):
     run = write_synthetic_run(tmp_path)
     other = tmp_path / "other.tif"
     grid = Grid(CRS.from_epsg(32631), Affine(10, 0, 400000, 0, -10, 4600000), 100, 100)
-    with rasterio.open(other, "w", **geotiff_profile(grid, 1, "uint8", 0)) as dst:
-        dst.write(np.ones((100, 100), dtype=np.uint8), 1)
+    write_geotiff(other, np.ones((100, 100), np.uint8), **geotiff_profile(grid, 1, "uint8", 0))
     with pytest.raises(InputError, match="not on the grid of the mask"):
         list(iter_label_windows(other, run["mask"]))
 
@@ -383,16 +377,13 @@ def write_aberystwyth_run(folder: Path, tile: int = 100) -> dict:
     mask = REAL / "aber_cls_4class.tif"
     with rasterio.open(mask) as src:
         reference = src.read(1)
-        profile = src.profile
     rng = np.random.default_rng(5)
     prediction = np.roll(reference, 2, axis=1)  # boundaries off by two pixels
     noisy = rng.random(reference.shape) < 0.05
     prediction[noisy] = rng.integers(1, 5, int(noisy.sum()))
     prediction[reference == 0] = 0
     prediction_path = folder / "aber_pred.tif"
-    with rasterio.open(prediction_path, "w", **profile) as dst:
-        dst.write(prediction.astype(np.uint8), 1)
-        write_class_metadata(dst, ABER_CLASSES)
+    write_like(prediction_path, prediction.astype(np.uint8), mask, ABER_CLASSES)
     height, width = reference.shape
     rows = [
         {"chip_id": f"aber_r{r}_c{c}", "scene": "aber", "row_off": r, "col_off": c,

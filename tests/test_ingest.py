@@ -15,6 +15,7 @@ from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.warp import reproject
 
+from raster_helpers import write_geotiff
 from s2landcover.errors import InputError
 from s2landcover.ingest import (
     BandPlan,
@@ -59,22 +60,11 @@ def band_values(band: str, resolution: int) -> np.ndarray:
 def write_raster(
     path: Path, data: np.ndarray, resolution: float, driver: str = "GTiff", **extra
 ) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = data if data.ndim == 3 else data[None]
-    profile = {
-        "driver": driver,
-        "width": data.shape[2],
-        "height": data.shape[1],
-        "count": data.shape[0],
-        "dtype": str(data.dtype),
-        "crs": CRS_UTM,
-        "transform": Affine(resolution, 0, X0, 0, -resolution, Y0),
-    }
     if driver == "JP2OpenJPEG":
-        profile.update(QUALITY=100, REVERSIBLE="YES")
-    profile.update(extra)
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data)
+        extra = {"QUALITY": 100, "REVERSIBLE": "YES", **extra}
+    transform = Affine(resolution, 0, X0, 0, -resolution, Y0)
+    options = {"crs": CRS_UTM, "nodata": None, "block": None, "driver": driver, **extra}
+    write_geotiff(path, data, transform, **options)
 
 
 def metadata_xml(level: str, baseline: str) -> str:
@@ -667,13 +657,9 @@ ODD = Affine(9.995, 0, X0 + 3.7, 0, -9.997, Y0 - 1.3)  # not 10 m, not on a 10 m
 
 
 def _write_on(path: Path, data: np.ndarray, transform: Affine, **extra) -> Path:
-    data = data if data.ndim == 3 else data[None]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    profile = dict(driver="GTiff", count=data.shape[0], dtype=str(data.dtype), crs=CRS_UTM)
-    profile.update(width=data.shape[2], height=data.shape[1], transform=transform, **extra)
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data)
-    return path
+    return write_geotiff(
+        path, data, transform, **{"crs": CRS_UTM, "nodata": None, "block": None, **extra}
+    )
 
 
 def test_geotiff_on_a_9995_m_grid_keeps_its_grid_and_values(

@@ -19,6 +19,7 @@ from rasterio.enums import Resampling
 from rasterio.warp import reproject, transform_bounds
 from rasterio.windows import Window
 
+from raster_helpers import write_geotiff
 from s2landcover import masks, parallel
 from s2landcover.classes import ClassTable
 from s2landcover.config import validate_config
@@ -58,25 +59,10 @@ def mask_cfg(**overrides: object) -> dict:
 
 
 def write_raster(path: Path, data: np.ndarray, crs: CRS | None, transform: Affine, **extra) -> Path:
-    """A small tiled GeoTIFF (band-first data or a 2-D array)."""
-    data = data if data.ndim == 3 else data[None]
-    profile = {
-        "driver": "GTiff",
-        "width": data.shape[2],
-        "height": data.shape[1],
-        "count": data.shape[0],
-        "dtype": data.dtype,
-        "crs": crs,
-        "transform": transform,
-        "tiled": True,
-        "blockxsize": 128,
-        "blockysize": 128,
-        "compress": "deflate",
-    }
-    profile.update(extra)
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data)
-    return path
+    """A small GeoTIFF in 128 px tiles, deflate (band-first data or a 2-D array), no nodata
+    unless given."""
+    options = {"nodata": None, "block": 128, "compress": "deflate", **extra}
+    return write_geotiff(path, data, transform, crs, **options)
 
 
 def write_scene(path: Path, grid: Grid) -> Path:

@@ -16,6 +16,7 @@ import rasterio
 import torch
 from affine import Affine
 
+from raster_helpers import write_geotiff
 from s2landcover.classes import ClassTable
 from s2landcover.config import validate_config
 from s2landcover.errors import InputError
@@ -38,14 +39,7 @@ CLASSES = ClassTable.from_config(
 def write_source(path: Path, transform: Affine, size: tuple[int, int] = (70, 90)) -> Path:
     rng = np.random.default_rng(5)
     data = rng.integers(1, 10000, (len(BANDS), *size), dtype=np.uint16)
-    profile = {
-        "driver": "GTiff", "count": len(BANDS), "dtype": "uint16", "crs": "EPSG:32631",
-        "width": size[1], "height": size[0], "transform": transform, "nodata": 0,
-    }  # fmt: skip
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data)
-        dst.descriptions = tuple(BANDS)
-    return path
+    return write_geotiff(path, data, transform, block=None, names=BANDS)
 
 
 def checkpoint(path: Path, resolution: float) -> Path:

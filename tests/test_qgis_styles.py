@@ -19,6 +19,7 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 from rio_cogeo.cogeo import cog_validate
 
+from raster_helpers import write_geotiff
 from s2landcover.classes import NOT_OBSERVED, NOT_OBSERVED_NAME, ClassTable, hex_to_rgb
 from s2landcover.config import validate_config
 from s2landcover.io.chip_rasters import write_chip_class_raster
@@ -132,12 +133,16 @@ def test_chip_level_prediction_gets_the_class_style(tmp_path):
 
 def test_validity_raster_gets_its_codes_as_a_style(tmp_path):
     g = grid(64, 64)
-    scene = tmp_path / "scene.tif"
-    with rasterio.open(scene, "w", **geotiff_profile(g, 1, "uint16", 0)) as dst:
-        dst.write(np.full((1, 64, 64), 500, np.uint16))
-    scl = tmp_path / "scl.tif"
-    with rasterio.open(scl, "w", **geotiff_profile(g, 1, "uint8", 0)) as dst:
-        dst.write(np.tile(np.arange(12, dtype=np.uint8), (64, 6))[None, :, :64])
+    scene = write_geotiff(
+        tmp_path / "scene.tif",
+        np.full((1, 64, 64), 500, np.uint16),
+        **geotiff_profile(g, 1, "uint16", 0),
+    )
+    scl = write_geotiff(
+        tmp_path / "scl.tif",
+        np.tile(np.arange(12, dtype=np.uint8), (64, 6))[None, :, :64],
+        **geotiff_profile(g, 1, "uint8", 0),
+    )
     cfg = json.loads(json.dumps(CONFIG["validity"])) | {"source": "scl"}
     out = tmp_path / "validity.tif"
     write_validity(scene, out, cfg, "s", None, scl)

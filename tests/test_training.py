@@ -214,6 +214,7 @@ def test_no_validation_chips_is_an_input_error(chip_data: dict, tmp_path: Path) 
 # --- training runs ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("architecture", ["Unet", "UnetPlusPlus"])
 def test_one_epoch_training_writes_model_folder(
     chip_data: dict, tmp_path: Path, architecture: str, monkeypatch: pytest.MonkeyPatch
@@ -285,6 +286,7 @@ def test_one_epoch_training_writes_model_folder(
         assert torch.allclose(model(probe), exported["logits"], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_resume_after_kill_continues_at_the_next_epoch_with_the_same_optimiser_state(
     chip_data: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -395,6 +397,7 @@ def test_cluster_plugins_launch_own_processes_unless_srun_started_one_per_device
     assert type(plugin).__name__ == "LightningEnvironment"
 
 
+@pytest.mark.slow
 def test_two_device_ddp_inside_a_one_task_slurm_job(chip_data: dict, tmp_path: Path) -> None:
     """`training.devices: 2` as a Snakemake SLURM job runs it (one task): Lightning starts a
     second process, the two train on halves of the chips (gloo on CPU here, NCCL on GPUs), and

@@ -130,6 +130,7 @@ def test_budget_derives_epochs_from_steps() -> None:
     assert (sized["epochs"], sized["max_steps"], sized["samples_per_epoch"]) == (4, 100, 100)
 
 
+@pytest.mark.slow
 def test_step_budget_stops_at_exactly_n_steps(coded_chips: dict, tmp_path: Path) -> None:
     """steps 5, 2 steps per epoch: 5 optimizer steps (the schedule spans them), 3 validations."""
     summary = train_model(
@@ -147,6 +148,7 @@ def test_step_budget_stops_at_exactly_n_steps(coded_chips: dict, tmp_path: Path)
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_early_stopping_ends_training_when_val_miou_stalls(
     coded_chips: dict, tmp_path: Path
 ) -> None:

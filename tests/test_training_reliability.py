@@ -95,6 +95,7 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
 # --- 15.6: reproducible resume -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_killed_and_resumed_training_equals_the_uninterrupted_run_bit_for_bit(
     chip_data: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -210,6 +211,7 @@ class Payload:
         return (open, (str(self.marker), "w"))
 
 
+@pytest.mark.slow
 def test_a_pickled_payload_in_last_ckpt_does_not_run(
     chip_data: dict, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -254,6 +256,7 @@ def test_a_damaged_last_ckpt_is_not_resumed_from(tmp_path: Path) -> None:
 # --- 15.1: nothing stale after an upstream change -------------------------------------------------
 
 
+@pytest.mark.slow
 def test_changed_data_starts_training_afresh_and_evaluation_refuses_the_stale_model(
     chip_data: dict, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -354,6 +357,7 @@ def test_zeroed_bytes_inside_the_weights_fail_the_load_naming_the_file(tmp_path:
 # --- 18: no leftovers ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_only_the_model_metrics_and_curves_stay_after_success(
     chip_data: dict, tmp_path: Path
 ) -> None:

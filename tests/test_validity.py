@@ -14,6 +14,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
+from raster_helpers import write_geotiff
 from s2landcover.chips import filter_decisions, tile_scene
 from s2landcover.classes import NOT_OBSERVED, NOT_OBSERVED_NAME, ClassTable
 from s2landcover.config import validate_config
@@ -47,17 +48,19 @@ CONFIG = validate_config({})
 CRS_UTM = CRS.from_epsg(32631)
 
 
-def write_raster(path: Path, data: np.ndarray, grid: Grid, nodata: float | None = 0, **tags):
-    data = data if data.ndim == 3 else data[None]
-    profile = geotiff_profile(grid, data.shape[0], str(data.dtype), nodata)
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data)
-        if tags.get("descriptions"):
-            dst.descriptions = tuple(tags.pop("descriptions"))
-        if tags.get("scales"):
-            dst.scales = tuple(tags.pop("scales"))
-            dst.offsets = tuple(tags.pop("offsets"))
-    return path
+def write_raster(
+    path: Path,
+    data: np.ndarray,
+    grid: Grid,
+    nodata: float | None = 0,
+    descriptions: list[str] | None = None,
+    scales: list[float] | None = None,
+    offsets: list[float] | None = None,
+) -> Path:
+    """A GeoTIFF with the pipeline's own profile on ``grid``; band names, scales, offsets."""
+    count = data.shape[0] if data.ndim == 3 else 1
+    profile = geotiff_profile(grid, count, str(data.dtype), nodata)
+    return write_geotiff(path, data, names=descriptions, scales=scales, offsets=offsets, **profile)
 
 
 def validity_cfg(**overrides) -> dict:
