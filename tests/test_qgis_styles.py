@@ -19,7 +19,6 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 from rio_cogeo.cogeo import cog_validate
 
-from raster_helpers import write_geotiff
 from s2landcover.classes import NOT_OBSERVED, NOT_OBSERVED_NAME, ClassTable, hex_to_rgb
 from s2landcover.config import validate_config
 from s2landcover.io.chip_rasters import write_chip_class_raster
@@ -131,15 +130,13 @@ def test_chip_level_prediction_gets_the_class_style(tmp_path):
     assert palette(root) == expected_palette(CLASSES)
 
 
-def test_validity_raster_gets_its_codes_as_a_style(tmp_path):
+def test_validity_raster_gets_its_codes_as_a_style(tmp_path, geotiff):
     g = grid(64, 64)
-    scene = write_geotiff(
-        tmp_path / "scene.tif",
-        np.full((1, 64, 64), 500, np.uint16),
-        **geotiff_profile(g, 1, "uint16", 0),
+    scene = geotiff(
+        "scene.tif", np.full((1, 64, 64), 500, np.uint16), **geotiff_profile(g, 1, "uint16", 0)
     )
-    scl = write_geotiff(
-        tmp_path / "scl.tif",
+    scl = geotiff(
+        "scl.tif",
         np.tile(np.arange(12, dtype=np.uint8), (64, 6))[None, :, :64],
         **geotiff_profile(g, 1, "uint8", 0),
     )
