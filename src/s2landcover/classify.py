@@ -48,7 +48,6 @@ import torch
 from affine import Affine
 from rasterio.crs import CRS
 
-from s2landcover.chips import window_offsets
 from s2landcover.classes import ClassTable
 from s2landcover.errors import InputError
 from s2landcover.evaluate import metrics_from_confusion
@@ -59,6 +58,7 @@ from s2landcover.io.evaluation_io import write_bytes, write_json_file
 from s2landcover.io.rasters import Grid
 from s2landcover.training.data import SceneInput, pad_pair, stored_to_input
 from s2landcover.training.tasks import ClassificationTask, dominant_classes
+from s2landcover.windows import window_starts
 
 EVALUATED_SPLITS = ("val", "test")
 LAYER_COLUMNS = (
@@ -106,8 +106,8 @@ def chip_grid(
         A :class:`Grid` with ``transform = scene_transform @ Affine.scale(stride)`` and as many
         columns (rows) as tiling has windows along the scene's width (height).
     """
-    columns = len(window_offsets(int(scene_width), int(tile_size), int(stride), edge))
-    rows = len(window_offsets(int(scene_height), int(tile_size), int(stride), edge))
+    columns = len(window_starts(int(scene_width), int(tile_size), int(stride), edge=edge))
+    rows = len(window_starts(int(scene_height), int(tile_size), int(stride), edge=edge))
     return Grid(
         CRS.from_user_input(crs), scene_transform @ Affine.scale(int(stride)), columns, rows
     )

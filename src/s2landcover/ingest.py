@@ -61,6 +61,7 @@ from s2landcover.io.sentinel2 import (
 )
 from s2landcover.io.stack import StackWriter, band_readers, describe_raster, ingest_env
 from s2landcover.io.windowed import overview_factors_for
+from s2landcover.windows import block_windows
 
 log = logging.getLogger(__name__)
 
@@ -556,15 +557,6 @@ def aligned_block_size(block_size: int, tile: int = 512) -> tuple[int, int]:
     return side, side
 
 
-def stack_windows(grid: Grid, block_size: int) -> list[Window]:
-    """Row-major windows of ``block_size`` pixels a side covering ``grid`` (edges clipped)."""
-    return [
-        Window(col, row, min(block_size, grid.width - col), min(block_size, grid.height - row))
-        for row in range(0, grid.height, block_size)
-        for col in range(0, grid.width, block_size)
-    ]
-
-
 def _axis_weights(start: float, count: int, factor: int, size: int) -> tuple[np.ndarray, ...]:
     """Bilinear taps along one axis: output pixel ``i`` of a grid ``factor`` times finer, whose
     first pixel centre lies at source pixel coordinate ``start + 0.5 / factor`` (pixel edges at
@@ -723,7 +715,7 @@ def ingest_scene(
         for b in plan.bands
     ]
     overviews = overview_factors_for(grid.width, grid.height)
-    windows = stack_windows(grid, block_size)
+    windows = block_windows(grid.width, grid.height, block_size)
     specs = [(b.path, b.index, b.name, b.src_nodata) for b in plan.bands]
     valid_pixels = 0
     with ingest_env(threads), band_readers(specs, grid, resampling, upsample_aligned) as readers:

@@ -57,6 +57,7 @@ from s2landcover.io.warp import (
 )
 from s2landcover.parallel import window_executor
 from s2landcover.progress import ProgressLog
+from s2landcover.windows import block_windows
 
 log = logging.getLogger(__name__)
 
@@ -70,17 +71,8 @@ ALIGNMENT_TOLERANCE = 1e-9
 
 
 # ---------------------------------------------------------------------------------------------
-# Window planning and grid alignment
+# Grid alignment (window planning: s2landcover.windows.block_windows)
 # ---------------------------------------------------------------------------------------------
-
-
-def plan_windows(width: int, height: int, block_size: int) -> list[Window]:
-    """Square windows of ``block_size`` px covering a width x height grid, row by row."""
-    return [
-        Window(col, row, min(block_size, width - col), min(block_size, height - row))
-        for row in range(0, height, block_size)
-        for col in range(0, width, block_size)
-    ]
 
 
 @dataclass(frozen=True)
@@ -417,7 +409,7 @@ def downsample_mask(
         nodata_codes.add(int(info.nodata))
     remapper = CodeRemapper.from_classes(classes, nodata_codes)
     plan = aligned_decimation(info.grid, scene) if resampling_name == "nearest" else None
-    windows = plan_windows(scene.width, scene.height, block_size)
+    windows = block_windows(scene.width, scene.height, block_size)
 
     filler = WindowFiller(
         source_path=source_path,

@@ -23,29 +23,13 @@ from rasterio.windows import Window
 from s2landcover.errors import InputError
 from s2landcover.io.rasters import atomic_path, grid_of, open_raster
 from s2landcover.radiometry import nodata_pixels, to_reflectance
+from s2landcover.windows import aligned_windows
 
 TRUE_COLOUR_BANDS = ("B04", "B03", "B02")
 # GDAL's block cache (default 5 % of RAM) would keep every block read, although the evaluation
 # reads each block once: cap it so that memory stays bounded by the window, not the scene.
 READ_CACHE_BYTES = 64 * 2**20  # in bytes: a small number would be read as bytes, not MB
 SPLIT_COLUMNS = ("scene", "row_off", "col_off", "height", "width", "split")
-
-
-def aligned_windows(
-    width: int, height: int, block_width: int, block_height: int, size: int
-) -> list[Window]:
-    """Windows of about ``size`` x ``size`` pixels tiling a ``width`` x ``height`` raster.
-
-    The window sides are whole multiples of the raster's block sides, so every block is decoded
-    exactly once; edge windows are clipped to the raster.
-    """
-    step_x = max(1, round(size / block_width)) * block_width
-    step_y = max(1, round(size / block_height)) * block_height
-    return [
-        Window(col, row, min(step_x, width - col), min(step_y, height - row))
-        for row in range(0, height, step_y)
-        for col in range(0, width, step_x)
-    ]
 
 
 def iter_label_windows(
