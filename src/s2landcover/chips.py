@@ -73,9 +73,9 @@ from s2landcover.errors import InputError
 from s2landcover.io.chipstore import (
     ChipStoreWriter,
     read_chip_index,
-    write_json,
     write_table,
 )
+from s2landcover.io.documents import write_json
 from s2landcover.io.rasters import Grid, atomic_path, grid_of, open_raster
 from s2landcover.progress import ProgressLog
 from s2landcover.validity import chip_validity_stats, invalid_pixels

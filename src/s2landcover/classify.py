@@ -54,7 +54,7 @@ from s2landcover.evaluate import metrics_from_confusion
 from s2landcover.io.checkpoints import load_model_checkpoint
 from s2landcover.io.chip_rasters import write_chip_class_raster, write_chip_predictions_layer
 from s2landcover.io.chipstore import ChipStore, read_chip_index, write_table
-from s2landcover.io.evaluation_io import write_bytes, write_json_file
+from s2landcover.io.documents import write_bytes, write_json
 from s2landcover.io.rasters import Grid
 from s2landcover.training.data import SceneInput, pad_pair, stored_to_input
 from s2landcover.training.tasks import ClassificationTask, dominant_classes
@@ -337,9 +337,9 @@ def predict_chips(
     }
     write_chip_predictions_layer(chips, out_dir / "chips.gpkg", LAYER_COLUMNS)
     write_table(chips, out_dir / "chips.parquet")
-    write_json_file(metrics, out_dir / "metrics.json")
+    write_json(metrics, out_dir / "metrics.json", nan="null")
     if matrices:
-        write_bytes(out_dir / "confusion_matrix.png", _confusion_png(matrices, classes.names))
+        write_bytes(_confusion_png(matrices, classes.names), out_dir / "confusion_matrix.png")
         outputs["confusion_matrix"] = str(out_dir / "confusion_matrix.png")
     return {
         **outputs,

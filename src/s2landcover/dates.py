@@ -47,7 +47,6 @@ from s2landcover.io.rasters import (
     read_class_table,
 )
 from s2landcover.io.stack import StackWriter
-from s2landcover.io.windowed import overview_factors_for
 from s2landcover.validity import (
     CLEAR,
     INVALID_CODES,
@@ -220,7 +219,6 @@ def write_stack(
                     for date, name in zip(dates, names, strict=True)
                     for band in bands
                 ],
-                overview_factors=overview_factors_for(grid.width, grid.height),
                 overview_resampling=Resampling.nearest,
             )
         )

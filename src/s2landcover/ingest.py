@@ -49,7 +49,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from s2landcover.errors import InputError
-from s2landcover.io.rasters import Grid, read_grid
+from s2landcover.io.rasters import Grid, overview_factors, read_grid
 from s2landcover.io.sentinel2 import (
     ALL_BANDS,
     L2A_BANDS,
@@ -60,7 +60,6 @@ from s2landcover.io.sentinel2 import (
     open_safe_product,
 )
 from s2landcover.io.stack import StackWriter, band_readers, describe_raster, ingest_env
-from s2landcover.io.windowed import overview_factors_for
 from s2landcover.windows import block_windows
 
 log = logging.getLogger(__name__)
@@ -714,7 +713,7 @@ def ingest_scene(
         {"NATIVE_RESOLUTION_M": f"{b.native_resolution:g}" if b.native_resolution else ""}
         for b in plan.bands
     ]
-    overviews = overview_factors_for(grid.width, grid.height)
+    overviews = overview_factors(grid.width, grid.height)
     windows = block_windows(grid.width, grid.height, block_size)
     specs = [(b.path, b.index, b.name, b.src_nodata) for b in plan.bands]
     valid_pixels = 0

@@ -7,7 +7,6 @@ and numbers them by ``band_id`` 0..12 (B01=0 ... B08=7, B8A=8, B09=9, B10=10, B1
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 import zipfile
 from collections.abc import Callable, Iterable, Mapping
@@ -20,8 +19,9 @@ import numpy as np
 from rasterio.windows import Window
 
 from s2landcover.errors import InputError
+from s2landcover.io.documents import read_json, write_text
 from s2landcover.io.rasters import Grid, atomic_path
-from s2landcover.io.windowed import jp2_band_writers, write_text
+from s2landcover.io.windowed import jp2_band_writers
 
 ALL_BANDS = (
     "B01",
@@ -226,9 +226,9 @@ def write_safe_product(
                     if h > 0:
                         writers[band].write(Window(0, r0, w, h), array[:h, :w])
         spectral = [b for b in bands if b != "SCL"]
-        write_text(tmp_safe / mtd_name, product_metadata_xml(info, spectral))
+        write_text(product_metadata_xml(info, spectral), tmp_safe / mtd_name)
         (tmp_safe / "GRANULE" / info.granule_id / "QI_DATA").mkdir(exist_ok=True)
-        write_text(tmp_safe / "manifest.safe", _manifest(info))
+        write_text(_manifest(info), tmp_safe / "manifest.safe")
 
 
 def _chain(first, rest):  # type: ignore[no-untyped-def]
@@ -446,17 +446,6 @@ def find_band_files(folder: str | Path) -> dict[str, Path]:
     return files
 
 
-def read_json_file(path: str | Path) -> dict[str, Any]:
-    """A JSON object from a file (InputError when unreadable or not an object)."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as error:
-        raise InputError(f"cannot read JSON file {path}: {error}") from None
-    if not isinstance(data, dict):
-        raise InputError(f"JSON file {path} must hold an object, found {type(data).__name__}")
-    return data
-
-
 def folder_metadata(folder: str | Path) -> dict[str, Any]:
     """Side files of a band folder: ``scene.json`` (download helper) and BigEarthNet's
     ``*_labels_metadata.json`` (its ``acquisition_date``). Empty dict when neither exists."""
@@ -464,8 +453,8 @@ def folder_metadata(folder: str | Path) -> dict[str, Any]:
     meta: dict[str, Any] = {}
     scene_json = folder / "scene.json"
     if scene_json.is_file():
-        meta["scene"] = read_json_file(scene_json)
+        meta["scene"] = read_json(scene_json)
     labels = sorted(folder.glob("*_labels_metadata.json"))
     if labels:
-        meta["labels"] = read_json_file(labels[0])
+        meta["labels"] = read_json(labels[0])
     return meta
