@@ -117,7 +117,9 @@ def aligned_decimation(source: Grid, target: Grid) -> DecimationPlan | None:
     factor_y = _integer(t.e / s.e, ALIGNMENT_TOLERANCE)
     col_offset = _integer((t.c - s.c) / s.a, 1e-6)
     row_offset = _integer((t.f - s.f) / s.e, 1e-6)
-    if None in (factor_x, factor_y, col_offset, row_offset) or min(factor_x, factor_y) < 1:
+    if factor_x is None or factor_y is None or col_offset is None or row_offset is None:
+        return None
+    if min(factor_x, factor_y) < 1:
         return None
     return DecimationPlan(factor_x, factor_y, col_offset, row_offset)
 

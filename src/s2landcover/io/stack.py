@@ -131,6 +131,7 @@ class BandReader:
             return np.full(shape, fill, dtype=self.dtype)
         source = Window(first_col, first_row, last_col - first_col, last_row - first_row)
         block = self._dataset.read(self.band_index, window=source)
+        assert self._upsampler is not None  # _read_resampled calls this only with one
         out = self._upsampler(
             block,
             factor,
