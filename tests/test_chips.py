@@ -19,15 +19,14 @@ from s2landcover.chips import (
     chip_statistics,
     filter_chips,
     filter_decisions,
-    plan_windows,
     tile_scene,
     water_only_survivors,
-    window_offsets,
 )
 from s2landcover.classes import ClassTable
 from s2landcover.config import validate_config
 from s2landcover.errors import InputError
 from s2landcover.io.chipstore import ChipStore
+from s2landcover.windows import window_starts
 
 REAL = Path(__file__).parents[1].parent / "shared" / "data" / "real"
 CONFIG = validate_config({})
@@ -60,25 +59,6 @@ def scene_and_mask(tmp_path: Path) -> tuple[Path, Path, np.ndarray, np.ndarray]:
     return scene, mask_path, image, mask
 
 
-def test_window_offsets_shift_covers_every_pixel_and_drop_keeps_whole_windows():
-    assert window_offsets(50, 16, 16, "shift") == [0, 16, 32, 34]
-    assert window_offsets(50, 16, 16, "drop") == [0, 16, 32]
-    assert window_offsets(48, 16, 16, "shift") == [0, 16, 32]  # exact fit: no extra window
-    assert window_offsets(50, 16, 8, "shift") == [0, 8, 16, 24, 32, 34]
-    for size, tile, stride in [(50, 16, 16), (97, 20, 7), (64, 64, 64)]:
-        covered = np.zeros(size, bool)
-        for offset in window_offsets(size, tile, stride, "shift"):
-            assert 0 <= offset and offset + tile <= size
-            covered[offset : offset + tile] = True
-        assert covered.all()
-
-
-def test_plan_windows_rows_are_row_major():
-    rows = plan_windows(70, 50, 16, 16, "drop")
-    assert len(rows) == 4 and all(len(r) == 3 for r in rows)
-    assert rows[1][2] == Window(32, 16, 16, 16)
-
-
 def test_chip_statistics_counts_valid_pixels_per_class():
     image = np.ones((2, 4, 4), np.uint16)
     image[:, 0, 0] = 0  # image no data
@@ -100,8 +80,8 @@ def test_tile_scene_chips_equal_windows_of_scene_and_mask(scene_and_mask, tmp_pa
     chips_cfg = {"stride": stride, "edge": edge}
     summary = tile_scene(scene, mask_path, "demo", out, 16, chips_cfg, CLASSES, threads=2)
     store = ChipStore(out)
-    rows = window_offsets(70, 16, stride or 16, edge)
-    cols = window_offsets(50, 16, stride or 16, edge)
+    rows = window_starts(70, 16, stride or 16, edge=edge)
+    cols = window_starts(50, 16, stride or 16, edge=edge)
     assert summary["chips"] == len(store) == len(rows) * len(cols)
     assert store.images.shape == (len(store), 3, 16, 16) and store.images.dtype == np.uint16
     assert store.masks.shape == (len(store), 16, 16) and store.masks.dtype == np.uint8

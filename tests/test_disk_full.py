@@ -205,6 +205,7 @@ def test_free_space_is_checked_before_writing(tmp_path: Path, monkeypatch) -> No
 
 def test_prediction_stage_enospc_removes_stage_and_cog(tmp_path: Path, monkeypatch) -> None:
     from s2landcover.io import prediction_writer as pw
+    from s2landcover.io import windowed
 
     real_copy = pw.rasterio.shutil.copy
 
@@ -214,7 +215,7 @@ def test_prediction_stage_enospc_removes_stage_and_cog(tmp_path: Path, monkeypat
 
     monkeypatch.setattr(pw.rasterio.shutil, "copy", copy_then_fail)
     monkeypatch.setattr(atomic, "free_bytes", lambda path: 100_000)
-    monkeypatch.setattr(pw, "check_written", lambda *a, **k: None)
+    monkeypatch.setattr(windowed, "check_written", lambda *a, **k: None)
     with pytest.raises(NoSpaceError):
         run("prediction", tmp_path)
     assert _names(tmp_path) == []

@@ -30,8 +30,9 @@ from s2landcover.evaluate import (
     metrics_from_confusion,
     select_sample_chips,
 )
-from s2landcover.io.evaluation_io import aligned_windows, iter_label_windows
+from s2landcover.io.evaluation_io import iter_label_windows
 from s2landcover.io.rasters import Grid, geotiff_profile
+from s2landcover.windows import aligned_windows
 
 CONFIG = validate_config({})
 CLASSES = ClassTable.from_config(CONFIG["classes"])
@@ -154,15 +155,6 @@ def test_windowed_counts_equal_whole_array(size):
     np.testing.assert_array_equal(
         totals["val"], confusion_counts(reference, prediction, K, where=whole_mask)
     )
-
-
-def test_aligned_windows_tile_the_raster_once_on_block_multiples():
-    windows = aligned_windows(1000, 700, 256, 128, 500)
-    covered = np.zeros((700, 1000), dtype=np.int64)
-    for w in windows:
-        covered[w.toslices()] += 1
-        assert w.col_off % 256 == 0 and w.row_off % 128 == 0
-    assert (covered == 1).all()
 
 
 def test_area_mask_counts_overlapping_chips_once():

@@ -31,7 +31,6 @@ from s2landcover.masks import (
     aligned_decimation,
     code_counts,
     downsample_mask,
-    plan_windows,
 )
 
 REAL = Path(__file__).parents[1].parent / "shared" / "data" / "real"
@@ -115,15 +114,6 @@ def aligned_case(tmp_path: Path) -> tuple[Path, Path, Grid]:
 
 
 # --- pure functions ----------------------------------------------------------------------------
-
-
-def test_plan_windows_cover_grid_once() -> None:
-    windows = plan_windows(1000, 700, 256)
-    cover = np.zeros((700, 1000), dtype=int)
-    for w in windows:
-        cover[w.row_off : w.row_off + w.height, w.col_off : w.col_off + w.width] += 1
-    assert (cover == 1).all()
-    assert max(w.width for w in windows) == 256
 
 
 def test_aligned_decimation_detects_integer_factor_and_offset() -> None:

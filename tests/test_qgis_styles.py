@@ -111,7 +111,7 @@ def test_mask_is_a_cog_with_a_style_of_the_classes_only(tmp_path):
     valid, errors, _ = cog_validate(str(out))
     assert valid, errors
     with rasterio.open(out) as src:
-        assert (src.read(1) == data).all() and src.overviews(1) == [2]
+        assert (src.read(1) == data).all() and src.overviews(1) == [2, 4]  # the policy
         assert src.colormap(1)[1][:3] == hex_to_rgb(CLASSES.colors[0])
         assert src.tags(1)["CLASS_001"] == CLASSES.names[0]
     assert palette(parse(tmp_path / "mask.qml")) == expected_palette(CLASSES)  # no 255 here

@@ -12,7 +12,7 @@ import pandas as pd
 import pyogrio
 import pytest
 
-from s2landcover.chips import chip_id, filter_chips, tile_scene, window_offsets
+from s2landcover.chips import chip_id, filter_chips, tile_scene
 from s2landcover.classes import ClassTable
 from s2landcover.config import validate_config
 from s2landcover.errors import InputError
@@ -25,6 +25,7 @@ from s2landcover.split import (
     near_held_out,
     split_chips,
 )
+from s2landcover.windows import window_starts
 
 REAL = Path(__file__).parents[1].parent / "shared" / "data" / "real"
 CONFIG = validate_config({})
@@ -38,8 +39,8 @@ def chip_table(
 ) -> pd.DataFrame:  # fmt: skip
     """A selected.parquet-like table of a scene's chips (no pixels), every chip kept."""
     rows = []
-    for r in window_offsets(height, tile, stride, "shift"):
-        for c in window_offsets(width, tile, stride, "shift"):
+    for r in window_starts(height, tile, stride):
+        for c in window_starts(width, tile, stride):
             row = {
                 "chip_id": chip_id(scene, r, c), "scene": scene, "store_index": len(rows),
                 "row_off": r, "col_off": c, "height": tile, "width": tile, "stride": stride,

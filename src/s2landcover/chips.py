@@ -73,48 +73,19 @@ from s2landcover.errors import InputError
 from s2landcover.io.chipstore import (
     ChipStoreWriter,
     read_chip_index,
-    write_json,
     write_table,
 )
+from s2landcover.io.documents import write_json
 from s2landcover.io.rasters import Grid, atomic_path, grid_of, open_raster
 from s2landcover.progress import ProgressLog
 from s2landcover.validity import chip_validity_stats, invalid_pixels
+from s2landcover.windows import grid_windows
 
 log = logging.getLogger(__name__)
 
 SCL_CODES = tuple(range(12))  # Sentinel-2 L2A scene classification values 0..11
 FILTER_REASONS = ("nodata", "water", "scl", "cloud")
 WATER_SURVIVAL = "kept: water-only survival"  # keep_reason of water-only chips kept anyway
-
-
-# --- window planning ---------------------------------------------------------------------------
-
-
-def window_offsets(size: int, tile_size: int, stride: int, edge: str = "shift") -> list[int]:
-    """Offsets (pixels) of windows of ``tile_size`` along one axis of ``size`` pixels.
-
-    ``edge="shift"`` adds a last window ending exactly at ``size`` when the stride grid stops short;
-    ``edge="drop"`` keeps only the stride grid. ``tile_size`` must not exceed ``size``.
-    """
-    if tile_size > size:
-        raise ValueError(f"tile size {tile_size} is larger than the axis ({size} px)")
-    if stride < 1:
-        raise ValueError(f"stride must be at least 1, got {stride}")
-    if edge not in ("shift", "drop"):
-        raise ValueError(f"edge must be 'shift' or 'drop', got {edge!r}")
-    offsets = list(range(0, size - tile_size + 1, stride))
-    if edge == "shift" and offsets[-1] + tile_size < size:
-        offsets.append(size - tile_size)
-    return offsets
-
-
-def plan_windows(
-    height: int, width: int, tile_size: int, stride: int, edge: str = "shift"
-) -> list[list[Window]]:
-    """Windows of a ``height`` x ``width`` grid, as rows of windows (same row offset), row-major."""
-    rows = window_offsets(height, tile_size, stride, edge)
-    cols = window_offsets(width, tile_size, stride, edge)
-    return [[Window(c, r, tile_size, tile_size) for c in cols] for r in rows]
 
 
 # --- per-chip statistics -----------------------------------------------------------------------
@@ -226,7 +197,7 @@ def tile_scene(
             f"({grid.width} x {grid.height} px);"
             " choose a tile_size at most the scene's smaller side"
         )
-    rows = plan_windows(grid.height, grid.width, tile_size, stride, edge)
+    rows = grid_windows(grid.width, grid.height, tile_size, stride, edge=edge)
     count = sum(len(r) for r in rows)
     starts = np.cumsum([0] + [len(r) for r in rows])
     log.info(

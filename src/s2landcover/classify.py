@@ -48,18 +48,18 @@ import torch
 from affine import Affine
 from rasterio.crs import CRS
 
-from s2landcover.chips import window_offsets
 from s2landcover.classes import ClassTable
 from s2landcover.devices import choose_device
 from s2landcover.errors import InputError
 from s2landcover.evaluate import confusion_matrix, metrics_from_confusion
 from s2landcover.io.chip_rasters import write_chip_class_raster, write_chip_predictions_layer
 from s2landcover.io.chipstore import ChipStore, read_chip_index, write_table
-from s2landcover.io.evaluation_io import write_bytes, write_json_file
+from s2landcover.io.documents import write_bytes, write_json
 from s2landcover.io.rasters import Grid
 from s2landcover.predict import network_from_checkpoint
 from s2landcover.training.data import SceneInput, pad_pair, stored_to_input
 from s2landcover.training.tasks import dominant_classes
+from s2landcover.windows import window_starts
 
 EVALUATED_SPLITS = ("val", "test")
 LAYER_COLUMNS = (
@@ -107,8 +107,8 @@ def chip_grid(
         A :class:`Grid` with ``transform = scene_transform @ Affine.scale(stride)`` and as many
         columns (rows) as tiling has windows along the scene's width (height).
     """
-    columns = len(window_offsets(int(scene_width), int(tile_size), int(stride), edge))
-    rows = len(window_offsets(int(scene_height), int(tile_size), int(stride), edge))
+    columns = len(window_starts(int(scene_width), int(tile_size), int(stride), edge=edge))
+    rows = len(window_starts(int(scene_height), int(tile_size), int(stride), edge=edge))
     return Grid(
         CRS.from_user_input(crs), scene_transform @ Affine.scale(int(stride)), columns, rows
     )
@@ -311,9 +311,9 @@ def predict_chips(
     }
     write_chip_predictions_layer(chips, out_dir / "chips.gpkg", LAYER_COLUMNS)
     write_table(chips, out_dir / "chips.parquet")
-    write_json_file(metrics, out_dir / "metrics.json")
+    write_json(metrics, out_dir / "metrics.json", nan="null")
     if matrices:
-        write_bytes(out_dir / "confusion_matrix.png", _confusion_png(matrices, classes.names))
+        write_bytes(_confusion_png(matrices, classes.names), out_dir / "confusion_matrix.png")
         outputs["confusion_matrix"] = str(out_dir / "confusion_matrix.png")
     return {
         **outputs,

@@ -46,7 +46,6 @@ from s2landcover.io.rasters import (
     read_class_table,
 )
 from s2landcover.io.stack import StackWriter
-from s2landcover.io.windowed import overview_factors_for
 from s2landcover.validity import (
     CLEAR,
     INVALID_CODES,
@@ -219,7 +218,6 @@ def write_stack(
                     for date, name in zip(dates, names, strict=True)
                     for band in bands
                 ],
-                overview_factors=overview_factors_for(grid.width, grid.height),
                 overview_resampling=Resampling.nearest,
             )
         )

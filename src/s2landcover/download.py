@@ -28,16 +28,15 @@ from shapely.geometry import box, shape
 from s2landcover.acquisition.http import download_file, url_exists
 from s2landcover.acquisition.stac import (
     copy_remote_window,
-    read_json,
     remote_grid,
     remote_raster_env,
     search_items,
-    write_json,
     write_remote_mosaic,
 )
 from s2landcover.acquisition.staging import discard_staging, move_staged_files, staging_folder
 from s2landcover.errors import InputError
 from s2landcover.io.atomic import NoSpaceError, require_free_space
+from s2landcover.io.documents import read_json, write_json
 from s2landcover.io.rasters import Grid, atomic_path
 
 log = logging.getLogger(__name__)
@@ -482,8 +481,8 @@ def download_scene(
             "item_choice": download_cfg["item_choice"],
             "candidates": len(items),
         }
-        write_json(tmp / "item.json", item.to_dict())
-        write_json(tmp / "scene.json", scene)
+        write_json(item.to_dict(), tmp / "item.json")
+        write_json(scene, tmp / "scene.json")
     discard_staging(staging)
     return scene
 

@@ -49,7 +49,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from s2landcover.errors import InputError
-from s2landcover.io.rasters import Grid, read_grid
+from s2landcover.io.rasters import Grid, overview_factors, read_grid
 from s2landcover.io.sentinel2 import (
     ALL_BANDS,
     L2A_BANDS,
@@ -60,7 +60,7 @@ from s2landcover.io.sentinel2 import (
     open_safe_product,
 )
 from s2landcover.io.stack import StackWriter, band_readers, describe_raster, ingest_env
-from s2landcover.io.windowed import overview_factors_for
+from s2landcover.windows import block_windows
 
 log = logging.getLogger(__name__)
 
@@ -556,15 +556,6 @@ def aligned_block_size(block_size: int, tile: int = 512) -> tuple[int, int]:
     return side, side
 
 
-def stack_windows(grid: Grid, block_size: int) -> list[Window]:
-    """Row-major windows of ``block_size`` pixels a side covering ``grid`` (edges clipped)."""
-    return [
-        Window(col, row, min(block_size, grid.width - col), min(block_size, grid.height - row))
-        for row in range(0, grid.height, block_size)
-        for col in range(0, grid.width, block_size)
-    ]
-
-
 def _axis_weights(start: float, count: int, factor: int, size: int) -> tuple[np.ndarray, ...]:
     """Bilinear taps along one axis: output pixel ``i`` of a grid ``factor`` times finer, whose
     first pixel centre lies at source pixel coordinate ``start + 0.5 / factor`` (pixel edges at
@@ -722,8 +713,8 @@ def ingest_scene(
         {"NATIVE_RESOLUTION_M": f"{b.native_resolution:g}" if b.native_resolution else ""}
         for b in plan.bands
     ]
-    overviews = overview_factors_for(grid.width, grid.height)
-    windows = stack_windows(grid, block_size)
+    overviews = overview_factors(grid.width, grid.height)
+    windows = block_windows(grid.width, grid.height, block_size)
     specs = [(b.path, b.index, b.name, b.src_nodata) for b in plan.bands]
     valid_pixels = 0
     with ingest_env(threads), band_readers(specs, grid, resampling, upsample_aligned) as readers:

@@ -57,6 +57,7 @@ from s2landcover.io.warp import (
 )
 from s2landcover.parallel import window_executor
 from s2landcover.progress import ProgressLog
+from s2landcover.windows import block_windows
 
 log = logging.getLogger(__name__)
 
@@ -70,17 +71,8 @@ ALIGNMENT_TOLERANCE = 1e-9
 
 
 # ---------------------------------------------------------------------------------------------
-# Window planning and grid alignment
+# Grid alignment (window planning: s2landcover.windows.block_windows)
 # ---------------------------------------------------------------------------------------------
-
-
-def plan_windows(width: int, height: int, block_size: int) -> list[Window]:
-    """Square windows of ``block_size`` px covering a width x height grid, row by row."""
-    return [
-        Window(col, row, min(block_size, width - col), min(block_size, height - row))
-        for row in range(0, height, block_size)
-        for col in range(0, width, block_size)
-    ]
 
 
 @dataclass(frozen=True)
@@ -125,7 +117,9 @@ def aligned_decimation(source: Grid, target: Grid) -> DecimationPlan | None:
     factor_y = _integer(t.e / s.e, ALIGNMENT_TOLERANCE)
     col_offset = _integer((t.c - s.c) / s.a, 1e-6)
     row_offset = _integer((t.f - s.f) / s.e, 1e-6)
-    if None in (factor_x, factor_y, col_offset, row_offset) or min(factor_x, factor_y) < 1:
+    if factor_x is None or factor_y is None or col_offset is None or row_offset is None:
+        return None
+    if min(factor_x, factor_y) < 1:
         return None
     return DecimationPlan(factor_x, factor_y, col_offset, row_offset)
 
@@ -417,7 +411,7 @@ def downsample_mask(
         nodata_codes.add(int(info.nodata))
     remapper = CodeRemapper.from_classes(classes, nodata_codes)
     plan = aligned_decimation(info.grid, scene) if resampling_name == "nearest" else None
-    windows = plan_windows(scene.width, scene.height, block_size)
+    windows = block_windows(scene.width, scene.height, block_size)
 
     filler = WindowFiller(
         source_path=source_path,

@@ -296,6 +296,7 @@ def train_pixel_model(
     from s2landcover.io import evaluation_io as eio
     from s2landcover.io.checkpoints import save_model_checkpoint, write_training_metrics
     from s2landcover.io.chipstore import ChipStore
+    from s2landcover.io.documents import write_bytes
 
     started = time.perf_counter()
     lgb = _lightgbm()
@@ -429,7 +430,7 @@ def train_pixel_model(
 
     figure = plots.training_curves_figure(table, names, classes.colors)
     figure.axes[0].set_xlabel("boosting rounds")
-    eio.write_bytes(out_dir / "curves.png", plots.figure_png(figure))
+    write_bytes(plots.figure_png(figure), out_dir / "curves.png")
     seconds = time.perf_counter() - started
     log.info(
         "pixel model: %d rounds kept (best validation mIoU %.3f), trained in %.1f s",

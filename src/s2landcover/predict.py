@@ -56,6 +56,7 @@ from s2landcover.classes import NOT_OBSERVED, ClassTable
 from s2landcover.devices import choose_device
 from s2landcover.errors import InputError
 from s2landcover.radiometry import InputNormalization, network_input_into, valid_pixels
+from s2landcover.windows import window_starts
 
 log = logging.getLogger(__name__)
 
@@ -129,22 +130,6 @@ def fitted_window(length: int, window: int, margin: int) -> int:
     count = len(window_starts(length, window, stride))
     needed = -(-(length - 2 * margin) // count) + 2 * margin
     return min(window, round_up(needed))
-
-
-def window_starts(length: int, window: int, stride: int, shift: int = 0) -> list[int]:
-    """Window start offsets along one axis of ``length`` pixels, all windows inside the axis.
-
-    Windows start at ``shift + k * stride`` (k any integer) where that lies inside ``(0, length -
-    window)``, plus the first at 0 and the last at ``length - window`` (shifted inside rather than
-    reaching past the edge), so consecutive starts are at most ``stride`` apart and every pixel is
-    covered. An axis not longer than the window has one window at 0 (padded by the caller).
-    """
-    last = length - window
-    if last <= 0:
-        return [0]
-    first = shift % stride
-    inner = range(first if first > 0 else stride, last, stride)
-    return [0, *inner, last]
 
 
 @dataclass(frozen=True)

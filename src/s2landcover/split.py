@@ -52,7 +52,8 @@ import pandas as pd
 
 from s2landcover.classes import ClassTable
 from s2landcover.errors import InputError
-from s2landcover.io.chipstore import read_chip_index, write_footprints, write_json, write_table
+from s2landcover.io.chipstore import read_chip_index, write_footprints, write_table
+from s2landcover.io.documents import write_json
 
 log = logging.getLogger(__name__)
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from s2landcover.errors import AcquisitionError, InputError
 from s2landcover.io.atomic import NoSpaceError, no_space_error, require_free_space
+from s2landcover.io.documents import write_json
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +287,7 @@ def _read_state(state_path: Path) -> dict:
 
 def _write_state(state_path: Path, url: str, headers: http.client.HTTPMessage) -> None:
     state = {"url": url, "etag": headers.get("ETag"), "last_modified": headers.get("Last-Modified")}
-    state_path.write_text(json.dumps(state))
+    write_json(state, state_path)
 
 
 def _start_from_content_range(value: str) -> int | None:

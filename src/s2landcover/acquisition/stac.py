@@ -8,7 +8,6 @@ connection errors, 429 and 5xx), and windowed reads of cloud-optimised GeoTIFFs 
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -158,17 +157,6 @@ def copy_remote_window(
             f"cannot read window {window} of the remote raster {href}: {error}"
         ) from None
     return out_path
-
-
-def write_json(path: str | Path, data: Any) -> Path:
-    """Write ``data`` as indented JSON."""
-    Path(path).write_text(json.dumps(data, indent=2, default=str) + "\n")
-    return Path(path)
-
-
-def read_json(path: str | Path) -> Any:
-    """Read a JSON file."""
-    return json.loads(Path(path).read_text())
 
 
 def mosaic_vrt_xml(hrefs: list[str]) -> str:

@@ -12,18 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import rasterio
+from rasterio.windows import Window
 
 from s2landcover.classes import ClassTable
 from s2landcover.io.chipstore import write_footprints
 from s2landcover.io.qgis_styles import write_class_style
-from s2landcover.io.rasters import (
-    Grid,
-    atomic_path,
-    geotiff_profile,
-    write_category_names,
-    write_class_metadata,
-)
+from s2landcover.io.rasters import Grid
+from s2landcover.io.windowed import RasterWriter
 
 
 def write_chip_class_raster(
@@ -31,7 +26,8 @@ def write_chip_class_raster(
 ) -> Path:
     """Write a (rows, cols) uint8 class array (0 = no chip / no data) as a GeoTIFF on ``grid``.
 
-    Tiled and compressed (:func:`geotiff_profile`), nodata 0, colour table, class names in the
+    The package's :class:`~s2landcover.io.windowed.RasterWriter` (tiled, compressed, overviews by
+    its policy: none for a raster this small), nodata 0, colour table, class names in the
     metadata and in a ``.aux.xml`` sidecar (category names for QGIS); written atomically, with a
     QGIS style ``<stem>.qml`` beside it (exactly the classes, paletted).
     """
@@ -39,13 +35,16 @@ def write_chip_class_raster(
     labels = np.asarray(labels, dtype=np.uint8)
     if labels.shape != (grid.height, grid.width):
         raise ValueError(f"labels {labels.shape} do not match the grid {grid.height, grid.width}")
-    profile = geotiff_profile(grid, 1, "uint8", 0)
-    with atomic_path(path) as tmp:
-        with rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(labels, 1)
-            write_class_metadata(dst, classes)
-        write_category_names(tmp, classes)
-    write_class_style(path, classes)
+    with RasterWriter(
+        path,
+        grid,
+        1,
+        "uint8",
+        0,
+        classes=classes,
+        style=lambda final: write_class_style(final, classes),
+    ) as writer:
+        writer.write(Window(0, 0, grid.width, grid.height), labels)
     return path
 
 

@@ -17,7 +17,6 @@ memory; page cache aside). Also the tables of the filter and split stages (``sel
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -29,6 +28,7 @@ import pandas as pd
 from affine import Affine
 
 from s2landcover.errors import InputError
+from s2landcover.io.documents import read_json, write_json
 from s2landcover.io.qgis_styles import split_qml, style_path, write_gpkg_default_styles, write_qml
 from s2landcover.io.rasters import atomic_path
 
@@ -79,7 +79,7 @@ class ChipStore:
                 f"chip store {self.chip_dir} is incomplete: missing {', '.join(missing)} "
                 "(expected the output of `s2lc tile`)"
             )
-        self.meta: dict[str, Any] = json.loads((self.chip_dir / META_FILE).read_text())
+        self.meta: dict[str, Any] = read_json(self.chip_dir / META_FILE)
         self.index: pd.DataFrame = pd.read_parquet(self.chip_dir / INDEX_FILE)
         self._images: np.ndarray | None = None
         self._masks: np.ndarray | None = None
@@ -196,7 +196,7 @@ class ChipStoreWriter:
         if len(index) != self.count:
             raise ValueError(f"index has {len(index)} rows for {self.count} chips")
         index.to_parquet(self.folder / INDEX_FILE, index=False)
-        (self.folder / META_FILE).write_text(json.dumps(dict(meta), indent=2) + "\n")
+        write_json(dict(meta), self.folder / META_FILE, nan="error")
 
     def close(self) -> None:
         """Close the array files (idempotent)."""
@@ -246,20 +246,6 @@ def write_table(table: pd.DataFrame, path: str | Path) -> Path:
     with atomic_path(path) as tmp:
         table.to_parquet(tmp, index=False)
     return path
-
-
-def write_json(data: Mapping[str, Any], path: str | Path) -> Path:
-    """Write a JSON summary, atomically."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
-    return path
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {value!r}")
 
 
 def crs_layer_name(crs: str) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from rasterio.windows import Window
 
+from s2landcover.io.documents import write_text
 from s2landcover.io.rasters import Grid, atomic_path
 from s2landcover.io.sentinel2 import (
     ALL_BANDS,
@@ -26,7 +27,7 @@ from s2landcover.io.sentinel2 import (
     PHYSICAL_BAND,
     SCL_RESOLUTION,
 )
-from s2landcover.io.windowed import jp2_band_writers, write_text
+from s2landcover.io.windowed import jp2_band_writers
 
 
 @dataclass(frozen=True)
@@ -196,9 +197,9 @@ def write_safe_product(
                     if h > 0:
                         writers[band].write(Window(0, r0, w, h), array[:h, :w])
         spectral = [b for b in bands if b != "SCL"]
-        write_text(tmp_safe / mtd_name, product_metadata_xml(info, spectral))
+        write_text(product_metadata_xml(info, spectral), tmp_safe / mtd_name)
         (tmp_safe / "GRANULE" / info.granule_id / "QI_DATA").mkdir(exist_ok=True)
-        write_text(tmp_safe / "manifest.safe", _manifest(info))
+        write_text(_manifest(info), tmp_safe / "manifest.safe")
 
 
 def _chain(first, rest):  # type: ignore[no-untyped-def]

@@ -8,9 +8,8 @@ are never needed because the prediction, the mask and the scene share one grid.
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,31 +20,15 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from s2landcover.errors import InputError
-from s2landcover.io.rasters import atomic_path, grid_of, open_raster
+from s2landcover.io.rasters import grid_of, open_raster
 from s2landcover.radiometry import nodata_pixels, to_reflectance
+from s2landcover.windows import aligned_windows
 
 TRUE_COLOUR_BANDS = ("B04", "B03", "B02")
 # GDAL's block cache (default 5 % of RAM) would keep every block read, although the evaluation
 # reads each block once: cap it so that memory stays bounded by the window, not the scene.
 READ_CACHE_BYTES = 64 * 2**20  # in bytes: a small number would be read as bytes, not MB
 SPLIT_COLUMNS = ("scene", "row_off", "col_off", "height", "width", "split")
-
-
-def aligned_windows(
-    width: int, height: int, block_width: int, block_height: int, size: int
-) -> list[Window]:
-    """Windows of about ``size`` x ``size`` pixels tiling a ``width`` x ``height`` raster.
-
-    The window sides are whole multiples of the raster's block sides, so every block is decoded
-    exactly once; edge windows are clipped to the raster.
-    """
-    step_x = max(1, round(size / block_width)) * block_width
-    step_y = max(1, round(size / block_height)) * block_height
-    return [
-        Window(col, row, min(step_x, width - col), min(step_y, height - row))
-        for row in range(0, height, step_y)
-        for col in range(0, width, step_x)
-    ]
 
 
 def iter_label_windows(
@@ -174,39 +157,3 @@ def read_labels(path: str | Path, window: Window) -> np.ndarray:
     """Band 1 of a class raster in ``window`` (uint8; 0 outside the raster)."""
     with open_raster(path) as src:
         return src.read(1, window=window, boundless=True, fill_value=0)
-
-
-def write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write bytes to ``path`` atomically (figures as PNG bytes)."""
-    with atomic_path(path) as tmp:
-        Path(tmp).write_bytes(data)
-    return Path(path)
-
-
-def write_text_file(path: str | Path, text: str) -> Path:
-    """Write UTF-8 text to ``path`` atomically."""
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(text, encoding="utf-8")
-    return Path(path)
-
-
-def write_json_file(data: Mapping[str, Any], path: str | Path) -> Path:
-    """Write ``data`` as indented JSON atomically; NaN and infinities become ``null``."""
-    text = json.dumps(_json_safe(data), indent=2, allow_nan=False) + "\n"
-    return write_text_file(path, text)
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _json_safe(value.tolist())
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        return None if not math.isfinite(float(value)) else float(value)
-    if isinstance(value, Path):
-        return str(value)
-    return value

@@ -7,15 +7,16 @@ reflectance) and the no-data value; :func:`read_row_bands` yields bands of rows 
 model order, one read per band of rows (so overlapping windows do not read a block twice).
 
 Writing: :class:`StreamingRasterWriter` receives finished rows in order, buffers them to whole block
-rows, writes them to a tiled stage GeoTIFF beside the output, and at the end copies the stage to a
-COG with GDAL's COG driver (overviews built from the stage, internal tiles, DEFLATE) at a temporary
-name that is renamed to the output only when everything succeeded (:func:`atomic_path`). Memory: one
+rows and hands them to the package's one raster writer
+(:class:`~s2landcover.io.windowed.RasterWriter`): a tiled stage GeoTIFF beside the output, at the
+end re-encoded by GDAL's COG driver (overviews by the package's policy built from the stage,
+internal tiles, DEFLATE) at a temporary name that is renamed to the output only when everything
+succeeded. Memory: one
 block row (block height x scene width bytes) plus GDAL's block cache; never the scene height.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,18 +30,14 @@ from rasterio.windows import Window
 
 from s2landcover.classes import ClassTable
 from s2landcover.errors import InputError
-from s2landcover.io.atomic import check_written, is_disk_full, no_space_error, partial_path
 from s2landcover.io.qgis_styles import write_class_style, write_confidence_style
 from s2landcover.io.rasters import (
     BLOCK_SIZE,
     Grid,
-    atomic_path,
-    geotiff_profile,
     grid_of,
     open_raster,
-    write_category_names,
-    write_class_metadata,
 )
+from s2landcover.io.windowed import RasterWriter
 
 
 @dataclass(frozen=True)
@@ -124,15 +121,6 @@ def bounded_block_cache(width: int, bands: int, itemsize: int = 2) -> rasterio.E
     return rasterio.Env(GDAL_CACHEMAX=max(64 * 2**20, 3 * block_row))
 
 
-def cog_block_size(grid: Grid) -> int:
-    """Internal tile side of the COG: 512, smaller for small rasters so that they still get at
-    least one overview level (GDAL's COG driver adds overviews while the image exceeds a tile)."""
-    side = 512
-    while side > 64 and min(grid.width, grid.height) <= side:
-        side //= 2
-    return side
-
-
 class StreamingRasterWriter:
     """Write a single-band uint8 raster row band by row band, ending as a Cloud-Optimized GeoTIFF.
 
@@ -167,32 +155,50 @@ class StreamingRasterWriter:
         self.description = description
         self.nodata = nodata
         self.overview_resampling = overview_resampling
-        self._stack = contextlib.ExitStack()
-        self._dataset: Any = None
-        self._tmp: Path | None = None
-        self._stage: Path | None = None
+        self._writer: Any = None
         self._rows_written = 0
         self._buffer: np.ndarray | None = None
         self._buffered = 0
 
     def __enter__(self) -> StreamingRasterWriter:
-        # Free space for the stage and the COG (uint8, compressed: a rough lower bound) is checked
-        # and leftovers of a killed run removed, the stage included, before anything is written.
-        needs = self.grid.width * self.grid.height * 0.1
-        self._tmp = self._stack.enter_context(atomic_path(self.out_path, needs_bytes=needs))
-        # The stage is not a sidecar of the temporary name: atomic_path would rename those. Its
-        # name is fixed (``.<name>.stage.tif``) so that the next run removes it if this one dies.
-        self._stage = partial_path(self.out_path, "stage").with_suffix(".tif")
-        profile = geotiff_profile(self.grid, 1, "uint8", self.nodata, compress="zstd", zstd_level=1)
-        profile.pop("zlevel", None)
-        profile.pop("predictor", None)
-        self._dataset = rasterio.open(self._stage, "w", **profile)
-        if self.classes is not None:
-            write_class_metadata(self._dataset, self.classes)
-        elif self.description:
-            self._dataset.set_band_description(1, self.description)
-        self._buffer = np.zeros((profile["blockysize"], self.grid.width), dtype=np.uint8)
+        # The stage: zstd level 1 without predictor (fast to write); the COG: DEFLATE level 6 with
+        # a predictor, re-encoded by GDAL's COG driver, which builds the overviews
+        # (RasterWriter with cog_options). Free space for the stage and the COG (uint8,
+        # compressed: a rough lower bound) is checked and leftovers of a killed run removed,
+        # the stage included, before anything is written.
+        self._writer = RasterWriter(
+            self.out_path,
+            self.grid,
+            1,
+            "uint8",
+            self.nodata,
+            cog=True,
+            profile={"compress": "zstd", "zstd_level": 1, "zlevel": None, "predictor": None},
+            cog_options={
+                "COMPRESS": "DEFLATE",
+                "LEVEL": 6,
+                "PREDICTOR": "YES",
+                "OVERVIEW_RESAMPLING": self.overview_resampling,
+            },
+            classes=self.classes,
+            descriptions=[self.description] if self.classes is None and self.description else None,
+            compressed_fraction=0.05,
+            style=self._style,
+        )
+        self._writer.__enter__()
+        self._buffer = np.zeros((self._writer.profile["blockysize"], self.grid.width), np.uint8)
         return self
+
+    @property
+    def _dataset(self) -> Any:
+        """The open stage dataset (tags may be added to it until the writer is closed)."""
+        return self._writer.dataset
+
+    def _style(self, final: Path) -> None:
+        if self.classes is not None:
+            write_class_style(final, self.classes)
+        else:
+            write_confidence_style(final)
 
     def write_rows(self, row_off: int, rows: np.ndarray) -> None:
         """Write rows ``[row_off, row_off + len(rows))`` (uint8, shape (n, scene width)); bands of
@@ -236,52 +242,13 @@ class StreamingRasterWriter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
-        try:
-            if exc_type is None:
+        if exc is None:
+            try:
                 self._flush()
                 if self._rows_written != self.grid.height:
                     raise RuntimeError(
                         f"only {self._rows_written} of {self.grid.height} rows were written"
                     )
-            self._dataset.close()
-            if exc_type is None:
-                assert self._tmp is not None and self._stage is not None
-                stage_bytes = self._stage.stat().st_size  # the COG: about the same + overviews
-                check_written(self._tmp.parent, stage_bytes * 1.4, output_bytes=stage_bytes * 1.4)
-                rasterio.shutil.copy(
-                    str(self._stage),
-                    str(self._tmp),
-                    driver="COG",
-                    COMPRESS="DEFLATE",
-                    LEVEL=6,
-                    PREDICTOR="YES",
-                    BLOCKSIZE=cog_block_size(self.grid),
-                    OVERVIEW_RESAMPLING=self.overview_resampling,
-                    BIGTIFF="IF_SAFER",
-                    NUM_THREADS="ALL_CPUS",
-                )
-                if self.classes is not None:
-                    write_category_names(self._tmp, self.classes)
-        except BaseException as error:
-            full = is_disk_full(error, self.out_path.parent)  # before the stage frees the space
-            self._cleanup_stage()
-            self._stack.__exit__(type(error), error, error.__traceback__)
-            if full:
-                raise no_space_error(self.out_path.parent, None) from error
-            raise
-        full = exc is not None and is_disk_full(exc, self.out_path.parent)
-        self._cleanup_stage()
-        suppressed = bool(self._stack.__exit__(exc_type, exc, tb))
-        if full:
-            raise no_space_error(self.out_path.parent, None) from exc
-        if exc_type is None:  # the raster is in place: its QGIS style beside it
-            if self.classes is not None:
-                write_class_style(self.out_path, self.classes)
-            else:
-                write_confidence_style(self.out_path)
-        return suppressed
-
-    def _cleanup_stage(self) -> None:
-        if self._stage is not None:
-            self._stage.unlink(missing_ok=True)
-            Path(f"{self._stage}.aux.xml").unlink(missing_ok=True)
+            except BaseException as error:
+                return self._writer.__exit__(type(error), error, error.__traceback__)
+        return self._writer.__exit__(exc_type, exc, tb)

@@ -213,6 +213,33 @@ def read_class_table(path: str | Path) -> ClassTable | None:
     return ClassTable.from_dict(json.loads(text)) if text else None
 
 
+def overview_block_size(width: int, height: int) -> int:
+    """The block side the overview policy aims at: 512 px, halved (down to 64) while the raster's
+    smaller side does not exceed it, so that small rasters still get overviews."""
+    side = BLOCK_SIZE
+    while side > 64 and min(width, height) <= side:
+        side //= 2
+    return side
+
+
+def overview_factors(width: int, height: int) -> list[int]:
+    """The one overview policy of every raster the package writes (scene stack, mask, prediction,
+    validity, composites): factors 2, 4, 8, ... until the smallest overview fits in one block of
+    :func:`overview_block_size` px (GDAL's COG-driver rule), so a scene and its mask, on one grid,
+    get the same levels.
+
+    A 10,980 px Sentinel-2 tile gets 2 ... 32 (the 1/32 overview is 344 px), a 600 x 400 px
+    raster 2 and 4 (blocks of 256 px), a 300 x 200 px raster 2 and 4 (blocks of 128 px).
+    """
+    block = overview_block_size(width, height)
+    factors: list[int] = []
+    factor = 1
+    while max(width, height) / factor > block:
+        factor *= 2
+        factors.append(factor)
+    return factors
+
+
 def overview_bytes(size_bytes: float, factors: Sequence[int]) -> float:
     """About the bytes that overviews of ``factors`` add to a file of ``size_bytes`` (1/f² each)."""
     return size_bytes * sum(1.0 / (f * f) for f in factors)

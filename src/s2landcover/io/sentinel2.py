@@ -7,7 +7,6 @@ This module reads products; the demo's synthetic SAFE writer is :mod:`s2landcove
 
 from __future__ import annotations
 
-import json
 import re
 import zipfile
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from typing import Any
 from xml.etree import ElementTree
 
 from s2landcover.errors import InputError
+from s2landcover.io.documents import read_json
 
 ALL_BANDS = (
     "B01",
@@ -255,17 +255,6 @@ def find_band_files(folder: str | Path) -> dict[str, Path]:
     return files
 
 
-def read_json_file(path: str | Path) -> dict[str, Any]:
-    """A JSON object from a file (InputError when unreadable or not an object)."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as error:
-        raise InputError(f"cannot read JSON file {path}: {error}") from None
-    if not isinstance(data, dict):
-        raise InputError(f"JSON file {path} must hold an object, found {type(data).__name__}")
-    return data
-
-
 def folder_metadata(folder: str | Path) -> dict[str, Any]:
     """Side files of a band folder: ``scene.json`` (download helper) and BigEarthNet's
     ``*_labels_metadata.json`` (its ``acquisition_date``). Empty dict when neither exists."""
@@ -273,8 +262,8 @@ def folder_metadata(folder: str | Path) -> dict[str, Any]:
     meta: dict[str, Any] = {}
     scene_json = folder / "scene.json"
     if scene_json.is_file():
-        meta["scene"] = read_json_file(scene_json)
+        meta["scene"] = read_json(scene_json)
     labels = sorted(folder.glob("*_labels_metadata.json"))
     if labels:
-        meta["labels"] = read_json_file(labels[0])
+        meta["labels"] = read_json(labels[0])
     return meta

@@ -9,7 +9,6 @@ the machine.
 from __future__ import annotations
 
 import contextlib
-import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -25,18 +24,9 @@ from rasterio.warp import reproject
 from rasterio.windows import Window
 
 from s2landcover.errors import InputError
-from s2landcover.io.atomic import NoSpaceError, partial_path
 from s2landcover.io.qgis_styles import write_scene_style, write_scl_style
-from s2landcover.io.rasters import (
-    Grid,
-    atomic_path,
-    copy_as_cog,
-    finish_overviews,
-    geotiff_profile,
-    grid_of,
-    open_raster,
-    overview_bytes,
-)
+from s2landcover.io.rasters import Grid, grid_of, open_raster
+from s2landcover.io.windowed import RasterWriter
 
 GDAL_CACHE_MB = 256
 # Size of a compressed stack against its raw values, for the free-space check before writing: zstd
@@ -141,6 +131,7 @@ class BandReader:
             return np.full(shape, fill, dtype=self.dtype)
         source = Window(first_col, first_row, last_col - first_col, last_row - first_row)
         block = self._dataset.read(self.band_index, window=source)
+        assert self._upsampler is not None  # _read_resampled calls this only with one
         out = self._upsampler(
             block,
             factor,
@@ -251,17 +242,15 @@ def band_readers(
             reader.close()
 
 
-class StackWriter:
-    """Writes a multiband uint16 (or uint8) Cloud-Optimized GeoTIFF window by window.
+class StackWriter(RasterWriter):
+    """Writes a multiband uint16 (or uint8) scene stack, a Cloud-Optimized GeoTIFF, window by
+    window: the package's :class:`~s2landcover.io.windowed.RasterWriter` with the stack's
+    layout (band interleaved, blocks of ``tile_size``, zstd or DEFLATE level 1, nodata 0), its
+    overviews (the package's policy unless ``overview_factors`` are given) and, once in place, a
+    QGIS style ``<stem>.qml`` beside it (:func:`write_stack_style`).
 
-    Windows go to a tiled stage GeoTIFF beside the output (``.<name>.stage.tif``); windows should
-    be aligned to ``tile_size`` (the file's blocks): a window that fills only part of a compressed
-    block makes GDAL compress, re-read and re-compress it (measured 20 x slower).
-
-    Use as a context manager; on success the stage gets descriptions, scale/offset, tags and
-    overviews, is copied to a COG under a temporary name (:func:`copy_as_cog`: same tiles,
-    compression, interleaving and overviews) that is renamed to the final name, and a QGIS style
-    ``<stem>.qml`` is written beside it (:func:`write_stack_style`); on error nothing is left.
+    Windows should be aligned to ``tile_size`` (the file's blocks): a window that fills only part
+    of a compressed block makes GDAL compress, re-read and re-compress it (measured 20 x slower).
     """
 
     def __init__(
@@ -276,99 +265,52 @@ class StackWriter:
         offsets: Sequence[float] | None = None,
         tags: Mapping[str, str] | None = None,
         band_tags: Sequence[Mapping[str, str]] | None = None,
-        overview_factors: Sequence[int] = (),
+        overview_factors: Sequence[int] | None = None,
         overview_resampling: Resampling = Resampling.average,
         tile_size: int | None = None,
         compression: str = "zstd",
     ):
-        self.path = Path(path)
-        self.grid = grid
         # Band interleaving: GDAL builds overviews of a pixel-interleaved, compressed multiband file
         # about 15 times slower (measured: 15.6 s against 1.1 s for 10 bands of 1500 x 1500).
-        self._profile = geotiff_profile(grid, count, dtype, 0, interleave="band")
-        if tile_size is not None:
-            self._profile.update(blockxsize=tile_size, blockysize=tile_size)
         # Level 1 of either codec: measured on a 10-band 2,196 px stack, deflate 6 took 5.9 s to
         # write, deflate 1 1.2 s, zstd 1 0.55 s, for 48 / 50 / 52 MB.
-        self._profile.pop("zlevel", None)
+        profile: dict[str, Any] = {"interleave": "band", "zlevel": None}
+        if tile_size is not None:
+            profile.update(blockxsize=tile_size, blockysize=tile_size)
         if compression == "zstd":
-            self._profile.update(compress="zstd", zstd_level=1)
+            profile.update(compress="zstd", zstd_level=1)
         else:
-            self._profile.update(compress="deflate", zlevel=1)
-        self._descriptions = list(descriptions)
-        self._scales = scales
-        self._offsets = offsets
-        self._tags = dict(tags or {})
-        self._band_tags = list(band_tags or [])
-        self._overviews = list(overview_factors)
-        self._overview_resampling = overview_resampling
-        self._atomic: Any = None
-        self._dataset: Any = None
+            profile.update(compress="deflate", zlevel=1)
+        super().__init__(
+            path,
+            grid,
+            count,
+            dtype,
+            0,
+            cog=True,
+            profile=profile,
+            descriptions=descriptions,
+            band_tags=band_tags,
+            scales=scales,
+            offsets=offsets,
+            tags=tags,
+            overviews=overview_factors,
+            overview_resampling=overview_resampling,
+            compressed_fraction=COMPRESSED_FRACTION,
+            style=lambda final: write_stack_style(final, self.descriptions, self.tags),
+        )
 
     def estimated_bytes(self) -> float:
         """About the size of the file: raw values x :data:`COMPRESSED_FRACTION`, plus overviews."""
-        grid, profile = self.grid, self._profile
-        raw = grid.width * grid.height * profile["count"] * np.dtype(profile["dtype"]).itemsize
-        size = raw * COMPRESSED_FRACTION
-        return size + overview_bytes(size, self._overviews)
+        return self.needs_bytes / 2  # the stage and the COG are on the device together
 
     def __enter__(self) -> StackWriter:
-        # Leftovers of a killed run are removed and free space is checked before anything is
-        # written (NoSpaceError: "no space left on device at ... (needs about N MB)").
-        # The stage and the COG copied from it are on the device together at the end.
-        self._atomic = atomic_path(self.path, needs_bytes=2 * self.estimated_bytes())
-        self._tmp = self._atomic.__enter__()
-        self._stage = partial_path(self.path, "stage").with_suffix(".tif")
-        try:
-            self._dataset = rasterio.open(self._stage, "w", **self._profile)
-        except BaseException:
-            if not self._atomic.__exit__(*sys.exc_info()):
-                raise
+        super().__enter__()
         return self
 
     def write(self, window: Window, array: np.ndarray) -> None:
         """Write ``(count, h, w)`` values into ``window``."""
-        self._dataset.write(array, window=window)
-
-    def __exit__(self, exc_type, exc, tb) -> bool:  # type: ignore[no-untyped-def]
-        dataset = self._dataset
-        try:
-            if exc_type is None:
-                for band, description in enumerate(self._descriptions, start=1):
-                    dataset.set_band_description(band, description)
-                for band, tags in enumerate(self._band_tags, start=1):
-                    dataset.update_tags(band, **tags)
-                if self._scales is not None:
-                    dataset.scales = tuple(float(s) for s in self._scales)
-                if self._offsets is not None:
-                    dataset.offsets = tuple(float(o) for o in self._offsets)
-                if self._tags:
-                    dataset.update_tags(**self._tags)
-            dataset.close()  # flushes every block: the size is known, failures show
-            if exc_type is None:
-                finish_overviews(
-                    self._stage, self._overviews, self._overview_resampling, self._profile
-                )
-                copy_as_cog(self._stage, self._tmp, self._profile)
-        except BaseException:
-            dataset.close()
-            self._stage.unlink(missing_ok=True)
-            Path(f"{self._stage}.aux.xml").unlink(missing_ok=True)
-            self._atomic.__exit__(*sys.exc_info())
-            raise
-        self._stage.unlink(missing_ok=True)
-        Path(f"{self._stage}.aux.xml").unlink(missing_ok=True)
-        if exc_type is None:
-            self._atomic.__exit__(None, None, None)
-            write_stack_style(self.path, self._descriptions, self._tags)
-        else:
-            try:  # removes the temporary; a write that failed on a full device becomes
-                self._atomic.__exit__(exc_type, exc, tb)  # NoSpaceError, which replaces exc
-            except NoSpaceError:
-                raise
-            except BaseException:
-                pass
-        return False
+        self.dataset.write(array, window=window)
 
 
 def write_stack_style(

@@ -34,20 +34,9 @@ from rasterio.windows import Window
 
 from s2landcover.classes import ClassTable
 from s2landcover.errors import InputError
-from s2landcover.io.atomic import partial_path
 from s2landcover.io.qgis_styles import write_class_style
-from s2landcover.io.rasters import (
-    Grid,
-    atomic_path,
-    copy_as_cog,
-    finish_overviews,
-    geotiff_profile,
-    grid_of,
-    open_raster,
-    overview_bytes,
-    write_category_names,
-    write_class_metadata,
-)
+from s2landcover.io.rasters import Grid, grid_of, open_raster
+from s2landcover.io.windowed import RasterWriter
 
 # GDAL's block cache is one per process and defaults to 5 % of RAM (6 GB on a 128 GB node); fixing
 # it makes the memory bound of mask downsampling independent of the machine.
@@ -211,16 +200,6 @@ def open_mask_source(path: str | Path) -> Iterator[MaskSource]:
         source.close()
 
 
-def overview_factors(width: int, height: int, smallest: int = 256) -> list[int]:
-    """Overview factors 2, 4, 8, ... until the smaller side falls below ``smallest`` px."""
-    factors = []
-    factor = 2
-    while min(width, height) // factor >= smallest:
-        factors.append(factor)
-        factor *= 2
-    return factors
-
-
 @contextlib.contextmanager
 def write_mask(
     out_path: str | Path,
@@ -230,27 +209,23 @@ def write_mask(
 ) -> Iterator[rasterio.io.DatasetWriter]:
     """Open a class-raster GeoTIFF on ``grid`` for window writes; finish it atomically as a COG.
 
-    The file is a Cloud-Optimized GeoTIFF (:func:`copy_as_cog` of a stage written window by window
-    beside it, ``.<name>.stage.tif``): uint8, nodata 0, tiled and DEFLATE-compressed, with the
-    class colour table, class names (tags, one item per value, and ``.aux.xml`` category names)
-    and overviews (``overview_resampling``); a QGIS style ``<stem>.qml`` with exactly the classes
-    is written beside it. Nothing appears at ``out_path`` unless the block completes.
+    The package's :class:`~s2landcover.io.windowed.RasterWriter` with ``cog=True``: uint8,
+    nodata 0, tiled and DEFLATE-compressed, with the class colour table, class names (tags, one
+    item per value, and ``.aux.xml`` category names) and overviews by the package's policy
+    (``overview_resampling``); a QGIS style ``<stem>.qml`` with exactly the classes is written
+    beside it. Yields the open (stage) dataset. Nothing appears at ``out_path`` unless the block
+    completes.
     """
-    profile = geotiff_profile(grid, count=1, dtype="uint8", nodata=0)
-    factors = overview_factors(grid.width, grid.height)
-    estimate = grid.width * grid.height * MASK_COMPRESSED_FRACTION
-    needs = 2 * (estimate + overview_bytes(estimate, factors))  # the stage and the COG
-    stage = partial_path(Path(out_path), "stage").with_suffix(".tif")
-    try:
-        with atomic_path(out_path, needs_bytes=needs) as tmp:
-            with rasterio.open(stage, "w", **profile) as dst:
-                write_class_metadata(dst, classes)
-                yield dst
-            # after closing (every block flushed): room checked, overviews (finish_overviews)
-            finish_overviews(stage, factors, overview_resampling, profile)
-            copy_as_cog(stage, tmp, profile)
-            write_category_names(tmp, classes)
-    finally:
-        stage.unlink(missing_ok=True)
-        Path(f"{stage}.aux.xml").unlink(missing_ok=True)
-    write_class_style(out_path, classes)
+    with RasterWriter(
+        out_path,
+        grid,
+        1,
+        "uint8",
+        0,
+        cog=True,
+        classes=classes,
+        overview_resampling=overview_resampling,
+        compressed_fraction=MASK_COMPRESSED_FRACTION,
+        style=lambda final: write_class_style(final, classes),
+    ) as writer:
+        yield writer.dataset

@@ -306,10 +306,10 @@ def plot_training_curves(table: pd.DataFrame, class_names: list[str], png_path: 
     """Write ``curves.png`` (atomically) from the metrics table: the figure of
     :func:`s2landcover.plots.training_curves_figure` (losses, val mIoU and accuracy, val IoU per
     class), the one drawing of training curves (evaluation's report and the pixel model use it)."""
-    from s2landcover.io.evaluation_io import write_bytes
+    from s2landcover.io.documents import write_bytes
     from s2landcover.plots import figure_png, training_curves_figure
 
-    write_bytes(png_path, figure_png(training_curves_figure(table, class_names)))
+    write_bytes(figure_png(training_curves_figure(table, class_names)), png_path)
 
 
 def _read_split_table(split_path: Path) -> pd.DataFrame:
