@@ -10,7 +10,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "s2landcover"
 # Opening, reading, writing, moving or deleting files (the grep of issue 14).
 FILE_ACCESS = re.compile(
     r"\bopen\(|rasterio\.open|torch\.(load|save)|np\.(load|save)|read_parquet|to_parquet|"
-    r"read_file\(|to_file\(|shutil|os\.replace|pyogrio|\.unlink\(|\.rename\(|write_text|read_text"
+    r"read_file\(|to_file\(|shutil|os\.replace|pyogrio|\.unlink\(|\.rename\(|"
+    r"\.(write|read)_(text|bytes)\("
 )
 # Settings of the whole process: the CLI's (from the rule's {threads}), never a library function's.
 PROCESS_SETTINGS = re.compile(r"set_num_threads|cudnn\.benchmark|matplotlib\.use\(")
