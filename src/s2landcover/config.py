@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ def _key_path(path: Any) -> str:
     return "".join(parts) or "(top level)"
 
 
-def _extend_with_defaults(validator_class: type) -> type:
+def _extend_with_defaults(validator_class: Any) -> Any:
     """A validator that fills in ``default`` values while it validates (jsonschema's recipe)."""
     validate_properties = validator_class.VALIDATORS["properties"]
 
@@ -141,7 +141,7 @@ def _check_prediction(prediction: Mapping[str, Any]) -> None:
 
 # Checks of one section alone: they run on the whole config at workflow start and again on each
 # section a job is given (see config_from_json).
-_SECTION_CHECKS = {
+_SECTION_CHECKS: dict[str, Callable[[Any], None]] = {
     "split": _check_split,
     "classes": _check_classes,
     "scenes": _check_scenes,

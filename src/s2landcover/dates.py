@@ -395,27 +395,30 @@ def write_composite(
         with open_raster(path) as src:
             grids.append(grid_of(src))
     grid = grids[0]
-    for path, other in zip(paths[1:], grids[1:], strict=True):
-        if not other.same_as(grid):
+    for path, other_grid in zip(paths[1:], grids[1:], strict=True):
+        if not other_grid.same_as(grid):
             raise InputError(
-                f"map {path} ({other.describe()}) is not on the grid of {paths[0]} "
+                f"map {path} ({other_grid.describe()}) is not on the grid of {paths[0]} "
                 f"({grid.describe()}); a composite takes maps of one area on one grid"
             )
     classes = read_class_table(paths[0])
     if classes is None:
         raise InputError(f"map {paths[0]} has no class table (CLASS_TABLE tag of s2lc predict)")
     for path in paths[1:]:
-        other = read_class_table(path)
-        if other is None or other.names != classes.names:
+        other_classes = read_class_table(path)
+        if other_classes is None or other_classes.names != classes.names:
             raise InputError(
-                f"map {path} has other classes ({other.names if other else None}) than "
+                f"map {path} has other classes "
+                f"({other_classes.names if other_classes else None}) than "
                 f"{paths[0]} ({classes.names}); a composite merges maps of one model's classes"
             )
     if confidence_paths is not None:
-        for path in confidence_paths:
-            with open_raster(path) as src:
+        for confidence_path in confidence_paths:
+            with open_raster(confidence_path) as src:
                 if not grid_of(src).same_as(grid):
-                    raise InputError(f"confidence raster {path} is not on the grid of {paths[0]}")
+                    raise InputError(
+                        f"confidence raster {confidence_path} is not on the grid of {paths[0]}"
+                    )
     tags = {
         "SOURCE_DATES": json.dumps(list(dates)),
         "SOURCE_SCENES": json.dumps(names),

@@ -707,7 +707,7 @@ def _block_mean(array: np.ndarray, weights: np.ndarray, factor: int) -> np.ndarr
     return np.where(wsum > 0, a / np.maximum(wsum, 1e-9), 0)
 
 
-def no_data_corner(rows: np.ndarray, cols: np.ndarray, height: int, width: int) -> np.ndarray:
+def no_data_corner(rows: np.ndarray, cols: np.ndarray, height: float, width: float) -> np.ndarray:
     """True in the scene's no-data triangle (upper-right, like the edge of a satellite swath).
 
     ``rows`` / ``cols`` are fractional pixel-centre positions of any grid of the scene whose size
@@ -814,7 +814,7 @@ def make_demo_scene(
                 look,
                 rng,
             )
-            valid = (sum(fractions.values()) > 0).astype(np.float32)
+            valid = np.asarray(sum(fractions.values()) > 0, dtype=np.float32)
             out: dict[str, np.ndarray] = {}
             for res in (10, 20, 60):
                 k = res // 10

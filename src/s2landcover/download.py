@@ -440,9 +440,10 @@ def download_scene(
     staging = staging_folder(out_dir)
     if aoi is None:  # whole assets: into the staging folder first (resumable across runs)
         sizes = [asset.extra_fields.get("file:size") for _, asset in assets.values()]
+        stated = [size for size in sizes if isinstance(size, int)]
         try:
-            if all(isinstance(size, int) for size in sizes):  # the catalogue states every size
-                require_free_space(staging.parent, 1.05 * sum(sizes))  # + the JSON files
+            if len(stated) == len(sizes):  # the catalogue states every size
+                require_free_space(staging.parent, 1.05 * sum(stated))  # + the JSON files
             for band, (_, asset) in assets.items():
                 name = band + _asset_extension(asset.href)
                 download_file(
@@ -585,7 +586,9 @@ def download_worldcover(
     out_path = Path(out_path)
     with remote_raster_env(int(retry["retries"]), retry["timeout_s"], retry["backoff"]):
         with atomic_path(out_path) as tmp:
-            write_remote_mosaic(present, tmp, bounds_wgs84 if out_path.suffix != ".vrt" else None)
+            write_remote_mosaic(
+                present, tmp, list(bounds_wgs84) if out_path.suffix != ".vrt" else None
+            )
     return out_path
 
 
@@ -597,8 +600,8 @@ def download_worldcover_for_scenes(
 ) -> Path:
     """WorldCover covering the union of the scenes downloaded into ``download_dirs`` (their
     scene.json ``bounds_wgs84``), for a workflow rule that runs after the downloads."""
-    boxes = [read_json(Path(d) / "scene.json").get("bounds_wgs84") for d in download_dirs]
-    boxes = [b for b in boxes if b]
+    stated = [read_json(Path(d) / "scene.json").get("bounds_wgs84") for d in download_dirs]
+    boxes: list[list[float]] = [b for b in stated if b]
     if not boxes:
         raise InputError(f"none of {list(map(str, download_dirs))} states its bounds (scene.json)")
     union = [

@@ -514,7 +514,7 @@ def plan_ingest(
         raise InputError(f"scene source {source!r} must be a mapping with a `type`")
     names = _check_band_names(bands)
     kind = source["type"]
-    allowed = SOURCE_KEYS.get(kind)
+    allowed = SOURCE_KEYS.get(kind, set())
     unknown = sorted(set(source) - allowed) if allowed else []
     if unknown:
         raise InputError(

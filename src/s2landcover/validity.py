@@ -435,9 +435,9 @@ def write_validity(
             with open_raster(tmp, "w", **profile) as dst:
                 dst.write_colormap(1, VALIDITY_COLORS)
                 for window in _strips(grid):
-                    if reader is not None and reader[0] == "scl":
+                    if vrt is not None and reader is not None and reader[0] == "scl":
                         codes = scl_to_validity(vrt.read(1, window=window))
-                    elif reader is not None:
+                    elif vrt is not None and reader is not None:
                         values = vrt.read(1, window=window, masked=True)
                         codes = map_file_values(values.filled(0), file_map, reader[1])
                         codes[np.ma.getmaskarray(values)] = NODATA

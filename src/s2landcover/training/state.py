@@ -194,7 +194,8 @@ def restore_training_state(trainer: L.Trainer, state: Mapping[str, Any]) -> None
         trainer.precision_plugin.load_state_dict(state["precision"])
     loop = trainer.fit_loop
     epochs = int(state["epochs_completed"])
-    for progress in (loop.epoch_progress.total, loop.epoch_progress.current):
+    trackers: tuple[Any, ...] = (loop.epoch_progress.total, loop.epoch_progress.current)
+    for progress in trackers:  # total and current are trackers of different classes
         progress.ready = progress.started = progress.processed = progress.completed = epochs
     steps = loop.epoch_loop.automatic_optimization.optim_progress.optimizer.step.total
     steps.ready = steps.completed = int(state["global_step"])
