@@ -12,7 +12,7 @@ CORES ?= all
 setup: $(STAMP)
 
 # Reinstalls when pyproject.toml changes. Extras: [slurm] the Snakemake SLURM executor, [distributed]
-# dask.distributed for compute.dask_scheduler, [dev] pytest, ruff, snakefmt.
+# dask.distributed for compute.dask_scheduler, [dev] pytest, ruff, snakefmt, mypy.
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 needed, found " + sys.version' 
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/snakefmt --check Snakefile workflow/rules
+	$(BIN)/mypy
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --lint
 
 format: $(STAMP)

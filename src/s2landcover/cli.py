@@ -24,11 +24,14 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from s2landcover import __version__
 from s2landcover.config import ConfigError, config_from_json, load_config, validate_config
 from s2landcover.errors import AcquisitionError, InputError
+
+if TYPE_CHECKING:
+    from s2landcover.classes import ClassTable
 
 log = logging.getLogger("s2landcover")
 
@@ -61,7 +64,7 @@ def _config_of(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
-def _classes(config: dict[str, Any]):  # type: ignore[no-untyped-def]
+def _classes(config: dict[str, Any]) -> ClassTable:
     from s2landcover.classes import ClassTable
 
     return ClassTable.from_config(config["classes"])

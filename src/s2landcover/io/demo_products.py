@@ -11,9 +11,10 @@ those the reader parses.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rasterio.windows import Window
@@ -202,7 +203,7 @@ def write_safe_product(
         write_text(_manifest(info), tmp_safe / "manifest.safe")
 
 
-def _chain(first, rest):  # type: ignore[no-untyped-def]
+def _chain(first: Any, rest: Iterable[Any]) -> Iterator[Any]:
     yield first
     yield from rest
 
