@@ -330,12 +330,10 @@ def child_predict_in_memory(p: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from s2landcover.predict import (
-        WindowGrid,
         choose_device,
         model_from_checkpoint,
         stitch_in_memory,
-        window_side,
-        window_stride,
+        window_grid,
     )
     from s2landcover.radiometry import to_network_input
 
@@ -364,8 +362,8 @@ def child_predict_in_memory(p: dict[str, Any]) -> dict[str, Any]:
         scales, offsets, nodata = src.scales, src.offsets, src.nodata
     image, valid = to_network_input(stored, scales, offsets, meta["mean"], meta["std"], nodata)
     del stored
-    window = window_side(cfg, int(meta["tile_size"]))
-    grid = WindowGrid.for_scene(*image.shape[1:], window, window_stride(window, cfg["overlap"]))
+    # The windows predict_scene uses for these settings (margin-based by default).
+    grid = window_grid(cfg, int(meta["tile_size"]), *image.shape[1:], device)
     num_classes = len(meta["classes"]["names"])
     blended = stitch_in_memory(
         OnDevice(model).eval(), image, grid, num_classes, cfg["blend"], batch_size=cfg["batch_size"]
