@@ -316,6 +316,12 @@ def _mb(value: float) -> str:
 def table(rows: list[dict[str, Any]], args: argparse.Namespace, notes: dict[str, Any]) -> str:
     """The Markdown report."""
     size = args.size
+    maker = (
+        "`s2lc make-demo-scene`"
+        if args.scene_maker == "demo"
+        else "the demo landscape's classes at 10 m, one demo spectrum per class, 4 % noise,"
+        " written by the demo's SAFE writer"
+    )
     lines = [
         f"# Full size: every stage on a {size:,} x {size:,} px tile with a "
         f"{size * args.map_factor:,} x {size * args.map_factor:,} px map",
@@ -326,7 +332,7 @@ def table(rows: list[dict[str, Any]], args: argparse.Namespace, notes: dict[str,
         f" {notes['load_end']}. The machine was shared: wall times are under that load, not"
         " idle figures.",
         "",
-        f"Inputs: a synthetic Sentinel-2 L2A SAFE (`s2lc make-demo-scene`, lossless JP2 at native"
+        f"Inputs: a synthetic Sentinel-2 L2A SAFE ({maker}, lossless JP2 at native"
         f" resolution: 10 m bands {size:,}², 20 m bands {size // 2:,}², 60 m {-(-size // 6):,}²,"
         f" {notes['safe_mb']:,.0f} MB) and a {10 / args.map_factor:g} m land-cover map"
         f" ({size * args.map_factor:,}² px, the demo landscape evaluated every {args.map_step} px,"
