@@ -43,8 +43,8 @@ bench: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/bench_pipeline.py --out docs/benchmarks/README.md
 
 # Every stage at full size: a synthetic 10,980 x 10,980 px 10-band tile and a 109,800 x 109,800 px
-# 1 m map (results/bench_full/, ~30 GB, removed at the end); wall time, peak RSS and disk per stage
-# into docs/benchmarks/full_size.md. About an hour on 2 cores; not part of `make test`.
+# 1 m map (results/bench_full/, ~5 GB, removed at the end); wall time, peak RSS and disk per stage
+# into docs/benchmarks/full_size.md. About an hour on 2 loaded cores; not part of `make test`.
 bench-full: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" nice -n 5 $(BIN)/python benchmarks/bench_full.py --out docs/benchmarks/full_size.md
 

@@ -1,8 +1,8 @@
 """The pipeline's stages at full size: one Sentinel-2 tile (10,980 x 10,980 px, 10 bands) and a
 1 m land-cover map of it (109,800 x 109,800 px); wall time, peak RSS and disk per stage.
 
-Run with ``make bench-full`` (about an hour on a 2-core machine; ~30 GB of scratch disk, removed at
-the end). Not part of the test suite, which runs it only at toy size (``--size 120``).
+Run with ``make bench-full`` (about an hour on a loaded 2-core machine; ~5 GB of scratch disk,
+removed at the end). Not part of the test suite, which runs it only at toy size (``--size 200``).
 
 What it does, in a scratch folder (``--work``):
 
@@ -10,10 +10,12 @@ What it does, in a scratch folder (``--work``):
    - the 1 m map: the demo's landscape (:class:`s2landcover.demo.DemoLandscape`, the same one the
      workflow's demo uses) evaluated every ``--map-step`` metres and repeated to 1 m pixels, written
      window by window as a tiled, DEFLATE-compressed GeoTIFF with overviews (the demo's writer,
-     :func:`s2lc.io.windowed.write_geotiff_windows`): nothing full-size is ever in memory. At
-     ``--map-step 1`` it is exactly the demo's map (about 40 CPU-minutes at full size);
-   - the scene: ``s2lc make-demo-scene``, a Sentinel-2 L2A SAFE product whose bands are lossless JP2
-     at their native resolution (10 m bands 10,980², 20 m bands 5,490², 60 m bands 1,830², SCL).
+     :func:`s2landcover.io.windowed.write_geotiff_windows`): nothing full-size is ever in memory.
+     At ``--map-step 1`` its pixels are the demo's map's (about 40 CPU-minutes at full size);
+   - the scene: a Sentinel-2 L2A SAFE product whose bands are lossless JP2 at their native
+     resolution (10 m bands 10,980², 20 m bands 5,490², 60 m bands 1,830², SCL), written by the
+     demo's SAFE writer from one spectrum per class (:func:`write_scene`, a few CPU-minutes), or
+     with ``--scene-maker demo`` by ``s2lc make-demo-scene`` itself (~15 CPU-minutes).
 2. The stages, each the project's own command (``s2lc ...``, as the workflow's rules call them) in
    its own process: ingest (10 bands: B02 B03 B04 B08 at 10 m, B05 B06 B07 B8A B11 B12 at 20 m),
    validity (from SCL), downsample-mask (the 1 m map onto the 10 m grid), tile, filter, split and
