@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CORES ?= all
 
-.PHONY: setup run test lint format bench clean-results
+.PHONY: setup run test lint format bench bench-full clean-results
 
 setup: $(STAMP)
 
@@ -42,6 +42,12 @@ format: $(STAMP)
 # stitcher); writes the table the README links to. About 8 minutes on 2 cores.
 bench: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/bench_pipeline.py --out docs/benchmarks/README.md
+
+# Every stage at full size: a synthetic 10,980 x 10,980 px 10-band tile and a 109,800 x 109,800 px
+# 1 m map (results/bench_full/, ~5 GB, removed at the end); wall time, peak RSS and disk per stage
+# into docs/benchmarks/full_size.md. About an hour on 2 loaded cores; not part of `make test`.
+bench-full: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" nice -n 5 $(BIN)/python benchmarks/bench_full.py --out docs/benchmarks/full_size.md
 
 clean-results:
 	rm -rf results/* .snakemake

@@ -31,3 +31,38 @@ def test_gpu_benchmark_smoke_mode_writes_its_table(
         assert value > 0, row
     assert "device cpu" in table
     sys.modules.pop("bench_gpu", None)
+
+
+@pytest.mark.slow
+def test_full_size_benchmark_runs_every_stage_at_toy_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make bench-full` at toy size: every stage runs through its s2lc command and gets a row with
+    its wall time, peak RSS and disk written; the scratch folder is removed at the end."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import bench_full
+
+    out, work = tmp_path / "full.md", tmp_path / "work"
+    args = ["--size", "200", "--tile", "64", "--nice", "0", "--work", str(work), "--out", str(out)]
+    assert bench_full.main(args) == 0
+    table = out.read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    stages = [row.split("|")[1].strip() for row in rows[1:]]
+    assert stages[2:8] == [
+        "ingest",
+        "validity (SCL)",
+        "downsample-mask",
+        "tile",
+        "filter",
+        "split",
+    ], table
+    assert stages[-1] == "predict" and len(stages) == 10, table
+    for row in rows[1:]:
+        cells = [cell.strip().replace(",", "") for cell in row.split("|")[2:7]]
+        wall, peak_tree, peak_largest, written, outputs = (float(cell) for cell in cells)
+        assert wall > 0 and peak_tree > 0 and peak_largest > 0, row
+        assert written >= 0 and outputs > 0, row
+    assert "Stages above 8 GiB peak RSS: none" in table
+    assert "predict --config config.yaml" in table  # the command of each stage, as run
+    assert not work.exists()
+    sys.modules.pop("bench_full", None)
