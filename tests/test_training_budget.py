@@ -21,6 +21,7 @@ from s2landcover.training.data import (
     EpochSampler,
     SceneInput,
     band_jitter,
+    class_balanced_chip_weights,
 )
 from s2landcover.training.losses import cross_entropy_loss
 from s2landcover.training.train import train_model, training_budget
@@ -289,3 +290,70 @@ def test_encoder_weights_of_another_encoder_are_refused(tmp_path: Path) -> None:
     torch.save({"features.0.weight": torch.zeros(8, 3, 3, 3)}, path)
     with pytest.raises(InputError, match="does not fit the encoder"):
         build_segmentation_model("Unet", "resnet18", 4, 3, encoder_weights=path)
+
+
+def test_balanced_chip_weights_draw_rare_class_chips_in_proportion() -> None:
+    # 3 chips: all class A (common), half A half B, all B; B is 1/4 of the pixels.
+    counts = np.array([[100.0, 0.0], [50.0, 50.0], [0.0, 50.0]])
+    shares = np.array([150.0, 100.0]) / 250.0
+    weights = class_balanced_chip_weights(counts, power=1.0)
+    worth = 1.0 / shares
+    expected = np.array([worth[0], (worth[0] + worth[1]) / 2, worth[1]])
+    np.testing.assert_allclose(weights, expected / expected.mean())
+    assert np.allclose(class_balanced_chip_weights(counts, power=0.0), 1.0)
+    # a chip without labelled pixels is never drawn
+    assert class_balanced_chip_weights(np.array([[10.0, 0.0], [0.0, 0.0]]))[1] == 0.0
+
+
+def test_weighted_epoch_sampler_draws_by_weight_with_distinct_keys() -> None:
+    sampler = EpochSampler(3, seed=5, num_samples=3000, weights=[1.0, 0.0, 3.0])
+    sampler.set_epoch(2)
+    keys = [position for _, position in sampler]
+    assert len(keys) == 3000 and len(set(keys)) == 3000  # each draw its own window/augmentation
+    chips = np.bincount(np.array(keys) % 3, minlength=3)
+    assert chips[1] == 0
+    assert 0.70 < chips[2] / 3000 < 0.80
+    again = EpochSampler(3, seed=5, num_samples=3000, weights=[1.0, 0.0, 3.0])
+    again.set_epoch(2)
+    assert [p for _, p in again] == keys  # keyed by (seed, epoch), not streamed
+    with pytest.raises(ValueError, match="3 finite values"):
+        EpochSampler(3, seed=5, weights=[1.0, -1.0, 1.0])
+
+
+def test_training_with_balanced_sampling_and_encoder_depth_3_predicts(
+    coded_chips: dict, tmp_path: Path
+) -> None:
+    from s2landcover.predict import model_from_checkpoint
+
+    config = validate_config(
+        {
+            "bands": BANDS,
+            "classes": CLASSES,
+            "tile_size": CHIP,
+            "model": {"encoder": "resnet18", "encoder_depth": 3},
+            "training": {
+                "steps": 2,
+                "steps_per_epoch": 1,
+                "batch_size": 2,
+                "crop_size": 32,
+                "num_workers": 0,
+                "sampling": "inverse_frequency",
+            },
+        }
+    )
+    summary = train_model(
+        coded_chips["split"], coded_chips["chips_root"], tmp_path / "m", config, progress=False
+    )
+    assert summary["steps_completed"] == 2
+    network, metadata = model_from_checkpoint(summary["model"])  # rebuilt from model.pt alone
+    assert metadata["encoder_depth"] == 3 and len(network.decoder.blocks) == 3
+
+
+@pytest.mark.parametrize("depth", [3, 4])
+def test_encoder_depth_builds_a_shallower_unet_that_predict_rebuilds(depth: int) -> None:
+    shallow = build_segmentation_model("Unet", "resnet18", 4, 3, encoder_depth=depth)
+    deep = build_segmentation_model("Unet", "resnet18", 4, 3)
+    assert shallow(torch.zeros(1, 4, 32, 32)).shape == (1, 3, 32, 32)
+    assert len(shallow.decoder.blocks) == depth and len(deep.decoder.blocks) == 5
+    with pytest.raises(InputError, match="encoder_depth"):
+        build_segmentation_model("Unet", "resnet18", 4, 3, encoder_depth=2)

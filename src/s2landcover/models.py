@@ -17,6 +17,9 @@ from torch import nn
 from s2landcover.errors import InputError
 
 
+DECODER_CHANNELS = (256, 128, 64, 32, 16)  # smp's Unet decoder channels at encoder depth 5
+
+
 def segmentation_architectures() -> list[str]:
     """Architecture names known to segmentation-models-pytorch (e.g. Unet, UnetPlusPlus, FPN)."""
     return sorted(cls.__name__ for cls in smp.MODEL_ARCHITECTURES_MAPPING.values())
@@ -33,6 +36,7 @@ def build_segmentation_model(
     in_channels: int,
     num_classes: int,
     encoder_weights: str | Path | None = None,
+    encoder_depth: int = 5,
 ) -> nn.Module:
     """A segmentation network with ``in_channels`` inputs and ``num_classes`` logit channels.
 
@@ -42,6 +46,9 @@ def build_segmentation_model(
         in_channels: number of input bands.
         num_classes: K, the number of classes without no data.
         encoder_weights: None (random initialisation) or a local weights file for the encoder.
+        encoder_depth: encoder stages used, 3 to 5 (5: the deepest features are 1/32 of the input
+            side; 3: 1/8, a lighter and finer-grained network). Unet and UnetPlusPlus then get
+            the last ``encoder_depth`` of smp's decoder channels (256, 128, 64, 32, 16).
 
     Raises:
         InputError: for an unknown architecture or encoder (listing the valid names) or a weights
@@ -58,12 +65,21 @@ def build_segmentation_model(
             f"model.encoder {encoder!r} is not a segmentation-models-pytorch encoder; valid: "
             f"{', '.join(encoder_names())}"
         )
+    depth = int(encoder_depth)
+    if not 3 <= depth <= 5:
+        raise InputError(f"model.encoder_depth = {encoder_depth!r}; expected 3, 4 or 5")
+    extra: dict[str, object] = {}
+    if depth != 5:  # depth 5: smp's defaults, exactly the network of before the key existed
+        extra["encoder_depth"] = depth
+        if by_lower[architecture.lower()] in ("Unet", "UnetPlusPlus"):
+            extra["decoder_channels"] = DECODER_CHANNELS[-depth:]
     model = smp.create_model(
         by_lower[architecture.lower()],
         encoder_name=encoder,
         encoder_weights=None,
         in_channels=in_channels,
         classes=num_classes,
+        **extra,
     )
     if encoder_weights is not None:
         load_encoder_weights(model.encoder, encoder_weights, in_channels)

@@ -798,7 +798,11 @@ def model_from_checkpoint(checkpoint_path: str | Path) -> tuple[nn.Module, dict[
         )
     classes = ClassTable.from_dict(metadata["classes"])
     model = build_segmentation_model(
-        metadata["architecture"], metadata["encoder"], len(metadata["bands"]), classes.num_classes
+        metadata["architecture"],
+        metadata["encoder"],
+        len(metadata["bands"]),
+        classes.num_classes,
+        encoder_depth=int(metadata.get("encoder_depth", 5)),  # 5 in models written before the key
     )
     try:
         model.load_state_dict(state_dict, strict=True)

@@ -90,6 +90,7 @@ class SegmentationTask:
             in_channels,
             num_classes,
             model_config.get("encoder_weights"),
+            int(model_config.get("encoder_depth", 5)),
         )
 
     def chip_targets(self, chip_index: pd.DataFrame, num_classes: int) -> np.ndarray | None:
