@@ -16,7 +16,6 @@ from torch import nn
 
 from s2landcover.errors import InputError
 
-
 DECODER_CHANNELS = (256, 128, 64, 32, 16)  # smp's Unet decoder channels at encoder depth 5
 
 
