@@ -14,7 +14,7 @@ import torch
 from chip_store_helpers import BANDS, CLASSES, write_chip_store
 from s2landcover.config import validate_config
 from s2landcover.errors import InputError
-from s2landcover.models import build_segmentation_model
+from s2landcover.models import PixelBranchNet, build_segmentation_model
 from s2landcover.training.data import (
     AugmentSettings,
     ChipDataset,
@@ -330,7 +330,7 @@ def test_training_with_balanced_sampling_and_encoder_depth_3_predicts(
             "bands": BANDS,
             "classes": CLASSES,
             "tile_size": CHIP,
-            "model": {"encoder": "resnet18", "encoder_depth": 3},
+            "model": {"encoder": "resnet18", "encoder_depth": 3, "pixel_branch": 8},
             "training": {
                 "steps": 2,
                 "steps_per_epoch": 1,
@@ -346,7 +346,8 @@ def test_training_with_balanced_sampling_and_encoder_depth_3_predicts(
     )
     assert summary["steps_completed"] == 2
     network, metadata = model_from_checkpoint(summary["model"])  # rebuilt from model.pt alone
-    assert metadata["encoder_depth"] == 3 and len(network.decoder.blocks) == 3
+    assert metadata["encoder_depth"] == 3 and metadata["pixel_branch"] == 8
+    assert isinstance(network, PixelBranchNet) and len(network.net.decoder.blocks) == 3
 
 
 @pytest.mark.parametrize("depth", [3, 4])
@@ -357,3 +358,20 @@ def test_encoder_depth_builds_a_shallower_unet_that_predict_rebuilds(depth: int)
     assert len(shallow.decoder.blocks) == depth and len(deep.decoder.blocks) == 5
     with pytest.raises(InputError, match="encoder_depth"):
         build_segmentation_model("Unet", "resnet18", 4, 3, encoder_depth=2)
+
+
+def test_pixel_branch_adds_per_pixel_logits_at_full_resolution() -> None:
+    torch.manual_seed(0)
+    model = build_segmentation_model("Unet", "resnet18", 4, 3, encoder_depth=3, pixel_branch=16)
+    assert isinstance(model, PixelBranchNet)
+    model.eval()
+    image = torch.randn(1, 4, 32, 32)
+    changed = image.clone()
+    changed[0, :, 10, 20] += 3.0
+    with torch.no_grad():
+        branch = model.pixel(changed) - model.pixel(image)
+        total = model(image) - model.net(image) - model.pixel(image)
+    moved = branch.abs().sum(dim=1)[0] > 1e-6
+    assert moved[10, 20] and int(moved.sum()) == 1  # the branch sees one pixel's bands only
+    assert float(total.abs().max()) < 1e-5  # its logits are added to the network's
+    assert not isinstance(build_segmentation_model("Unet", "resnet18", 4, 3), PixelBranchNet)

@@ -36,6 +36,7 @@ def build_segmentation_model(
     num_classes: int,
     encoder_weights: str | Path | None = None,
     encoder_depth: int = 5,
+    pixel_branch: int = 0,
 ) -> nn.Module:
     """A segmentation network with ``in_channels`` inputs and ``num_classes`` logit channels.
 
@@ -48,6 +49,9 @@ def build_segmentation_model(
         encoder_depth: encoder stages used, 3 to 5 (5: the deepest features are 1/32 of the input
             side; 3: 1/8, a lighter and finer-grained network). Unet and UnetPlusPlus then get
             the last ``encoder_depth`` of smp's decoder channels (256, 128, 64, 32, 16).
+        pixel_branch: 0 (none) or the width of a per-pixel branch whose logits are added to the
+            network's (:class:`PixelBranchNet`): smp's encoders start with a stride-2
+            convolution, so no full-resolution path reaches the output otherwise.
 
     Raises:
         InputError: for an unknown architecture or encoder (listing the valid names) or a weights
@@ -82,7 +86,38 @@ def build_segmentation_model(
     )
     if encoder_weights is not None:
         load_encoder_weights(model.encoder, encoder_weights, in_channels)
+    if int(pixel_branch) < 0:
+        raise InputError(f"model.pixel_branch = {pixel_branch!r}; expected 0 (none) or a width")
+    if int(pixel_branch) > 0:
+        return PixelBranchNet(model, in_channels, num_classes, int(pixel_branch))
     return model
+
+
+class PixelBranchNet(nn.Module):
+    """A segmentation network plus a per-pixel branch: ``logits = net(x) + pixel(x)``.
+
+    The branch is three 1 x 1 convolutions (``in_channels -> width -> width -> classes``, batch
+    norm and ReLU between): a small per-pixel classifier of the bands at full resolution. The
+    network (``net``, e.g. a U-Net whose encoder starts with a stride-2 convolution) adds the
+    spatial context. Input (N, C, H, W) standardised reflectance; output (N, K, H, W) logits.
+    """
+
+    def __init__(self, net: nn.Module, in_channels: int, num_classes: int, width: int) -> None:
+        super().__init__()
+        self.net = net
+        self.pixel = nn.Sequential(
+            nn.Conv2d(in_channels, width, 1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, num_classes, 1),
+        )
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """Logits of the network plus those of the per-pixel branch."""
+        return self.net(image) + self.pixel(image)
 
 
 def load_encoder_weights(encoder: nn.Module, path: str | Path, in_channels: int) -> None:

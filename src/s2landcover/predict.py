@@ -803,6 +803,7 @@ def model_from_checkpoint(checkpoint_path: str | Path) -> tuple[nn.Module, dict[
         len(metadata["bands"]),
         classes.num_classes,
         encoder_depth=int(metadata.get("encoder_depth", 5)),  # 5 in models written before the key
+        pixel_branch=int(metadata.get("pixel_branch", 0)),
     )
     try:
         model.load_state_dict(state_dict, strict=True)

@@ -91,6 +91,7 @@ class SegmentationTask:
             num_classes,
             model_config.get("encoder_weights"),
             int(model_config.get("encoder_depth", 5)),
+            int(model_config.get("pixel_branch", 0)),
         )
 
     def chip_targets(self, chip_index: pd.DataFrame, num_classes: int) -> np.ndarray | None:

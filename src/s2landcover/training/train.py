@@ -417,6 +417,7 @@ def _scene_metadata(
         "architecture": config["model"]["architecture"],
         "encoder": config["model"]["encoder"],
         "encoder_depth": int(config["model"].get("encoder_depth", 5)),
+        "pixel_branch": int(config["model"].get("pixel_branch", 0)),
         "model_name": config["model"]["name"],
         "bands": list(meta["bands"]),
         "scales": list(scenes[first].scales),
