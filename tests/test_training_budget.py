@@ -131,8 +131,12 @@ def test_budget_derives_epochs_from_steps() -> None:
     assert (sized["epochs"], sized["max_steps"], sized["samples_per_epoch"]) == (4, 100, 100)
 
 
-def test_step_budget_stops_at_exactly_n_steps(coded_chips: dict, tmp_path: Path) -> None:
-    """steps 5, 2 steps per epoch: 5 optimizer steps (the schedule spans them), 3 validations."""
+def test_step_budget_stops_at_exactly_n_steps(
+    coded_chips: dict, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """steps 5, 2 steps per epoch: 5 optimizer steps (the schedule spans them), 3 validations;
+    the progress lines count the 3 epochs of the budget, not training.epochs."""
+    caplog.set_level("INFO", logger="s2landcover.training")
     summary = train_model(
         coded_chips["split"],
         coded_chips["chips_root"],
@@ -146,6 +150,7 @@ def test_step_budget_stops_at_exactly_n_steps(coded_chips: dict, tmp_path: Path)
     with open(tmp_path / "model" / "metrics.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert "epoch 1/3," in caplog.text and "/99," not in caplog.text
 
 
 def test_early_stopping_ends_training_when_val_miou_stalls(

@@ -659,7 +659,7 @@ def train_model(
         last_path, float(training["checkpoint_interval_s"]), parts, digests, resume=state
     )
     callbacks.append(last)
-    callbacks.append(EpochProgress(int(training["epochs"])))  # one line per epoch (progress.py)
+    callbacks.append(EpochProgress(int(budget["epochs"])))  # one line per epoch (progress.py)
     if progress:
         callbacks.append(StderrProgressBar())
     trainer = L.Trainer(
