@@ -195,10 +195,11 @@ def test_padding_reflects_image_and_ignores_padded_target() -> None:
 
 def test_unknown_architecture_or_encoder_lists_valid_names() -> None:
     task = SegmentationTask()
+    model = validate_config({})["model"]
     with pytest.raises(InputError, match="UnetPlusPlus"):
-        task.build_model({"architecture": "UNetX", "encoder": "resnet18"}, 4, 3)
+        task.build_model({**model, "architecture": "UNetX", "encoder": "resnet18"}, 4, 3)
     with pytest.raises(InputError, match="resnet34"):
-        task.build_model({"architecture": "Unet", "encoder": "resnet9000"}, 4, 3)
+        task.build_model({**model, "architecture": "Unet", "encoder": "resnet9000"}, 4, 3)
 
 
 def test_no_validation_chips_is_an_input_error(chip_data: dict, tmp_path: Path) -> None:

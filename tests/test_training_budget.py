@@ -14,13 +14,14 @@ import torch
 from chip_store_helpers import BANDS, CLASSES, write_chip_store
 from s2landcover.config import validate_config
 from s2landcover.errors import InputError
-from s2landcover.models import build_segmentation_model
+from s2landcover.models import PixelBranchNet, build_segmentation_model
 from s2landcover.training.data import (
     AugmentSettings,
     ChipDataset,
     EpochSampler,
     SceneInput,
     band_jitter,
+    class_balanced_chip_weights,
 )
 from s2landcover.training.losses import cross_entropy_loss
 from s2landcover.training.train import train_model, training_budget
@@ -131,8 +132,12 @@ def test_budget_derives_epochs_from_steps() -> None:
 
 
 @pytest.mark.slow
-def test_step_budget_stops_at_exactly_n_steps(coded_chips: dict, tmp_path: Path) -> None:
-    """steps 5, 2 steps per epoch: 5 optimizer steps (the schedule spans them), 3 validations."""
+def test_step_budget_stops_at_exactly_n_steps(
+    coded_chips: dict, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """steps 5, 2 steps per epoch: 5 optimizer steps (the schedule spans them), 3 validations;
+    the progress lines count the 3 epochs of the budget, not training.epochs."""
+    caplog.set_level("INFO", logger="s2landcover.training")
     summary = train_model(
         coded_chips["split"],
         coded_chips["chips_root"],
@@ -146,6 +151,7 @@ def test_step_budget_stops_at_exactly_n_steps(coded_chips: dict, tmp_path: Path)
     with open(tmp_path / "model" / "metrics.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert "epoch 1/3," in caplog.text and "/99," not in caplog.text
 
 
 @pytest.mark.slow
@@ -291,3 +297,88 @@ def test_encoder_weights_of_another_encoder_are_refused(tmp_path: Path) -> None:
     torch.save({"features.0.weight": torch.zeros(8, 3, 3, 3)}, path)
     with pytest.raises(InputError, match="does not fit the encoder"):
         build_segmentation_model("Unet", "resnet18", 4, 3, encoder_weights=path)
+
+
+def test_balanced_chip_weights_draw_rare_class_chips_in_proportion() -> None:
+    # 3 chips: all class A (common), half A half B, all B; B is 1/4 of the pixels.
+    counts = np.array([[100.0, 0.0], [50.0, 50.0], [0.0, 50.0]])
+    shares = np.array([150.0, 100.0]) / 250.0
+    weights = class_balanced_chip_weights(counts, power=1.0)
+    worth = 1.0 / shares
+    expected = np.array([worth[0], (worth[0] + worth[1]) / 2, worth[1]])
+    np.testing.assert_allclose(weights, expected / expected.mean())
+    assert np.allclose(class_balanced_chip_weights(counts, power=0.0), 1.0)
+    # a chip without labelled pixels is never drawn
+    assert class_balanced_chip_weights(np.array([[10.0, 0.0], [0.0, 0.0]]))[1] == 0.0
+
+
+def test_weighted_epoch_sampler_draws_by_weight_with_distinct_keys() -> None:
+    sampler = EpochSampler(3, seed=5, num_samples=3000, weights=[1.0, 0.0, 3.0])
+    sampler.set_epoch(2)
+    keys = [position for _, position in sampler]
+    assert len(keys) == 3000 and len(set(keys)) == 3000  # each draw its own window/augmentation
+    chips = np.bincount(np.array(keys) % 3, minlength=3)
+    assert chips[1] == 0
+    assert 0.70 < chips[2] / 3000 < 0.80
+    again = EpochSampler(3, seed=5, num_samples=3000, weights=[1.0, 0.0, 3.0])
+    again.set_epoch(2)
+    assert [p for _, p in again] == keys  # keyed by (seed, epoch), not streamed
+    with pytest.raises(ValueError, match="3 finite values"):
+        EpochSampler(3, seed=5, weights=[1.0, -1.0, 1.0])
+
+
+def test_training_with_balanced_sampling_and_encoder_depth_3_predicts(
+    coded_chips: dict, tmp_path: Path
+) -> None:
+    from s2landcover.predict import model_from_checkpoint
+
+    config = validate_config(
+        {
+            "bands": BANDS,
+            "classes": CLASSES,
+            "tile_size": CHIP,
+            "model": {"encoder": "resnet18", "encoder_depth": 3, "pixel_branch": 8},
+            "training": {
+                "steps": 2,
+                "steps_per_epoch": 1,
+                "batch_size": 2,
+                "crop_size": 32,
+                "num_workers": 0,
+                "sampling": "inverse_frequency",
+            },
+        }
+    )
+    summary = train_model(
+        coded_chips["split"], coded_chips["chips_root"], tmp_path / "m", config, progress=False
+    )
+    assert summary["steps_completed"] == 2
+    network, metadata = model_from_checkpoint(summary["model"])  # rebuilt from model.pt alone
+    assert metadata["encoder_depth"] == 3 and metadata["pixel_branch"] == 8
+    assert isinstance(network, PixelBranchNet) and len(network.net.decoder.blocks) == 3
+
+
+@pytest.mark.parametrize("depth", [3, 4])
+def test_encoder_depth_builds_a_shallower_unet_that_predict_rebuilds(depth: int) -> None:
+    shallow = build_segmentation_model("Unet", "resnet18", 4, 3, encoder_depth=depth)
+    deep = build_segmentation_model("Unet", "resnet18", 4, 3)
+    assert shallow(torch.zeros(1, 4, 32, 32)).shape == (1, 3, 32, 32)
+    assert len(shallow.decoder.blocks) == depth and len(deep.decoder.blocks) == 5
+    with pytest.raises(InputError, match="encoder_depth"):
+        build_segmentation_model("Unet", "resnet18", 4, 3, encoder_depth=2)
+
+
+def test_pixel_branch_adds_per_pixel_logits_at_full_resolution() -> None:
+    torch.manual_seed(0)
+    model = build_segmentation_model("Unet", "resnet18", 4, 3, encoder_depth=3, pixel_branch=16)
+    assert isinstance(model, PixelBranchNet)
+    model.eval()
+    image = torch.randn(1, 4, 32, 32)
+    changed = image.clone()
+    changed[0, :, 10, 20] += 3.0
+    with torch.no_grad():
+        branch = model.pixel(changed) - model.pixel(image)
+        total = model(image) - model.net(image) - model.pixel(image)
+    moved = branch.abs().sum(dim=1)[0] > 1e-6
+    assert moved[10, 20] and int(moved.sum()) == 1  # the branch sees one pixel's bands only
+    assert float(total.abs().max()) < 1e-5  # its logits are added to the network's
+    assert not isinstance(build_segmentation_model("Unet", "resnet18", 4, 3), PixelBranchNet)

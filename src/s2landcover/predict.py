@@ -761,7 +761,13 @@ def network_from_checkpoint(
             f"{TASK_PURPOSES.get(task_name, task_name)} needs a {task_name!r} model"
         )
     classes = ClassTable.from_dict(metadata["classes"])
-    model_section = {"architecture": metadata["architecture"], "encoder": metadata["encoder"]}
+    model_section = {
+        "architecture": metadata["architecture"],
+        "encoder": metadata["encoder"],
+        # Models written before these keys: a 5-level U-Net without a per-pixel branch.
+        "encoder_depth": int(metadata.get("encoder_depth", 5)),
+        "pixel_branch": int(metadata.get("pixel_branch", 0)),
+    }
     task = task_from_config(
         {
             "task": metadata["task"],

@@ -64,6 +64,10 @@ class EpochSampler(Sampler):
     several processes (``world_size`` > 1), rank ``r`` takes every ``world_size``-th key of the
     permutation, padded by its first keys to a multiple of ``world_size`` (as torch's
     ``DistributedSampler`` does). Lightning calls :meth:`set_epoch` before each epoch.
+
+    With ``weights`` (one per chip, >= 0; :func:`class_balanced_chip_weights`), the epoch's
+    ``num_samples`` chips are drawn with replacement in proportion to them instead (draw ``j``
+    of chip ``i`` has key ``i + j * size``), so chips holding rare classes come more often.
     """
 
     def __init__(
@@ -74,10 +78,17 @@ class EpochSampler(Sampler):
         rank: int = 0,
         world_size: int = 1,
         num_samples: int | None = None,
+        weights: Sequence[float] | np.ndarray | None = None,
     ) -> None:
         self.size, self.seed, self.shuffle = int(size), int(seed), shuffle
         self.rank, self.world_size = int(rank), int(world_size)
         self.num_samples = int(size if num_samples is None else num_samples)
+        self.weights = None
+        if weights is not None:
+            w = torch.as_tensor(np.asarray(weights, dtype=np.float64))
+            if w.shape != (self.size,) or not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
+                raise ValueError(f"sampling weights must be {self.size} finite values >= 0")
+            self.weights = w if float(w.sum()) > 0 else None
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -87,8 +98,18 @@ class EpochSampler(Sampler):
     def __len__(self) -> int:
         return -(-self.num_samples // self.world_size)
 
+    def _weighted_order(self) -> list[int]:
+        # Draws with replacement in proportion to the weights; draw j of chip i gets key
+        # i + j * size, so every draw has its own window and augmentation seed.
+        assert self.weights is not None
+        generator = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, ORDER_KEY))
+        chips = torch.multinomial(self.weights, self.num_samples, True, generator=generator)
+        return [int(chip) + draw * self.size for draw, chip in enumerate(chips.tolist())]
+
     def __iter__(self):  # type: ignore[no-untyped-def]
         order: list[int] = []
+        if self.weights is not None and self.shuffle:
+            order = self._weighted_order()
         repetition = 0
         while len(order) < self.num_samples:
             if self.shuffle:
@@ -105,6 +126,26 @@ class EpochSampler(Sampler):
         order += (order * (total // max(1, len(order)) + 1))[: total - len(order)]
         for position in order[self.rank : total : self.world_size]:
             yield (self.epoch, position)
+
+
+def class_balanced_chip_weights(counts: np.ndarray, power: float = 1.0) -> np.ndarray:
+    """Sampling weights of the training chips that lift rare classes (``training.sampling``).
+
+    ``counts`` (chips x K) holds each chip's labelled pixels per class (the chip index's
+    ``px_1..px_K``). A pixel of class k is worth ``(1 / f_k) ** power`` with ``f_k`` the class's
+    share of all the chips' labelled pixels; a chip's weight is the mean worth of its pixels
+    (0 for a chip without labelled pixels), rescaled to mean 1 over the chips. With ``power`` 1
+    every class is drawn about equally often in expectation (as far as the chips allow);
+    ``power`` 0 gives uniform weights.
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    total = counts.sum(axis=0)
+    shares = total / max(float(total.sum()), 1.0)
+    worth = np.where(shares > 0, np.maximum(shares, 1e-12) ** -float(power), 0.0)
+    pixels = counts.sum(axis=1)
+    weights = np.where(pixels > 0, (counts @ worth) / np.maximum(pixels, 1.0), 0.0)
+    mean = weights.mean() if len(weights) else 0.0
+    return weights / mean if mean > 0 else np.ones(len(counts))
 
 
 def open_chip_store(chip_dir: str | Path) -> ChipStore:
@@ -448,7 +489,8 @@ class ChipDataModule(L.LightningDataModule):
     last incomplete batch is kept (small training splits are common). The training order comes from
     :class:`EpochSampler` (seeded by ``seed`` and the epoch), ``samples_per_epoch`` samples an
     epoch (None: one pass over the training chips; more: chips repeated, each draw with its own
-    window and augmentation). Under DDP each process takes its share
+    window and augmentation; ``chip_weights``: chips drawn in proportion to them, see
+    :class:`EpochSampler`). Under DDP each process takes its share
     of the chips itself (the Trainer runs with ``use_distributed_sampler=False``): training through
     :class:`EpochSampler`, validation through torch's ``DistributedSampler`` without shuffling.
     """
@@ -462,9 +504,11 @@ class ChipDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         seed: int = 0,
         samples_per_epoch: int | None = None,
+        chip_weights: np.ndarray | None = None,
     ) -> None:
         super().__init__()
         self.samples_per_epoch = samples_per_epoch
+        self.chip_weights = chip_weights
         self.train_dataset = train_dataset
         self.val_dataset = val_dataset
         self.batch_size = batch_size
@@ -495,7 +539,13 @@ class ChipDataModule(L.LightningDataModule):
         """Training chips in an order drawn per epoch, augmented."""
         rank, world_size = self._ranks()
         sampler = EpochSampler(
-            len(self.train_dataset), self.seed, True, rank, world_size, self.samples_per_epoch
+            len(self.train_dataset),
+            self.seed,
+            True,
+            rank,
+            world_size,
+            self.samples_per_epoch,
+            self.chip_weights,
         )
         return self._loader(self.train_dataset, sampler)
 

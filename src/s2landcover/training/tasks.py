@@ -112,7 +112,15 @@ class SegmentationTask:
         self, model_config: Mapping[str, Any], in_channels: int, num_classes: int
     ) -> nn.Module:
         """``build_segmentation_model`` with the model section's architecture, encoder, weights."""
-        return _build_from_section(build_segmentation_model, model_config, in_channels, num_classes)
+        return build_segmentation_model(
+            model_config["architecture"],
+            model_config["encoder"],
+            in_channels,
+            num_classes,
+            model_config.get("encoder_weights"),  # absent in a checkpoint's model section
+            int(model_config["encoder_depth"]),
+            int(model_config["pixel_branch"]),
+        )
 
     def chip_targets(self, chip_index: pd.DataFrame, num_classes: int) -> np.ndarray | None:
         """None: the target is the mask."""

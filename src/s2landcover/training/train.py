@@ -67,6 +67,7 @@ from s2landcover.training.data import (
     ChipDataset,
     SceneInput,
     band_statistics,
+    class_balanced_chip_weights,
     open_chip_store,
 )
 from s2landcover.training.digests import data_fingerprint, training_data_metadata
@@ -395,6 +396,8 @@ def _scene_metadata(
         "task": task.name,
         "architecture": config["model"]["architecture"],
         "encoder": config["model"]["encoder"],
+        "encoder_depth": int(config["model"].get("encoder_depth", 5)),
+        "pixel_branch": int(config["model"].get("pixel_branch", 0)),
         "model_name": config["model"]["name"],
         "bands": list(meta["bands"]),
         "scales": list(scenes[first].scales),
@@ -443,6 +446,22 @@ def training_budget(training: Mapping[str, Any], train_samples: int) -> dict[str
         "max_steps": max_steps,
         "max_time": None if max_time_s is None else timedelta(seconds=float(max_time_s)),
     }
+
+
+SAMPLING_POWER = {"inverse_sqrt_frequency": 0.5, "inverse_frequency": 1.0}
+
+
+def _chip_weights(
+    training: Mapping[str, Any], chip_index: pd.DataFrame, num_classes: int
+) -> np.ndarray | None:
+    """``training.sampling``: None (uniform, each chip once per pass) or per-chip draw weights
+    from the chips' pixel counts per class (:func:`class_balanced_chip_weights`)."""
+    sampling = training.get("sampling", "uniform")
+    if sampling == "uniform":
+        return None
+    columns = [f"px_{k}" for k in range(1, num_classes + 1)]
+    counts = chip_index[columns].to_numpy(dtype=np.float64)
+    return class_balanced_chip_weights(counts, SAMPLING_POWER[sampling])
 
 
 def train_model(
@@ -540,6 +559,7 @@ def train_model(
         pin_memory=on_cuda,
         seed=seed,
         samples_per_epoch=budget["samples_per_epoch"],
+        chip_weights=_chip_weights(training, _index_rows(train_chips, stores), classes.num_classes),
     )
     module = LandCoverModule(
         task,
@@ -614,7 +634,7 @@ def train_model(
         last_path, float(training["checkpoint_interval_s"]), parts, digests, resume=state
     )
     callbacks.append(last)
-    callbacks.append(EpochProgress(int(training["epochs"])))  # one line per epoch (progress.py)
+    callbacks.append(EpochProgress(int(budget["epochs"])))  # one line per epoch (progress.py)
     if progress:
         callbacks.append(StderrProgressBar())
     trainer = L.Trainer(
