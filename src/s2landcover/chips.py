@@ -76,7 +76,7 @@ from s2landcover.io.chipstore import (
     write_table,
 )
 from s2landcover.io.documents import write_json
-from s2landcover.io.rasters import Grid, atomic_path, grid_of, open_raster
+from s2landcover.io.rasters import Grid, atomic_path, grid_of, open_raster, require_grid
 from s2landcover.progress import ProgressLog
 from s2landcover.validity import chip_validity_stats, invalid_pixels
 from s2landcover.windows import grid_windows
@@ -367,14 +367,13 @@ def _chip_record(
 
 
 def _check_same_grid(path: str | Path, what: str, grid: Grid, scene_path: Path) -> None:
-    with open_raster(path) as dataset:
-        other = grid_of(dataset)
-    if not other.same_as(grid):
-        raise InputError(
-            f"{what} {path} is not on the grid of scene {scene_path}: "
-            f"{what} grid {other.describe()}, "
-            f"scene grid {grid.describe()}; expected exactly the scene's grid (run downsample-mask)"
-        )
+    require_grid(
+        path,
+        grid,
+        what,
+        f"scene {scene_path}",
+        "expected exactly the scene's grid (run downsample-mask)",
+    )
 
 
 # --- filtering ---------------------------------------------------------------------------------

@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 from rasterio.enums import Resampling
-from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
@@ -44,6 +43,8 @@ from s2landcover.io.rasters import (
     grid_of,
     open_raster,
     read_class_table,
+    require_grid,
+    warped_onto,
 )
 from s2landcover.io.stack import StackWriter
 from s2landcover.validity import (
@@ -100,15 +101,7 @@ def _on_grid(
                 f"footprint ({grid.describe()}); the dates of a stack or composite must cover one "
                 f"area (at least {100 * MIN_SHARED_AREA:.0f} %)"
             )
-        with WarpedVRT(
-            src,
-            crs=grid.crs,
-            transform=grid.transform,
-            width=grid.width,
-            height=grid.height,
-            resampling=resampling,
-            nodata=src.nodata if src.nodata is not None else 0,
-        ) as vrt:
+        with warped_onto(src, grid, resampling, src.nodata if src.nodata is not None else 0) as vrt:
             yield vrt, True
 
 
@@ -414,11 +407,9 @@ def write_composite(
             )
     if confidence_paths is not None:
         for confidence_path in confidence_paths:
-            with open_raster(confidence_path) as src:
-                if not grid_of(src).same_as(grid):
-                    raise InputError(
-                        f"confidence raster {confidence_path} is not on the grid of {paths[0]}"
-                    )
+            require_grid(
+                confidence_path, grid, "confidence raster", f"map {paths[0]}", "give one per map"
+            )
     tags = {
         "SOURCE_DATES": json.dumps(list(dates)),
         "SOURCE_SCENES": json.dumps(names),

@@ -60,13 +60,20 @@ from typing import Any
 import numpy as np
 from affine import Affine
 from rasterio.enums import Resampling
-from rasterio.vrt import WarpedVRT
 from rasterio.warp import reproject
 from rasterio.windows import Window
 
 from s2landcover.errors import InputError
 from s2landcover.io.qgis_styles import write_code_style
-from s2landcover.io.rasters import Grid, atomic_path, geotiff_profile, grid_of, open_raster
+from s2landcover.io.rasters import (
+    Grid,
+    atomic_path,
+    geotiff_profile,
+    grid_of,
+    open_raster,
+    require_grid,
+    warped_onto,
+)
 
 log = logging.getLogger(__name__)
 
@@ -254,17 +261,8 @@ def _strips(grid: Grid, rows: int = STRIP_ROWS) -> Iterator[Window]:
         yield Window(0, row, grid.width, min(rows, grid.height - row))
 
 
-def _warped(dataset: Any, grid: Grid, resampling: Resampling, nodata: float | None) -> WarpedVRT:
-    return WarpedVRT(
-        dataset,
-        crs=grid.crs,
-        transform=grid.transform,
-        width=grid.width,
-        height=grid.height,
-        resampling=resampling,
-        src_nodata=nodata,
-        nodata=nodata,
-    )
+def _warped(dataset: Any, grid: Grid, resampling: Resampling, nodata: float | None) -> Any:
+    return warped_onto(dataset, grid, resampling, nodata, src_nodata=nodata)
 
 
 def _scene_nodata(scene: Any, window: Window) -> np.ndarray:
@@ -513,11 +511,10 @@ def read_validity_window(path: str | Path, window: Window) -> np.ndarray:
 
 def check_validity_grid(path: str | Path, grid: Grid, what: str) -> None:
     """:class:`InputError` unless the validity raster at ``path`` is exactly on ``grid``."""
-    with open_raster(path) as src:
-        other = grid_of(src)
-    if not other.same_as(grid):
-        raise InputError(
-            f"validity raster {path} ({other.describe()}) is not on the grid of {what} "
-            f"({grid.describe()}); expected the same CRS, transform and size (run s2lc validity "
-            "on that scene stack)"
-        )
+    require_grid(
+        path,
+        grid,
+        "validity raster",
+        what,
+        "expected the same CRS, transform and size (run s2lc validity on that scene stack)",
+    )

@@ -23,6 +23,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioIOError
+from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from s2landcover.classes import (
@@ -117,6 +118,40 @@ def read_grid(path: str | Path) -> Grid:
 def grid_of(dataset: rasterio.io.DatasetReaderBase) -> Grid:
     """The grid of an open dataset."""
     return Grid(dataset.crs, dataset.transform, dataset.width, dataset.height)
+
+
+def require_grid(path: str | Path, grid: Grid, name: str, reference: str, hint: str) -> None:
+    """:class:`InputError` unless the raster at ``path`` is exactly on ``grid`` (same CRS,
+    transform and size): "``name`` ``path`` (its grid) is not on the grid of ``reference`` (the
+    grid); ``hint``"."""
+    own = read_grid(path)
+    if not own.same_as(grid):
+        raise InputError(
+            f"{name} {path} ({own.describe()}) is not on the grid of {reference} "
+            f"({grid.describe()}); {hint}"
+        )
+
+
+def warped_onto(
+    dataset: rasterio.io.DatasetReaderBase,
+    grid: Grid,
+    resampling: Resampling,
+    nodata: float | None,
+    **source_nodata: float | None,
+) -> WarpedVRT:
+    """GDAL's warper: ``dataset`` seen on ``grid`` (a :class:`rasterio.vrt.WarpedVRT`, read
+    lazily window by window), ``nodata`` outside the source; ``src_nodata=`` overrides the
+    source's own no-data value."""
+    return WarpedVRT(
+        dataset,
+        crs=grid.crs,
+        transform=grid.transform,
+        width=grid.width,
+        height=grid.height,
+        resampling=resampling,
+        nodata=nodata,
+        **source_nodata,
+    )
 
 
 def geotiff_profile(grid: Grid, count: int, dtype: str, nodata: float | None, **extra: Any) -> dict:
