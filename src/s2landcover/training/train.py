@@ -64,6 +64,7 @@ from s2landcover.training.data import (
     SceneInput,
     band_statistics,
     open_chip_store,
+    resolve_num_workers,
 )
 from s2landcover.training.digests import data_fingerprint, training_data_metadata
 from s2landcover.training.losses import class_weights_from_counts
@@ -86,13 +87,55 @@ METRICS_FILE = "metrics.csv"
 CURVES_FILE = "curves.png"
 
 
+# training.precision -> Lightning's precision (the older Lightning names stay accepted).
+PRECISION_NAMES = {
+    "float32": "32-true",
+    "32": "32-true",
+    "bfloat16": "bf16-mixed",
+    "bf16-mixed": "bf16-mixed",
+    "float16": "16-mixed",
+    "16-mixed": "16-mixed",
+}
+LAYOUTS = ("auto", "channels_last", "contiguous")
+# auto on a CPU: bf16 autocast where the CPU computes bf16 natively (and channels-last): measured
+# in docs/benchmarks/training.md ("Precision and layout on the CPU").
+CPU_AUTO_BF16 = True
+
+
 def resolve_precision(setting: str, on_cuda: bool) -> str:
-    """Lightning precision: ``auto`` is bf16-mixed on GPUs with bf16, else 16-mixed; 32 on CPU."""
+    """Lightning precision of ``training.precision``.
+
+    ``auto``: bf16 mixed precision on GPUs with bf16, else fp16 mixed (loss scaling); on a CPU bf16
+    autocast where the CPU computes bf16 natively (AVX-512 BF16 or AMX,
+    :func:`s2landcover.predict.cpu_has_native_bf16`), else 32-bit (emulated bf16 is slower).
+    ``float32`` / ``bfloat16`` / ``float16`` (or Lightning's ``32``, ``bf16-mixed``,
+    ``16-mixed``): that precision on any device.
+    """
+    if setting in PRECISION_NAMES:
+        return PRECISION_NAMES[setting]
     if setting != "auto":
-        return "32-true" if setting == "32" else setting
-    if not on_cuda:
-        return "32-true"
-    return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+        raise InputError(
+            f"training.precision is {setting!r}; expected auto or one of {list(PRECISION_NAMES)}"
+        )
+    if on_cuda:
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    from s2landcover.predict import cpu_has_native_bf16
+
+    return "bf16-mixed" if CPU_AUTO_BF16 and cpu_has_native_bf16() else "32-true"
+
+
+def resolve_layout(setting: str, on_cuda: bool, precision: str) -> bool:
+    """Whether the network and its input run channels-last (NHWC) for ``training.layout``.
+
+    ``auto``: channels-last on CUDA, and on a CPU when training in bf16 (oneDNN's bf16 kernels are
+    NHWC; measured in docs/benchmarks/training.md); ``channels_last`` / ``contiguous``: always /
+    never.
+    """
+    if setting not in LAYOUTS:
+        raise InputError(f"training.layout is {setting!r}; expected one of {list(LAYOUTS)}")
+    if setting == "auto":
+        return on_cuda or precision == "bf16-mixed"
+    return setting == "channels_last"
 
 
 def config_digest(config: Mapping[str, Any]) -> str:
@@ -100,6 +143,7 @@ def config_digest(config: Mapping[str, Any]) -> str:
     ignored = (
         "num_workers",
         "precision",
+        "layout",
         "checkpoint_interval_s",
         "accelerator",
         "strategy",
@@ -532,6 +576,7 @@ def train_model(
     pad_multiple = int(getattr(task, "pad_multiple", PAD_MULTIPLE))
     on_cuda = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
     precision = resolve_precision(training["precision"], on_cuda)
+    channels_last = resolve_layout(training.get("layout", "auto"), on_cuda, precision)
     if not on_cuda:
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
     L.seed_everything(int(training["seed"]), workers=True, verbose=False)
@@ -558,7 +603,7 @@ def train_model(
         ),
         ChipDataset(val_chips, scenes, mean, std, None, val_targets, pad_multiple),
         batch_size=int(training["batch_size"]),
-        num_workers=int(training["num_workers"]),
+        num_workers=resolve_num_workers(training["num_workers"], on_cuda),
         pin_memory=on_cuda,
         seed=seed,
         samples_per_epoch=budget["samples_per_epoch"],
@@ -570,7 +615,7 @@ def train_model(
         len(config["bands"]),
         list(classes.names),
         class_weights,
-        channels_last=on_cuda,
+        channels_last=channels_last,
     )
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -665,11 +710,12 @@ def train_model(
     )
     finished = state is not None and (epochs_done >= budget["epochs"] or bool(state.get("stopped")))
     log.info(
-        "training %s on %d chips, validating on %d (precision %s, %d epochs of %d steps, %s)",
+        "training %s on %d chips, validating on %d (precision %s, %s, %d epochs of %d steps, %s)",
         config["model"]["name"],
         len(train_chips),
         len(val_chips),
         precision,
+        "channels-last" if channels_last else "contiguous",
         budget["epochs"],
         budget["steps_per_epoch"],
         "all epochs done"
@@ -718,6 +764,7 @@ def train_model(
         "std": [float(v) for v in std],
         "class_weights": None if class_weights is None else [float(w) for w in class_weights],
         "precision": precision,
+        "channels_last": channels_last,
         "resumed_from": str(last_path) if state is not None else None,
         "training_data_digest": data_digest,
         "model": str(model_path),
