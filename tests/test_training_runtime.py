@@ -45,8 +45,10 @@ def test_num_workers_config_and_flag_take_a_count_or_auto() -> None:
 @pytest.mark.parametrize(
     ("setting", "on_cuda", "native_bf16", "expected"),
     [
-        ("auto", False, True, "bf16-mixed"),
+        ("auto", False, True, "32-true"),  # until bf16 is shown to learn as well on a CPU
         ("auto", False, False, "32-true"),
+        ("auto", True, True, "bf16-mixed"),
+        ("auto", True, False, "16-mixed"),
         ("float32", False, True, "32-true"),
         ("bfloat16", False, False, "bf16-mixed"),
         ("float16", True, True, "16-mixed"),
@@ -54,13 +56,18 @@ def test_num_workers_config_and_flag_take_a_count_or_auto() -> None:
         ("bf16-mixed", False, False, "bf16-mixed"),
     ],
 )
-def test_precision_auto_is_bf16_on_cpus_that_compute_it_natively(
+def test_precision_names_and_auto_per_device(
     monkeypatch: pytest.MonkeyPatch, setting: str, on_cuda: bool, native_bf16: bool, expected: str
 ) -> None:
     import s2landcover.predict
 
     monkeypatch.setattr(s2landcover.predict, "cpu_has_native_bf16", lambda: native_bf16)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: native_bf16)
     assert resolve_precision(setting, on_cuda) == expected
+    # With CPU_AUTO_BF16 set, auto on a CPU follows its native bf16 support.
+    monkeypatch.setattr(train_module, "CPU_AUTO_BF16", True)
+    if setting == "auto" and not on_cuda:
+        assert resolve_precision(setting, on_cuda) == ("bf16-mixed" if native_bf16 else "32-true")
 
 
 def test_layout_auto_is_channels_last_on_gpu_and_with_bf16() -> None:
