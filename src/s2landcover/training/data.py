@@ -445,11 +445,12 @@ def resolve_num_workers(setting: int | str, on_cuda: bool, cpus: int | None = No
     """Loader worker processes for ``training.num_workers`` (a count, or ``auto``).
 
     ``auto``: none on a CPU: the chips are read and augmented in the training process itself.
-    There the loader costs about 1-2 % of a training step (a chip decodes and augments in ~10 ms,
-    a step of 4 chips takes ~2 s on 2 cores), and worker processes would only take cores from the
-    network while each holds a copy-on-write image of the training process (its imported torch,
-    the model), counted again in every worker's RSS: the default demo run peaked at 7 GB summed
-    RSS with 2 workers per loader, 2.2 GB without (docs/benchmarks/training.md). On CUDA, where
+    There the loader costs under 1 % of a training step (a 300 px chip is read and augmented in
+    2-3 ms of CPU, a step of 4 chips takes 3-4 s of CPU), and worker processes would only take
+    cores from the network while each holds a copy-on-write image of the training process (its
+    imported torch, the model), counted again in every worker's RSS: training on the default
+    demo's chips peaked at 5.8 GiB RSS summed over the processes with 2 workers per loader,
+    2.1 GiB without (docs/benchmarks/training.md, section (f)). On CUDA, where
     the network is fast and the loader is the limit: 4 per device, at most the CPUs less one
     (``cpus``: those this process may use).
     """
