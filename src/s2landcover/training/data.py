@@ -449,7 +449,7 @@ def resolve_num_workers(setting: int | str, on_cuda: bool, cpus: int | None = No
     2-3 ms of CPU, a step of 4 chips takes 3-4 s of CPU), and worker processes would only take
     cores from the network while each holds a copy-on-write image of the training process (its
     imported torch, the model), counted again in every worker's RSS: training on the default
-    demo's chips peaked at 5.8 GiB RSS summed over the processes with 2 workers per loader,
+    demo's chips peaked at 5.8-6.0 GiB RSS summed over the processes with 2 workers per loader,
     2.1 GiB without (docs/benchmarks/training.md, section (f)). On CUDA, where
     the network is fast and the loader is the limit: 4 per device, at most the CPUs less one
     (``cpus``: those this process may use).
