@@ -45,7 +45,7 @@ def test_num_workers_config_and_flag_take_a_count_or_auto() -> None:
 @pytest.mark.parametrize(
     ("setting", "on_cuda", "native_bf16", "expected"),
     [
-        ("auto", False, True, "32-true"),  # until bf16 is shown to learn as well on a CPU
+        ("auto", False, True, "bf16-mixed"),
         ("auto", False, False, "32-true"),
         ("auto", True, True, "bf16-mixed"),
         ("auto", True, False, "16-mixed"),
@@ -64,10 +64,10 @@ def test_precision_names_and_auto_per_device(
     monkeypatch.setattr(s2landcover.predict, "cpu_has_native_bf16", lambda: native_bf16)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: native_bf16)
     assert resolve_precision(setting, on_cuda) == expected
-    # With CPU_AUTO_BF16 set, auto on a CPU follows its native bf16 support.
-    monkeypatch.setattr(train_module, "CPU_AUTO_BF16", True)
+    # With CPU_AUTO_BF16 off, auto on a CPU is float32 whatever the CPU.
+    monkeypatch.setattr(train_module, "CPU_AUTO_BF16", False)
     if setting == "auto" and not on_cuda:
-        assert resolve_precision(setting, on_cuda) == ("bf16-mixed" if native_bf16 else "32-true")
+        assert resolve_precision(setting, on_cuda) == "32-true"
 
 
 def test_layout_auto_is_channels_last_on_gpu_and_with_bf16() -> None:

@@ -97,20 +97,19 @@ PRECISION_NAMES = {
     "16-mixed": "16-mixed",
 }
 LAYOUTS = ("auto", "channels_last", "contiguous")
-# Whether ``auto`` on a CPU trains in bf16 autocast where the CPU computes bf16 natively. bf16 +
-# channels-last took 2.2x less CPU time per step than float32 here (docs/benchmarks/training.md,
-# "Memory, precision and layout"), but whether it learns as well (default run val mIoU >= 0.89)
-# is not measured yet: until then auto stays float32 on CPUs, and training.precision: bfloat16
-# opts in.
-CPU_AUTO_BF16 = False
+# Whether ``auto`` on a CPU trains in bf16 autocast where the CPU computes bf16 natively: bf16 +
+# channels-last took 2.2x less CPU time per step than float32 here and the default run learnt as
+# well (val mIoU 0.891 at epoch 25; docs/benchmarks/training.md, section (f)).
+CPU_AUTO_BF16 = True
 
 
 def resolve_precision(setting: str, on_cuda: bool) -> str:
     """Lightning precision of ``training.precision``.
 
     ``auto``: bf16 mixed precision on GPUs with bf16, else fp16 mixed (loss scaling); on a CPU
-    32-bit (with :data:`CPU_AUTO_BF16` set: bf16 autocast where the CPU computes bf16 natively,
-    AVX-512 BF16 or AMX, :func:`s2landcover.predict.cpu_has_native_bf16`; emulated bf16 is slower).
+    bf16 autocast where it computes bf16 natively (AVX-512 BF16 or AMX,
+    :func:`s2landcover.predict.cpu_has_native_bf16`; :data:`CPU_AUTO_BF16`), else 32-bit
+    (emulated bf16 is slower).
     ``float32`` / ``bfloat16`` / ``float16`` (or Lightning's ``32``, ``bf16-mixed``,
     ``16-mixed``): that precision on any device.
     """
