@@ -161,7 +161,11 @@ def test_tile_scene_rejects_mask_on_another_grid_and_writes_nothing(scene_and_ma
     with pytest.raises(InputError) as error:
         tile_scene(scene, shifted, "demo", out, 16, CONFIG["chips"], CLASSES)
     message = str(error.value)
-    assert "shifted.tif" in message and "is not on the grid of scene" in message and "400010.00" in message
+    assert (
+        "shifted.tif" in message
+        and "is not on the grid of scene" in message
+        and "400010.00" in message
+    )
     assert not out.exists() and not list(tmp_path.glob(".out*"))
 
 

@@ -545,8 +545,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", help="auto, ddp, ... (default: training.strategy of the config)")
     p.add_argument(
         "--num-workers",
-        type=int,
-        help="data-loader worker processes (default: training.num_workers of the config)",
+        type=lambda text: text if text == "auto" else int(text),
+        help="data-loader worker processes, a count or auto "
+        "(default: training.num_workers of the config)",
     )
     p.add_argument(
         "--checkpoint-interval-s",

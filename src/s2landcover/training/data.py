@@ -25,7 +25,8 @@ memory maps opened lazily in each worker process (never pickled into it).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from s2landcover.errors import InputError
 from s2landcover.io.chipstore import ChipStore
 from s2landcover.radiometry import to_network_input
 from s2landcover.training.losses import IGNORE_INDEX
@@ -106,7 +108,7 @@ class EpochSampler(Sampler):
         chips = torch.multinomial(self.weights, self.num_samples, True, generator=generator)
         return [int(chip) + draw * self.size for draw, chip in enumerate(chips.tolist())]
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[tuple[int, int]]:
         order: list[int] = []
         if self.weights is not None and self.shuffle:
             order = self._weighted_order()
@@ -355,8 +357,8 @@ class ChipDataset(Dataset):
         self,
         chips: pd.DataFrame,
         scenes: Mapping[str, SceneInput],
-        mean: Sequence[float],
-        std: Sequence[float],
+        mean: Sequence[float] | np.ndarray,
+        std: Sequence[float] | np.ndarray,
         augment: AugmentSettings | None = None,
         chip_targets: np.ndarray | None = None,
         pad_multiple: int = PAD_MULTIPLE,
@@ -430,7 +432,8 @@ class ChipDataset(Dataset):
             )
         else:  # validation: the whole chip, padded
             image, target = pad_pair(image, target, self.pad_multiple)
-        if target is None:
+        if target is None:  # chip classification: the chip's own class vector
+            assert self.chip_targets is not None
             target = torch.tensor(self.chip_targets[position], dtype=torch.int64)
         return image, target
 
@@ -475,6 +478,38 @@ def band_statistics(
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
     return mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
+
+
+GPU_AUTO_WORKERS = 4  # loader processes per GPU under training.num_workers: auto
+
+
+def resolve_num_workers(setting: int | str, on_cuda: bool, cpus: int | None = None) -> int:
+    """Loader worker processes for ``training.num_workers`` (a count, or ``auto``).
+
+    ``auto``: none on a CPU: the chips are read and augmented in the training process itself.
+    There the loader costs under 1 % of a training step (a 300 px chip is read and augmented in
+    2-3 ms of CPU, a step of 4 chips takes 3-4 s of CPU), and worker processes would only take
+    cores from the network while each holds a copy-on-write image of the training process (its
+    imported torch, the model), counted again in every worker's RSS: training on the default
+    demo's chips peaked at 5.8-6.0 GiB RSS summed over the processes with 2 workers per loader,
+    2.1 GiB without (docs/benchmarks/training.md, section (g)). On CUDA, where
+    the network is fast and the loader is the limit: 4 per device, at most the CPUs less one
+    (``cpus``: those this process may use).
+    """
+    if isinstance(setting, str):
+        if setting != "auto":
+            raise InputError(
+                f"training.num_workers is {setting!r}; expected a count (0, 1, 2, ...) or 'auto'"
+            )
+        if not on_cuda:
+            return 0
+        if cpus is None:
+            affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere all CPUs
+            cpus = len(affinity(0)) if affinity else (os.cpu_count() or 1)
+        return max(0, min(GPU_AUTO_WORKERS, int(cpus) - 1))
+    if int(setting) < 0:
+        raise InputError(f"training.num_workers is {setting}; expected 0 or more, or 'auto'")
+    return int(setting)
 
 
 def _worker_init(worker_id: int) -> None:
@@ -552,7 +587,7 @@ class ChipDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         """Validation chips in split order, not augmented (each process its share under DDP)."""
         rank, world_size = self._ranks()
-        sampler = None
+        sampler: DistributedSampler | None = None
         if world_size > 1:
             sampler = DistributedSampler(
                 self.val_dataset, num_replicas=world_size, rank=rank, shuffle=False

@@ -61,7 +61,8 @@ class LandCoverModule(L.LightningModule):
         in_channels: number of input bands.
         class_names: the K class names (logit channel i = class i + 1).
         class_weights: K cross-entropy/focal weights, or None.
-        channels_last: run the network in channels-last memory format (faster convolutions on GPU).
+        channels_last: run the network and its input in channels-last memory format (faster
+            convolutions on GPU, and with bf16 on a CPU: docs/benchmarks/training.md).
     """
 
     def __init__(
@@ -99,7 +100,8 @@ class LandCoverModule(L.LightningModule):
     ) -> torch.Tensor:
         """Loss of one batch, logged as ``train_loss`` (epoch mean)."""
         image, target = batch
-        loss = self.loss(self(image), target)
+        # Logits in float32 for the loss (under bf16/fp16 autocast the network gives half floats).
+        loss = self.loss(self(image).float(), target)
         self.log(
             "train_loss", loss, on_step=False, on_epoch=True, batch_size=len(image), sync_dist=True
         )
@@ -108,7 +110,7 @@ class LandCoverModule(L.LightningModule):
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         """Accumulate the confusion matrix; log ``val_loss`` (epoch mean)."""
         image, target = batch
-        logits = self(image)
+        logits = self(image).float()
         loss = self.loss(logits, target)
         self.log(
             "val_loss", loss, on_step=False, on_epoch=True, batch_size=len(image), sync_dist=True
