@@ -401,12 +401,12 @@ def downsample_mask(
     info = inspect_mask_source(source_path)
     check_mask_source(info, scene, scene_path)
 
-    resampling_name = mask_cfg.get("resampling", "nearest")
+    resampling_name = mask_cfg["resampling"]
     resampling = RESAMPLING[resampling_name]
-    block_size = int(mask_cfg.get("block_size", 1024))
-    error_threshold = float(mask_cfg.get("error_threshold", 0.125))
+    block_size = int(mask_cfg["block_size"])
+    error_threshold = float(mask_cfg["error_threshold"])
     dtype, fill_value = working_dtype(info.dtype, info.nodata)
-    nodata_codes = {fill_value, *(int(c) for c in mask_cfg.get("nodata_codes", []))}
+    nodata_codes = {fill_value, *(int(c) for c in mask_cfg["nodata_codes"])}
     if info.nodata is not None and float(info.nodata).is_integer():
         nodata_codes.add(int(info.nodata))
     remapper = CodeRemapper.from_classes(classes, nodata_codes)
@@ -445,7 +445,7 @@ def downsample_mask(
             dst.write(result.classes, 1, window=result.window)
             bar.advance()
         unknown = remapper.unknown_codes(tally.code_pixels)
-        if unknown and mask_cfg.get("unknown_codes", "error") != "nodata":
+        if unknown and mask_cfg["unknown_codes"] != "nodata":
             raise InputError(format_unknown_codes(source_path, unknown, classes))
     if unknown:
         log.warning(

@@ -92,7 +92,7 @@ def window_side(
     :data:`AUTO_WINDOW` of the device kind (the grid may then use a smaller side per axis that
     covers the scene with as many windows: :func:`fitted_window`).
     """
-    window = prediction_cfg.get("window", "auto")
+    window = prediction_cfg["window"]
     if window == "auto":
         return AUTO_WINDOW.get(torch.device(device).type, AUTO_WINDOW["cpu"])
     if isinstance(window, str):
@@ -221,9 +221,9 @@ def window_grid(
     :func:`window_side` px, neighbours sharing that fraction (the behaviour before margins).
     """
     window = window_side(prediction_cfg, tile_size, device)
-    overlap = prediction_cfg.get("overlap")
+    overlap = prediction_cfg["overlap"]
     if overlap is None:
-        margin = prediction_cfg.get("margin")
+        margin = prediction_cfg["margin"]
         margin = DEFAULT_MARGIN if margin is None else int(margin)
         return WindowGrid.with_margin(height, width, window, margin, shift=shift)
     stride = window_stride(window, float(overlap))
@@ -1051,11 +1051,11 @@ def predict_scene_with_model(
     stride = (
         grid.row_starts[1] - grid.row_starts[0] if len(grid.row_starts) > 1 else grid.window_height
     )
-    blend = prediction_cfg.get("blend", "hann")
+    blend = prediction_cfg["blend"]
     blend_weights_1d(1, blend)  # checks the name before any work
-    batch_size = int(prediction_cfg.get("batch_size", 4))
-    tta = bool(prediction_cfg.get("tta", False))
-    with_confidence = bool(prediction_cfg.get("confidence", False))
+    batch_size = int(prediction_cfg["batch_size"])
+    tta = bool(prediction_cfg["tta"])
+    with_confidence = bool(prediction_cfg["confidence"])
     norm = InputNormalization(
         scales=scene.scales,
         offsets=scene.offsets,
@@ -1063,9 +1063,9 @@ def predict_scene_with_model(
         std=tuple(metadata["std"]),
         nodata=scene.nodata,
     )
-    precision = str(prediction_cfg.get("precision", "auto"))
+    precision = str(prediction_cfg["precision"])
     amp = autocast_dtype(torch_device, precision)  # checks the name before any work
-    layout = str(prediction_cfg.get("layout", "auto"))
+    layout = str(prediction_cfg["layout"])
     model = model.to(torch_device).eval()
     if uses_channels_last(torch_device, amp, layout):
         model = model.to(memory_format=torch.channels_last)

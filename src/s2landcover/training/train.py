@@ -446,8 +446,8 @@ def _scene_metadata(
         "task": task.name,
         "architecture": config["model"]["architecture"],
         "encoder": config["model"]["encoder"],
-        "encoder_depth": int(config["model"].get("encoder_depth", 5)),
-        "pixel_branch": int(config["model"].get("pixel_branch", 0)),
+        "encoder_depth": int(config["model"]["encoder_depth"]),
+        "pixel_branch": int(config["model"]["pixel_branch"]),
         "model_name": config["model"]["name"],
         "bands": list(meta["bands"]),
         "scales": list(scenes[first].scales),
@@ -506,7 +506,7 @@ def _chip_weights(
 ) -> np.ndarray | None:
     """``training.sampling``: None (uniform, each chip once per pass) or per-chip draw weights
     from the chips' pixel counts per class (:func:`class_balanced_chip_weights`)."""
-    sampling = training.get("sampling", "uniform")
+    sampling = training["sampling"]
     if sampling == "uniform":
         return None
     columns = [f"px_{k}" for k in range(1, num_classes + 1)]
