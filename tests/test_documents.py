@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from s2landcover.errors import InputError
-from s2landcover.io.documents import read_json, write_bytes, write_json, write_text
+from s2landcover.io.documents import read_json, write_bytes, write_json, write_string
 
 
 def test_write_json_plain_values_numpy_paths_and_nan_as_null(tmp_path: Path) -> None:
@@ -47,9 +47,9 @@ def test_write_json_nan_error_policy_names_key_and_leaves_nothing(tmp_path: Path
 
 
 def test_writers_take_data_first_and_refuse_a_path_first(tmp_path: Path) -> None:
-    assert write_text("héllo\n", tmp_path / "a.txt").read_text(encoding="utf-8") == "héllo\n"
+    assert write_string("héllo\n", tmp_path / "a.txt").read_text(encoding="utf-8") == "héllo\n"
     assert write_bytes(b"\x89PNG", tmp_path / "b.png").read_bytes() == b"\x89PNG"
-    for writer, payload in ((write_text, "x"), (write_json, {}), (write_bytes, b"x")):
+    for writer, payload in ((write_string, "x"), (write_json, {}), (write_bytes, b"x")):
         with pytest.raises(TypeError, match="got a path"):
             writer(tmp_path / "c", payload)  # the old (path, data) order
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.png"]

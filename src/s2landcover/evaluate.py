@@ -39,7 +39,7 @@ from rasterio.windows import Window
 from s2landcover.classes import ClassTable
 from s2landcover.errors import InputError
 from s2landcover.io import evaluation_io as eio
-from s2landcover.io.documents import write_bytes, write_json, write_text
+from s2landcover.io.documents import write_bytes, write_json, write_string
 from s2landcover.training.digests import check_model_training_data
 
 log = logging.getLogger(__name__)
@@ -730,12 +730,12 @@ def evaluate_model(
     metrics["figures"] = sorted(figures)
     metrics["training_data"] = training_data
     metrics["provenance"] = collect_provenance(run_config, model_dir, scenes, benchmarks_dir)
-    write_text(key_numbers_tsv(metrics), out_dir / KEY_NUMBERS_FILE)
+    write_string(key_numbers_tsv(metrics), out_dir / KEY_NUMBERS_FILE)
     write_json(metrics, out_dir / "metrics.json", nan="null")  # undefined metrics: null
     html = report.report_html(
         metrics, figures, title=f"Land-cover evaluation: {out_dir.parent.name}/{out_dir.name}"
     )
-    write_text(html, out_dir / "report.html")
+    write_string(html, out_dir / "report.html")
     summary = {
         f"{area}_{key}": metrics["areas"][area][key]
         for area in AREAS

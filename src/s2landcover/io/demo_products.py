@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from rasterio.windows import Window
 
-from s2landcover.io.documents import write_text
+from s2landcover.io.documents import write_string
 from s2landcover.io.rasters import Grid, atomic_path
 from s2landcover.io.sentinel2 import (
     ALL_BANDS,
@@ -198,9 +198,9 @@ def write_safe_product(
                     if h > 0:
                         writers[band].write(Window(0, r0, w, h), array[:h, :w])
         spectral = [b for b in bands if b != "SCL"]
-        write_text(product_metadata_xml(info, spectral), tmp_safe / mtd_name)
+        write_string(product_metadata_xml(info, spectral), tmp_safe / mtd_name)
         (tmp_safe / "GRANULE" / info.granule_id / "QI_DATA").mkdir(exist_ok=True)
-        write_text(_manifest(info), tmp_safe / "manifest.safe")
+        write_string(_manifest(info), tmp_safe / "manifest.safe")
 
 
 def _chain(first: Any, rest: Iterable[Any]) -> Iterator[Any]:

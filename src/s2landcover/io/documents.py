@@ -34,9 +34,9 @@ def _check_order(first: Any, name: str) -> None:
         raise TypeError(f"{name}(data, path): got a path ({first}) as the data")
 
 
-def write_text(text: str, path: str | Path) -> Path:
+def write_string(text: str, path: str | Path) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically."""
-    _check_order(text, "write_text")
+    _check_order(text, "write_string")
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
@@ -64,7 +64,7 @@ def write_json(data: Any, path: str | Path, *, nan: str = "null") -> Path:
     Values of other types raise ``TypeError``; nothing is written then.
     """
     _check_order(data, "write_json")
-    return write_text(json_text(data, nan, str(path)), path)
+    return write_string(json_text(data, nan, str(path)), path)
 
 
 def read_json(path: str | Path) -> dict[str, Any]:
@@ -109,5 +109,5 @@ __all__ = [
     "read_json",
     "write_bytes",
     "write_json",
-    "write_text",
+    "write_string",
 ]
