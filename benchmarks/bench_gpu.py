@@ -132,7 +132,9 @@ def bench_predict(
         write_tile(scene, size, bands)
     torch.manual_seed(0)
     model = build_segmentation_model("Unet", "resnet34", len(bands), NUM_CLASSES).eval()
-    cfg = {"batch_size": batch}
+    from s2landcover.config import validate_config
+
+    cfg = {**validate_config({})["prediction"], "batch_size": batch}  # the defaults, this batch
     out = workdir / f"pred_{len(bands)}b.tif"
     started = time.perf_counter()
     summary = predict_scene_with_model(

@@ -123,8 +123,17 @@ def child(args: argparse.Namespace) -> dict:
     from s2landcover.radiometry import to_network_input
 
     torch.set_num_threads(args.threads)
-    cfg = {"window": None, "overlap": args.overlap, "blend": "hann", "tta": False}
-    cfg["batch_size"], cfg["confidence"] = args.batch_size, False
+    from s2landcover.config import validate_config
+
+    cfg = {
+        **validate_config({})["prediction"],
+        "window": None,
+        "overlap": args.overlap,
+        "blend": "hann",
+        "tta": False,
+        "batch_size": args.batch_size,
+        "confidence": False,
+    }
     started = time.perf_counter()
     if args.child == "stream":
         meta = metadata(args.classes, "resnet18", args.tile)

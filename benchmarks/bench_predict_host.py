@@ -102,6 +102,9 @@ def child(scene: Path, out: Path, cfg: dict, threads: int) -> dict:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu0 = usage.ru_utime + usage.ru_stime
     started = time.perf_counter()
+    from s2landcover.config import validate_config
+
+    cfg = {**validate_config({})["prediction"], **cfg}  # the setting over the config's defaults
     summary = predict.predict_scene_with_model(model, meta, scene, out, cfg, progress=False)
     wall = time.perf_counter() - started
     usage = resource.getrusage(resource.RUSAGE_SELF)
