@@ -87,3 +87,33 @@ def write_chip_store(
         "edge": "shift",
     }
     (chip_dir / "meta.json").write_text(json.dumps(meta))
+
+
+def class_block_chips(n: int, chip: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` chips of ``chip`` px: masks of 4 x 4 blocks of random classes and stored uint16 images
+    of those classes' reflectance plus 1 % noise (``images`` (n, 4, chip, chip), ``masks``)."""
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((n, chip, chip), dtype=np.uint8)
+    for i in range(n):
+        blocks = rng.integers(1, len(CLASSES) + 1, size=(4, 4))
+        masks[i] = np.kron(blocks, np.ones((chip // 4, chip // 4), dtype=np.uint8))
+    reflectance = CLASS_REFLECTANCE[masks - 1].transpose(0, 3, 1, 2) + rng.normal(
+        0, 0.01, (n, 4, chip, chip)
+    )
+    images = np.clip((reflectance - OFFSET) / SCALE, 1, 65535).astype(np.uint16)
+    return images, masks
+
+
+def write_split(path: Path, scene: str, n_train: int, n_val: int) -> pd.DataFrame:
+    """A split table of one scene's chips c0..: the first ``n_train`` train, the rest val."""
+    n = n_train + n_val
+    split = pd.DataFrame(
+        {
+            "chip_id": [f"c{i}" for i in range(n)],
+            "scene": scene,
+            "store_index": np.arange(n),
+            "split": ["train"] * n_train + ["val"] * n_val,
+        }
+    )
+    split.to_parquet(path)
+    return split

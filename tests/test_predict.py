@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 from pathlib import Path
 
@@ -160,19 +159,6 @@ def scene_with_nodata(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, n
 
 
 # ------------------------------------------------------------------------------------- grid
-
-
-@pytest.mark.parametrize("length", [64, 65, 100, 129, 300, 1000])
-@pytest.mark.parametrize("shift", [0, 32])
-def test_window_starts_cover_the_axis_inside_it(length: int, shift: int) -> None:
-    window, stride = 64, 48
-    starts = window_starts(length, window, stride, shift)
-    covered = np.zeros(length, dtype=int)
-    for s in starts:
-        covered[s : s + window] += 1
-    assert covered.min() >= 1
-    assert starts[0] == 0 and starts[-1] + window == length  # last window shifted inside
-    assert all(0 < b - a <= stride for a, b in itertools.pairwise(starts))
 
 
 def test_window_grid_pads_only_axes_smaller_than_the_window() -> None:

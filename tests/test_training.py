@@ -17,11 +17,12 @@ import yaml
 
 from chip_store_helpers import (
     BANDS,
-    CLASS_REFLECTANCE,
     CLASSES,
     OFFSET,
     SCALE,
+    class_block_chips,
     write_chip_store,
+    write_split,
 )
 from s2landcover.config import validate_config
 from s2landcover.errors import InputError
@@ -48,29 +49,13 @@ CHIP = 64
 def chip_data(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """8 chips of 64 x 64 px, 4 bands, 3 classes; chip 0 has a no-data strip; 6 train, 2 val."""
     root = tmp_path_factory.mktemp("chips")
-    rng = np.random.default_rng(0)
     n = 8
-    masks = np.zeros((n, CHIP, CHIP), dtype=np.uint8)
-    for i in range(n):
-        blocks = rng.integers(1, len(CLASSES) + 1, size=(4, 4))
-        masks[i] = np.kron(blocks, np.ones((CHIP // 4, CHIP // 4), dtype=np.uint8))
-    reflectance = CLASS_REFLECTANCE[masks - 1].transpose(0, 3, 1, 2) + rng.normal(
-        0, 0.01, (n, 4, CHIP, CHIP)
-    )
-    images = np.clip((reflectance - OFFSET) / SCALE, 1, 65535).astype(np.uint16)
+    images, masks = class_block_chips(n, CHIP, seed=0)
     images[0, :, :, :8] = 0  # image no data ...
     masks[0, :, :8] = 0  # ... and mask no data
     write_chip_store(root / "size64" / "sceneA", "sceneA", images, masks, len(CLASSES))
-    split = pd.DataFrame(
-        {
-            "chip_id": [f"c{i}" for i in range(n)],
-            "scene": "sceneA",
-            "store_index": np.arange(n),
-            "split": ["train"] * 6 + ["val"] * 2,
-        }
-    )
     split_path = root / "split.parquet"
-    split.to_parquet(split_path)
+    write_split(split_path, "sceneA", 6, 2)
     return {"chips_root": root / "size64", "split": split_path, "images": images, "masks": masks}
 
 

@@ -7,11 +7,10 @@ import csv
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
-from chip_store_helpers import BANDS, CLASSES, write_chip_store
+from chip_store_helpers import BANDS, CLASSES, write_chip_store, write_split
 from s2landcover.config import validate_config
 from s2landcover.errors import InputError
 from s2landcover.models import PixelBranchNet, build_segmentation_model
@@ -48,15 +47,7 @@ def coded_chips(tmp_path_factory: pytest.TempPathFactory) -> dict:
         images[i, 3] = 500
         masks[i] = 1 + ((rows // 16 + cols // 32 + i) % len(CLASSES))
     write_chip_store(root / "size64" / "sceneA", "sceneA", images, masks, len(CLASSES))
-    split = pd.DataFrame(
-        {
-            "chip_id": [f"c{i}" for i in range(n)],
-            "scene": "sceneA",
-            "store_index": np.arange(n),
-            "split": ["train"] * 6 + ["val"] * 2,
-        }
-    )
-    split.to_parquet(root / "split.parquet")
+    split = write_split(root / "split.parquet", "sceneA", 6, 2)
     return {"chips_root": root / "size64", "split": root / "split.parquet", "split_table": split}
 
 

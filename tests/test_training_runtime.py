@@ -9,7 +9,13 @@ import pandas as pd
 import pytest
 import torch
 
-from chip_store_helpers import BANDS, CLASS_REFLECTANCE, CLASSES, OFFSET, SCALE, write_chip_store
+from chip_store_helpers import (
+    BANDS,
+    CLASSES,
+    class_block_chips,
+    write_chip_store,
+    write_split,
+)
 from s2landcover.cli import build_parser
 from s2landcover.config import ConfigError, validate_config
 from s2landcover.errors import InputError
@@ -86,27 +92,11 @@ def test_layout_auto_is_channels_last_on_gpu_and_with_bf16() -> None:
 def chip_data(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """6 chips of 64 x 64 px, 4 bands; 4 train, 2 val."""
     root = tmp_path_factory.mktemp("chips")
-    rng = np.random.default_rng(1)
     n = 6
-    masks = np.zeros((n, CHIP, CHIP), dtype=np.uint8)
-    for i in range(n):
-        blocks = rng.integers(1, len(CLASSES) + 1, size=(4, 4))
-        masks[i] = np.kron(blocks, np.ones((CHIP // 4, CHIP // 4), dtype=np.uint8))
-    reflectance = CLASS_REFLECTANCE[masks - 1].transpose(0, 3, 1, 2) + rng.normal(
-        0, 0.01, (n, 4, CHIP, CHIP)
-    )
-    images = np.clip((reflectance - OFFSET) / SCALE, 1, 65535).astype(np.uint16)
+    images, masks = class_block_chips(n, CHIP, seed=1)
     write_chip_store(root / "size64" / "sceneA", "sceneA", images, masks, len(CLASSES))
-    split = pd.DataFrame(
-        {
-            "chip_id": [f"c{i}" for i in range(n)],
-            "scene": "sceneA",
-            "store_index": np.arange(n),
-            "split": ["train"] * 4 + ["val"] * 2,
-        }
-    )
     split_path = root / "split.parquet"
-    split.to_parquet(split_path)
+    write_split(split_path, "sceneA", 4, 2)
     return {"chips_root": root / "size64", "split": split_path}
 
 
