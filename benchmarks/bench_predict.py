@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+from _measure import python_command, run_measured
 from affine import Affine
 from rasterio.windows import Window
 
@@ -167,20 +167,10 @@ def child(args: argparse.Namespace) -> dict:
 
 
 def measure(argv: list[str]) -> dict:
-    """Run ``bench_predict.py --child ...`` under ``/usr/bin/time -v``: figures + peak RSS (MiB)."""
-    process = subprocess.run(
-        ["/usr/bin/time", "-v", sys.executable, __file__, *argv],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if process.returncode != 0:
-        raise RuntimeError(f"child {argv} failed:\n{process.stderr[-3000:]}")
-    figures = json.loads(process.stdout.strip().splitlines()[-1])
-    for line in process.stderr.splitlines():
-        if "Maximum resident set size" in line:
-            figures["peak_rss_mib"] = int(line.split(":")[-1]) / 1024
-    return figures
+    """Run ``bench_predict.py --child ...`` in its own process (``_measure.run_measured``): its
+    figures + peak RSS (MiB)."""
+    run = run_measured(python_command(__file__, *argv))
+    return {**run.result, "peak_rss_mib": run.peak_mib}
 
 
 def main() -> None:

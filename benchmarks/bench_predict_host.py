@@ -24,13 +24,13 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _measure import python_command, run_measured
 from bench_predict import metadata, stand_in_network, write_scene
 
 # (label, prediction settings); the first is the reference (the defaults before issue 20).
@@ -117,19 +117,10 @@ def child(scene: Path, out: Path, cfg: dict, threads: int) -> dict:
 
 
 def measure(scene: Path, out: Path, cfg: dict, threads: int) -> dict:
-    """Run :func:`child` in a subprocess under ``/usr/bin/time -v`` (peak RSS in MiB)."""
+    """Run :func:`child` in its own process (`_measure.run_measured`): figures + peak RSS (MiB)."""
     argv = ["--child", json.dumps(cfg), "--scene", str(scene), "--out", str(out)]
-    process = subprocess.run(
-        ["/usr/bin/time", "-v", sys.executable, __file__, *argv, "--threads", str(threads)],
-        capture_output=True, text=True, check=False, env=os.environ,
-    )  # fmt: skip
-    if process.returncode != 0:
-        raise RuntimeError(f"child {argv} failed:\n{process.stderr[-3000:]}")
-    figures = json.loads(process.stdout.strip().splitlines()[-1])
-    for line in process.stderr.splitlines():
-        if "Maximum resident set size" in line:
-            figures["peak_rss_mib"] = int(line.split(":")[-1]) / 1024
-    return figures
+    run = run_measured(python_command(__file__, *argv, "--threads", str(threads)), env=os.environ)
+    return {**run.result, "peak_rss_mib": run.peak_mib}
 
 
 def main() -> None:
