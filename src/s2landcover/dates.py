@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 from rasterio.enums import Resampling
 from rasterio.warp import transform_bounds
-from rasterio.windows import Window
 
 from s2landcover.classes import NODATA_CLASS, NOT_OBSERVED
 from s2landcover.config import DATE_SEPARATOR, dated_band_names
@@ -38,8 +37,6 @@ from s2landcover.errors import InputError
 from s2landcover.io.prediction_writer import StreamingRasterWriter
 from s2landcover.io.rasters import (
     Grid,
-    atomic_path,
-    geotiff_profile,
     grid_of,
     open_raster,
     read_class_table,
@@ -47,6 +44,7 @@ from s2landcover.io.rasters import (
     warped_onto,
 )
 from s2landcover.io.stack import StackWriter
+from s2landcover.io.windowed import RasterWriter
 from s2landcover.validity import (
     CLEAR,
     INVALID_CODES,
@@ -58,17 +56,13 @@ from s2landcover.validity import (
     code_counts,
     read_validity_info,
 )
+from s2landcover.windows import block_windows
 
 log = logging.getLogger(__name__)
 
 STRIP_ROWS = 512  # rows per strip (a multiple of the 512 / smaller blocks of the inputs)
 MIN_SHARED_AREA = 0.5  # a member must cover at least half of the first member's footprint
 NO_SOURCE = 255  # source raster value where no date observed the pixel
-
-
-def _strips(grid: Grid, rows: int = STRIP_ROWS) -> Iterator[Window]:
-    for row in range(0, grid.height, rows):
-        yield Window(0, row, grid.width, min(rows, grid.height - row))
 
 
 def shared_fraction(first: Grid, other: Grid) -> float:
@@ -214,7 +208,7 @@ def write_stack(
                 overview_resampling=Resampling.nearest,
             )
         )
-        for window in _strips(grid):
+        for window in block_windows(grid.width, grid.height, grid.width, STRIP_ROWS):
             parts = [src.read(window=window) for src in sources]
             writer.write(window, np.concatenate(parts, axis=0))
     summary = {
@@ -271,24 +265,23 @@ def combine_validity(
     with open_raster(scene_path) as scene:
         grid = grid_of(scene)
     counts = np.zeros(len(VALIDITY_CODES), dtype=np.int64)
-    profile = geotiff_profile(grid, 1, "uint8", 0)
     with contextlib.ExitStack() as stack:
         scene = stack.enter_context(open_raster(scene_path))
         sources = [
             stack.enter_context(_on_grid(p, grid, Resampling.nearest, "validity raster"))[0]
             for p in validity_paths
         ]
-        tmp = stack.enter_context(atomic_path(out_path))
-        with open_raster(tmp, "w", **profile) as dst:
-            dst.write_colormap(1, VALIDITY_COLORS)
-            for window in _strips(grid):
+        with RasterWriter(
+            out_path, grid, 1, "uint8", NODATA,
+            colormap=VALIDITY_COLORS, descriptions=["validity code"],
+        ) as writer:  # fmt: skip
+            for window in block_windows(grid.width, grid.height, grid.width, STRIP_ROWS):
                 codes = combine_codes([s.read(1, window=window) for s in sources], allow_partial)
                 nodata = (scene.read(window=window) == 0).all(axis=0)
                 codes[nodata] = NODATA
                 counts += code_counts(codes)
-                dst.write(codes, 1, window=window)
-            dst.set_band_description(1, "validity code")
-            dst.update_tags(
+                writer.write(window, codes)
+            writer.tags.update(
                 VALIDITY_SOURCE="+".join(dict.fromkeys(sources_used)),
                 VALIDITY_CODES=json.dumps({str(k): v for k, v in VALIDITY_CODES.items()}),
                 INVALID_CODES=json.dumps(list(INVALID_CODES)),
@@ -441,7 +434,7 @@ def write_composite(
                 tags=source_tags,
             )
         )
-        for window in _strips(grid):
+        for window in block_windows(grid.width, grid.height, grid.width, STRIP_ROWS):
             values = [m.read(1, window=window) for m in maps]
             confidence = [c.read(1, window=window) if c is not None else None for c in confs]
             out, source = composite_choice(values, confidence)

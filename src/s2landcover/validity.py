@@ -49,11 +49,12 @@ ten bands at the detector resolution plus the whole detector-resolution mask, 1 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,13 +68,13 @@ from s2landcover.errors import InputError
 from s2landcover.io.qgis_styles import write_code_style
 from s2landcover.io.rasters import (
     Grid,
-    atomic_path,
-    geotiff_profile,
     grid_of,
     open_raster,
     require_grid,
     warped_onto,
 )
+from s2landcover.io.windowed import RasterWriter
+from s2landcover.windows import block_windows
 
 log = logging.getLogger(__name__)
 
@@ -256,11 +257,6 @@ def choose_source(
 # --- reading onto a grid -------------------------------------------------------------------------
 
 
-def _strips(grid: Grid, rows: int = STRIP_ROWS) -> Iterator[Window]:
-    for row in range(0, grid.height, rows):
-        yield Window(0, row, grid.width, min(rows, grid.height - row))
-
-
 def _warped(dataset: Any, grid: Grid, resampling: Resampling, nodata: float | None) -> Any:
     return warped_onto(dataset, grid, resampling, nodata, src_nodata=nodata)
 
@@ -422,47 +418,43 @@ def write_validity(
             S2CLOUDLESS_MEAN_PROBABILITY=f"{mean_prob:.4f}",
         )
     counts = np.zeros(len(VALIDITY_CODES), dtype=np.int64)
-    profile = geotiff_profile(grid, 1, "uint8", 0)
     out_path = Path(out_path)
-    with atomic_path(out_path) as tmp, open_raster(scene_path) as scene:
-        source_ds = open_raster(reader[1]) if reader is not None else None
-        try:
-            vrt = None
-            if source_ds is not None:
-                vrt = _warped(source_ds, grid, Resampling.nearest, source_ds.nodata)
-            with open_raster(tmp, "w", **profile) as dst:
-                dst.write_colormap(1, VALIDITY_COLORS)
-                for window in _strips(grid):
-                    if vrt is not None and reader is not None and reader[0] == "scl":
-                        codes = scl_to_validity(vrt.read(1, window=window))
-                    elif vrt is not None and reader is not None:
-                        values = vrt.read(1, window=window, masked=True)
-                        codes = map_file_values(values.filled(0), file_map, reader[1])
-                        codes[np.ma.getmaskarray(values)] = NODATA
-                    elif detector is not None:
-                        cloudy = _mask_on_grid(detector[0], detector[1], grid, window)
-                        codes = np.where(cloudy > 0, CLOUD, CLEAR).astype(np.uint8)
-                    else:
-                        codes = np.full((int(window.height), int(window.width)), CLEAR, np.uint8)
-                    codes[_scene_nodata(scene, window)] = NODATA
-                    counts += code_counts(codes)
-                    dst.write(codes, 1, window=window)
-                fraction = cloud_fraction_of_counts(counts)
-                dst.set_band_description(1, "validity code")
-                dst.update_tags(
-                    VALIDITY_SOURCE=chosen,
-                    VALIDITY_CODES=json.dumps({str(k): v for k, v in VALIDITY_CODES.items()}),
-                    INVALID_CODES=json.dumps(list(INVALID_CODES)),
-                    CLOUD_FRACTION=repr(fraction),
-                    PIXELS_PER_CODE=json.dumps(counts.tolist()),
-                    **extra_tags,
-                )
-            if vrt is not None:
-                vrt.close()
-        finally:
-            if source_ds is not None:
-                source_ds.close()
-    write_code_style(out_path, VALIDITY_CODES, VALIDITY_COLORS)  # QGIS style: <stem>.qml
+    with open_raster(scene_path) as scene, contextlib.ExitStack() as sources:
+        source_ds = sources.enter_context(open_raster(reader[1])) if reader is not None else None
+        vrt = None
+        if source_ds is not None:
+            vrt = sources.enter_context(
+                _warped(source_ds, grid, Resampling.nearest, source_ds.nodata)
+            )
+        with RasterWriter(
+            out_path, grid, 1, "uint8", NODATA,
+            colormap=VALIDITY_COLORS, descriptions=["validity code"],
+            style=lambda final: write_code_style(final, VALIDITY_CODES, VALIDITY_COLORS),
+        ) as writer:  # fmt: skip
+            for window in block_windows(grid.width, grid.height, grid.width, STRIP_ROWS):
+                if vrt is not None and reader is not None and reader[0] == "scl":
+                    codes = scl_to_validity(vrt.read(1, window=window))
+                elif vrt is not None and reader is not None:
+                    values = vrt.read(1, window=window, masked=True)
+                    codes = map_file_values(values.filled(0), file_map, reader[1])
+                    codes[np.ma.getmaskarray(values)] = NODATA
+                elif detector is not None:
+                    cloudy = _mask_on_grid(detector[0], detector[1], grid, window)
+                    codes = np.where(cloudy > 0, CLOUD, CLEAR).astype(np.uint8)
+                else:
+                    codes = np.full((int(window.height), int(window.width)), CLEAR, np.uint8)
+                codes[_scene_nodata(scene, window)] = NODATA
+                counts += code_counts(codes)
+                writer.write(window, codes)
+            fraction = cloud_fraction_of_counts(counts)
+            writer.tags.update(
+                VALIDITY_SOURCE=chosen,
+                VALIDITY_CODES=json.dumps({str(k): v for k, v in VALIDITY_CODES.items()}),
+                INVALID_CODES=json.dumps(list(INVALID_CODES)),
+                CLOUD_FRACTION=repr(fraction),
+                PIXELS_PER_CODE=json.dumps(counts.tolist()),
+                **{key: str(value) for key, value in extra_tags.items()},
+            )
     summary = {
         "out": str(out_path),
         "scene": scene_name,
