@@ -35,6 +35,7 @@ from s2landcover.classes import NODATA_CLASS, NOT_OBSERVED
 from s2landcover.config import DATE_SEPARATOR, dated_band_names
 from s2landcover.errors import InputError
 from s2landcover.io.prediction_writer import StreamingRasterWriter
+from s2landcover.io.qgis_styles import write_code_style
 from s2landcover.io.rasters import (
     Grid,
     grid_of,
@@ -274,6 +275,7 @@ def combine_validity(
         with RasterWriter(
             out_path, grid, 1, "uint8", NODATA,
             colormap=VALIDITY_COLORS, descriptions=["validity code"],
+            style=lambda final: write_code_style(final, VALIDITY_CODES, VALIDITY_COLORS),
         ) as writer:  # fmt: skip
             for window in block_windows(grid.width, grid.height, grid.width, STRIP_ROWS):
                 codes = combine_codes([s.read(1, window=window) for s in sources], allow_partial)
