@@ -37,12 +37,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import math
+import os
 import queue
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -481,6 +484,24 @@ def reuse_freed_host_memory() -> bool:
     return _host_memory_reuse[0]
 
 
+def default_readers() -> int:
+    """Reader threads of whole-scene prediction: the CPUs this process may use, at most 4."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(4, cpus))
+
+
+def pinned_host_array(shape: tuple[int, ...]) -> np.ndarray:
+    """A float32 host array in page-locked (pinned) memory, for non-blocking copies to a CUDA
+    device; plain memory where pinning is not available (no CUDA)."""
+    try:
+        return torch.empty(shape, dtype=torch.float32, pin_memory=True).numpy()
+    except RuntimeError:
+        return np.empty(shape, dtype=np.float32)
+
+
 # --------------------------------------------------------------------------------------------
 # Threads: a prefetching producer and a background consumer
 
@@ -607,7 +628,7 @@ def normalise_row_band(
     out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Network input of a band of rows, band-first: ``stored (C, rows, width)`` -> float32
-    ``(C, rows, width)`` (``out`` reused when given and large enough).
+    ``(C, rows, width)``, into ``out`` (that shape) when given.
 
     The arithmetic of :func:`s2landcover.radiometry.network_input_into`, value for value
     (``float32(stored) * gain``, then ``+ bias``, then pixels without data times 0), but in
@@ -615,11 +636,8 @@ def normalise_row_band(
     overlap): 2x faster than the transposing pass per window on this project's CPU. Only the
     pixels without data (``valid`` False) are multiplied by 0; None: every pixel has data.
     """
-    shape = stored.shape
-    if out is None or out.size < stored.size:
-        out = np.empty(shape, dtype=np.float32)
-    else:
-        out = out.reshape(-1)[: stored.size].reshape(shape)
+    if out is None:
+        out = np.empty(stored.shape, dtype=np.float32)
     np.multiply(stored, gain[:, None, None], out=out, casting="unsafe")
     out += bias[:, None, None]
     if valid is not None:
@@ -632,8 +650,9 @@ def window_batches(
     grid: WindowGrid,
     norm: InputNormalization,
     batch_size: int,
-    buffers: int = 5,
+    buffers: int = 4,
     allocate: Callable[[tuple[int, ...]], np.ndarray] | None = None,
+    workers: int = 1,
 ) -> Iterator[tuple[list[tuple[int, int]], np.ndarray, list[np.ndarray]]]:
     """Cut bands of rows (``(row_off, stored (C, rows, width))``, one per row of windows, in order)
     into batches ``(offsets, input (B, h, w, C) float32, channels last, valid [B x (h, w) bool])``
@@ -642,12 +661,16 @@ def window_batches(
     Each row band is normalised once, band-first, in contiguous passes
     (:func:`normalise_row_band`, the arithmetic of
     :func:`s2landcover.radiometry.network_input_into`), then each window is one transposing copy
-    into its batch slot (no ``np.stack``); the valid mask
-    (:func:`s2landcover.radiometry.valid_pixels`) is computed once per row band and handed out as
-    views. The batch arrays cycle through ``buffers`` preallocated buffers (``allocate(shape)``:
-    e.g. pinned host memory for CUDA; default ``np.empty``): a consumer must be done with a batch
-    before it takes the ``buffers - 1``-th next one (:func:`prefetch` with depth 2 keeps at most 4
-    in flight).
+    into its batch slot (no ``np.stack``); the valid mask (:func:`valid_mask`) is computed once
+    per row band and handed out as views. ``workers`` > 1: the normalisation (by blocks of rows)
+    and the window copies of a band run on that many threads (NumPy and torch release the GIL);
+    the batches are the same, value for value, in the same order. An error in a worker is raised
+    here, and the workers are stopped (pending work cancelled) before it propagates.
+
+    The batch arrays cycle through ``buffers`` preallocated buffers (``allocate(shape)``: e.g.
+    pinned host memory for CUDA; default ``np.empty``): a consumer must be done with a batch
+    before it takes the ``buffers - 1``-th next one (:func:`prefetch` with depth 2 keeps at most 3
+    in flight besides the one being filled).
     """
     gain, bias = norm.gain_bias()
     shape = (batch_size, grid.window_height, grid.window_width, len(norm.scales))
@@ -658,32 +681,70 @@ def window_batches(
     valids: list[np.ndarray] = []
     batch: np.ndarray | None = None
     normalised: np.ndarray | None = None
-    for row_off, stored in row_bands:
-        stored = pad_to(stored, grid.window_height, grid.window_width)  # pointwise ops commute
-        valid = valid_mask(stored, norm.nodata)
-        all_valid = bool(valid.all())
-        normalised = normalise_row_band(
-            stored, gain, bias, None if all_valid else valid, normalised
-        )
-        for col_off in grid.col_starts:
-            if batch is None:
-                if len(pool) < buffers:
-                    pool.append(make(shape))
-                batch = pool[used % len(pool)] if len(pool) == buffers else pool[-1]
-                used += 1
-            cols = slice(col_off, col_off + grid.window_width)
-            # torch's transposing copy: 2x NumPy's (np.copyto of the transposed view)
-            torch.from_numpy(batch[len(offsets)]).copy_(
-                torch.from_numpy(normalised[:, :, cols]).permute(1, 2, 0)
+    executor = ThreadPoolExecutor(workers, "prediction-reader") if workers > 1 else None
+
+    def run_all(calls: list[Callable[[], Any]]) -> None:
+        if executor is None:
+            for call in calls:
+                call()
+            return
+        futures = [executor.submit(call) for call in calls]
+        try:
+            for future in futures:
+                future.result()  # re-raises a worker's error here
+        finally:
+            for future in futures:
+                future.cancel()
+
+    def copy_window(target: np.ndarray, source: np.ndarray) -> Callable[[], Any]:
+        # torch's transposing copy: 2x NumPy's (np.copyto of the transposed view)
+        return lambda: torch.from_numpy(target).copy_(torch.from_numpy(source).permute(1, 2, 0))
+
+    try:
+        for row_off, stored in row_bands:
+            stored = pad_to(stored, grid.window_height, grid.window_width)  # pointwise ops commute
+            valid = valid_mask(stored, norm.nodata)
+            all_valid = bool(valid.all())
+            if normalised is None or normalised.shape != stored.shape:
+                normalised = np.empty(stored.shape, dtype=np.float32)
+            rows = stored.shape[1]
+            step = -(-rows // max(1, workers))
+            run_all(
+                [
+                    functools.partial(
+                        normalise_row_band,
+                        stored[:, r : r + step],
+                        gain,
+                        bias,
+                        None if all_valid else valid[r : r + step],
+                        normalised[:, r : r + step],
+                    )
+                    for r in range(0, rows, step)
+                ]
             )
-            offsets.append((row_off, col_off))
-            valids.append(valid[:, cols])
-            if len(offsets) == batch_size:
-                yield offsets, batch, valids
-                offsets, valids, batch = [], [], None
-    if offsets:
-        assert batch is not None
-        yield offsets, batch[: len(offsets)], valids
+            copies = []
+            for col_off in grid.col_starts:
+                if batch is None:
+                    if len(pool) < buffers:
+                        pool.append(make(shape))
+                    batch = pool[used % len(pool)] if len(pool) == buffers else pool[-1]
+                    used += 1
+                cols = slice(col_off, col_off + grid.window_width)
+                copies.append(copy_window(batch[len(offsets)], normalised[:, :, cols]))
+                offsets.append((row_off, col_off))
+                valids.append(valid[:, cols])
+                if len(offsets) == batch_size:
+                    run_all(copies)
+                    copies = []
+                    yield offsets, batch, valids
+                    offsets, valids, batch = [], [], None
+            run_all(copies)
+        if offsets:
+            assert batch is not None
+            yield offsets, batch[: len(offsets)], valids
+    finally:
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
 
 
 PRECISIONS = ("auto", "float32", "bfloat16")
@@ -764,7 +825,11 @@ def blend_rows(
     weights_np = blend_weights(grid.window_height, grid.window_width, blend)
     # CPU: one window's weighted logits (K, h, w), reused (a fresh array per batch of 1,024 px
     # windows is 100 MB of page faults)
-    weighted_window = torch.empty((num_classes, grid.window_height, grid.window_width))
+    weighted_window = (
+        torch.empty((num_classes, grid.window_height, grid.window_width))
+        if accumulator.on_host
+        else None
+    )
     weights_t = torch.from_numpy(weights_np)
     weights = weights_np if accumulator.on_host else torch.from_numpy(weights_np).to(device)
     amp = autocast_dtype(device, precision)
@@ -773,6 +838,12 @@ def blend_rows(
         for offsets, images, valids in batches:
             # (B, h, w, C) -> NCHW view in channels-last memory: no copy when channels_last
             x = torch.from_numpy(images).to(device, non_blocking=True).permute(0, 3, 1, 2)
+            # CUDA: the batch comes from pinned memory, copied while the host goes on; the
+            # reader may refill that buffer once this loop takes the batch after next, so the
+            # copy (only the copy, not the network) is waited for before the loop goes on
+            copied = torch.cuda.Event() if device.type == "cuda" else None
+            if copied is not None:
+                copied.record()
             if not channels_last:
                 x = x.contiguous()
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
@@ -788,11 +859,14 @@ def blend_rows(
                 if accumulator.on_host:
                     # one window times the weights (band-first, whatever the logits' layout: torch
                     # reads channels-last logits strided) into the reused buffer
+                    assert weighted_window is not None
                     torch.mul(logits[i], weights_t, out=weighted_window)
                     window_logits = weighted_window.numpy()
                 else:
                     window_logits = weighted[i]
                 accumulator.add(window_logits, weights, valid[i], row_off, col_off, weighted=True)
+            if copied is not None:
+                copied.synchronize()
             if on_batch is not None:
                 on_batch(len(offsets))
         emit_rows(accumulator.release(grid.height, confidence))
@@ -848,7 +922,9 @@ TASK_PURPOSES = {
 
 
 def network_from_checkpoint(
-    checkpoint_path: str | Path, task_name: str = "segmentation"
+    checkpoint_path: str | Path,
+    task_name: str = "segmentation",
+    loaded: tuple[Mapping[str, Any], dict[str, Any]] | None = None,
 ) -> tuple[nn.Module, dict[str, Any], Any]:
     """The network of a checkpoint (eval mode, CPU), its metadata and its training task.
 
@@ -861,6 +937,8 @@ def network_from_checkpoint(
     Args:
         checkpoint_path: ``model.pt`` written by training.
         task_name: the task the caller needs (``segmentation`` or ``classification``).
+        loaded: ``(state_dict, metadata)`` of the file when the caller has read it already
+            (:func:`s2landcover.io.checkpoints.load_model_checkpoint`): not read again.
 
     Returns:
         (network, metadata, task): the task object (``pad_multiple``, ``min_dominant_fraction``).
@@ -872,7 +950,7 @@ def network_from_checkpoint(
     from s2landcover.io.checkpoints import load_model_checkpoint
     from s2landcover.training.tasks import task_from_config
 
-    state_dict, metadata = load_model_checkpoint(checkpoint_path)
+    state_dict, metadata = loaded if loaded is not None else load_model_checkpoint(checkpoint_path)
     if metadata["task"] != task_name:
         raise InputError(
             f"checkpoint {checkpoint_path} is a {metadata['task']!r} model; "
@@ -1117,13 +1195,15 @@ def predict_scene(
         InputError: for a bad checkpoint, a scene lacking a band, a scene at another resolution.
     """
     from s2landcover import pixel_model
+    from s2landcover.io.checkpoints import load_model_checkpoint
 
-    if pixel_model.checkpoint_is_pixel_model(checkpoint_path):
+    loaded = load_model_checkpoint(checkpoint_path)  # read once: both kinds of model start here
+    if pixel_model.is_pixel_architecture(loaded[1].get("architecture", "")):
         return pixel_model.predict_scene_pixels(
             checkpoint_path, scene_path, out_path, prediction_cfg, threads, progress,
             validity_path=validity_path,
         )  # fmt: skip
-    model, metadata = model_from_checkpoint(checkpoint_path)
+    model, metadata, _ = network_from_checkpoint(checkpoint_path, "segmentation", loaded=loaded)
     return predict_scene_with_model(
         model,
         metadata,
@@ -1146,9 +1226,13 @@ def predict_scene_with_model(
     progress: bool = True,
     grid_shift: int = 0,
     validity_path: str | Path | None = None,
+    readers: int | None = None,
 ) -> dict[str, Any]:
     """:func:`predict_scene` with a model already built (any module mapping (B, C, h, w) normalised
     input to (B, K, h, w) logits) and its checkpoint metadata.
+
+    ``readers``: threads that decode (GDAL), normalise and cut the scene's rows (None:
+    :func:`default_readers`); the output does not depend on it.
 
     ``grid_shift`` moves the inner window starts by that many pixels (0 in production; tests use
     half a window to check that the result does not depend on where windows fall).
@@ -1157,6 +1241,9 @@ def predict_scene_with_model(
 
     started = time.perf_counter()
     reuse_freed_host_memory()
+    readers = default_readers() if readers is None else int(readers)
+    if readers < 1:
+        raise InputError(f"readers is {readers}; expected at least 1 reader thread")
     scene_path, out_path = Path(scene_path), Path(out_path)
     scene, classes = open_scene_for_model(
         scene_path, out_path, metadata, ClassTable.from_dict(metadata["classes"]), validity_path
@@ -1209,10 +1296,14 @@ def predict_scene_with_model(
         try:
             batches = prefetch(
                 lambda: window_batches(
-                    read_row_bands(scene, grid.row_starts, grid.window_height, reuse=True),
+                    read_row_bands(
+                        scene, grid.row_starts, grid.window_height, reuse=True, threads=readers
+                    ),
                     grid,
                     norm,
                     batch_size,
+                    allocate=pinned_host_array if torch_device.type == "cuda" else None,
+                    workers=readers,
                 ),
                 depth=2,
             )
