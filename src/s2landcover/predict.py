@@ -745,6 +745,9 @@ def window_batches(
     finally:
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
+        close = getattr(row_bands, "close", None)
+        if close is not None:  # a reader generator: closes its dataset in this thread, now
+            close()
 
 
 PRECISIONS = ("auto", "float32", "bfloat16")
