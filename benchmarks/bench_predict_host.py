@@ -94,6 +94,9 @@ def child(scene: Path, out: Path, cfg: dict, threads: int) -> dict:
 
     prediction_writer.rasterio.shutil.copy = timed("COG rewrite", rasterio.shutil.copy)
     predict.window_batches = timed_iter("reader: decode, normalise, cut", predict.window_batches)
+    if hasattr(predict, "normalise_row_band"):  # reader threads (after issue 20): their own CPU
+        predict.normalise_row_band = timed("readers: normalise", predict.normalise_row_band)
+        predict.valid_mask = timed("readers: no-data mask", predict.valid_mask)
     writer_write = prediction_writer.StreamingRasterWriter.write_rows
     prediction_writer.StreamingRasterWriter.write_rows = timed("writer: stage", writer_write)
     release = predict.RowBandAccumulator.release
@@ -215,8 +218,8 @@ def main() -> None:
             values = [r["phases"].get(phase, 0.0) for r in runs[(tree, label, "square")]]
             cells.append(f"{statistics.median(values):.2f}")
         print(f"| {phase} | " + " | ".join(cells) + " |")
-    print("\nCPU seconds in no phase (GDAL and torch worker threads, set-up, the rest of the main")
-    print("thread's loop), square scene, median:\n")
+    print("\nCPU seconds in no phase (GDAL decode and torch worker threads, window copies, the")
+    print("kernel zeroing fresh pages, set-up, the rest of the main loop), square scene, median:\n")
     print("| " + " | ".join(f"{tree}: {label}" for tree, label in rows) + " |")
     print("|" + "---:|" * len(rows))
     cells = []

@@ -229,3 +229,25 @@ def test_pinned_host_array_falls_back_to_plain_memory_without_cuda() -> None:
     array = pinned_host_array((2, 3, 4))
     assert isinstance(array, np.ndarray) and array.shape == (2, 3, 4)
     assert array.dtype == np.float32 and array.flags.writeable
+
+
+def test_cpu_batches_are_capped_in_pixels_and_do_not_change_the_output(
+    scene: Path, tmp_path: Path
+) -> None:
+    from s2landcover.predict import CPU_BATCH_PIXELS, effective_batch_size
+
+    assert effective_batch_size(4, 1024, 1024, "cpu") == 1
+    assert effective_batch_size(4, 320, 320, "cpu") == 4
+    assert effective_batch_size(64, 320, 320, "cpu") == CPU_BATCH_PIXELS // 320**2
+    assert effective_batch_size(4, 1024, 1024, "cuda") == 4  # GPUs: as configured
+    outputs = []
+    for batch_size in (1, 5):
+        out = tmp_path / f"b{batch_size}" / "p.tif"
+        summary = predict_scene_with_model(
+            SpectralContextModel(), metadata(), scene, out,
+            prediction_cfg(**{**CFG, "batch_size": batch_size}), progress=False,
+        )  # fmt: skip
+        assert summary["batch_size"] == batch_size
+        outputs.append(read_outputs(out))
+    assert np.array_equal(outputs[0][0], outputs[1][0])
+    assert np.array_equal(outputs[0][1], outputs[1][1])

@@ -484,6 +484,28 @@ def reuse_freed_host_memory() -> bool:
     return _host_memory_reuse[0]
 
 
+# Largest batch on a CPU, in window pixels (2^20: one 1,024 px window, four of 512 px, ten of
+# 320 px). A larger batch does not convolve faster on a CPU, but its buffers (4 batches of input
+# in flight, the network's output and activations) leave the caches and must be freshly mapped
+# and zeroed by the kernel: with 4 windows of 1,024 px a 4,096^2 scene took 1.1-1.4 CPU-s of
+# system time against 0.24 with one (bench_predict_host.py, stand-in network).
+CPU_BATCH_PIXELS = 1 << 20
+
+
+def effective_batch_size(
+    batch_size: int, window_height: int, window_width: int, device: torch.device | str = "cpu"
+) -> int:
+    """Windows per network call: ``prediction.batch_size``, on a CPU at most
+    :data:`CPU_BATCH_PIXELS` window pixels (at least one window). The windows' logits do not
+    depend on the batch they are in (every layer of an eval-mode network is per sample), so this
+    changes the speed, not the output."""
+    if batch_size < 1:
+        raise InputError(f"prediction.batch_size is {batch_size}; expected at least 1")
+    if torch.device(device).type != "cpu":
+        return batch_size
+    return max(1, min(batch_size, CPU_BATCH_PIXELS // (window_height * window_width)))
+
+
 def default_readers() -> int:
     """Reader threads of whole-scene prediction: the CPUs this process may use, at most 4."""
     try:
@@ -1262,7 +1284,9 @@ def predict_scene_with_model(
     )
     blend = prediction_cfg["blend"]
     blend_weights_1d(1, blend)  # checks the name before any work
-    batch_size = int(prediction_cfg["batch_size"])
+    batch_size = effective_batch_size(
+        int(prediction_cfg["batch_size"]), grid.window_height, grid.window_width, torch_device
+    )
     tta = bool(prediction_cfg["tta"])
     with_confidence = bool(prediction_cfg["confidence"])
     norm = InputNormalization(
@@ -1329,6 +1353,7 @@ def predict_scene_with_model(
         "window_width": grid.window_width,
         "stride": stride,
         "windows": grid.count,
+        "batch_size": batch_size,
         "blend": blend,
         "tta": tta,
         "device": str(torch_device),
