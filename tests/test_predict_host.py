@@ -251,3 +251,22 @@ def test_cpu_batches_are_capped_in_pixels_and_do_not_change_the_output(
         outputs.append(read_outputs(out))
     assert np.array_equal(outputs[0][0], outputs[1][0])
     assert np.array_equal(outputs[0][1], outputs[1][1])
+
+
+def test_cpu_accumulator_weights_by_blocks_of_rows_as_one_product() -> None:
+    """The CPU accumulator's blockwise multiply-add equals ``sum += logits * weights`` bitwise,
+    for channels-last (strided) logits and windows taller than a block and cut by the scene."""
+    from s2landcover.predict import HOST_ADD_ROWS, RowBandAccumulator, blend_weights
+
+    rng = np.random.default_rng(4)
+    k, h, w, width = 5, 2 * HOST_ADD_ROWS + 22, 90, 200
+    accumulator = RowBandAccumulator(k, h, width, "cpu")
+    expected = np.zeros((k, h, width), np.float32)
+    weights = blend_weights(h, w)
+    for col_off in (0, 70, 150):  # the last window reaches past the scene's width
+        logits = np.ascontiguousarray(rng.normal(size=(h, w, k)).astype(np.float32))
+        view = logits.transpose(2, 0, 1)  # (K, h, w), channels-last memory
+        accumulator.add(view, weights, np.ones((h, w), bool), 0, col_off)
+        cut = min(w, width - col_off)
+        expected[:, :, col_off : col_off + cut] += view[:, :, :cut] * weights[:, :cut]
+    assert np.array_equal(accumulator.logit_sum, expected)

@@ -16,14 +16,18 @@ the scene's no-data value are set to 0 after normalisation (the band mean, as in
 class 0 in the output.
 
 Streaming: windows are visited row by row. A reader thread reads one band of rows (window height x
-scene width) per window row and cuts it into normalised windows, batched; the main thread runs the
-network (``torch.inference_mode``; on CUDA with bf16/fp16 autocast and channels_last) and adds the
+scene width) per window row (GDAL decoding its compressed blocks on ``readers`` threads), normalises
+it once, band-first, and cuts it into channels-last windows, batched (the normalisation by blocks
+of rows and the window copies run on ``readers`` threads too); the main thread runs the network
+(``torch.inference_mode``; bf16/fp16 autocast and channels_last where they pay) and adds the
 weighted logits into a row-band accumulator (K x window height x scene width, float32, on the
-inference device). When the next window row starts at row r, every row above r is final: its classes
+inference device; on a CUDA device the batches come from pinned host memory, copied without
+blocking). When the next window row starts at row r, every row above r is final: its classes
 (argmax + 1) go to a writer thread that streams them into a tiled GeoTIFF, converted to a COG at the
 end. Peak memory therefore grows with the window and the scene width, never with the scene height:
-about ``4 * (K + 1) * window * width`` bytes for the accumulator, ``2 * 4 * C * window * width``
-for the read and normalised row band, the queued batches and the network's activations.
+about ``4 * (K + 1) * window * width`` bytes for the accumulator, ``(2 + 4) * C * window * width``
+for the read and normalised row band, the queued batches (on a CPU at most 2^20 window pixels
+each: :func:`effective_batch_size`) and the network's activations.
 
 Logit channel ``i`` is class ``i + 1``; the output holds 1..K and 0 where the scene has no data.
 
@@ -298,6 +302,11 @@ def infer_logits(model: nn.Module, batch: torch.Tensor, tta: bool = False) -> to
 # Row-band accumulator
 
 
+# Rows per block when a CPU accumulator weights and adds a window: (K, 64, w) float32 of weighted
+# logits (1.5 MB for K = 6 and 1,024 px) stay in the cache between the multiply and the add.
+HOST_ADD_ROWS = 64
+
+
 class RowBandAccumulator:
     """Weighted logit sums for a band of scene rows (K x band height x scene width, float32).
 
@@ -318,6 +327,7 @@ class RowBandAccumulator:
         self.width = width
         self.top = 0  # scene row of band row 0
         self.on_host = torch.device(device).type == "cpu"
+        self._scratch: np.ndarray | None = None  # host: weighted logits of a block of rows
         if self.on_host:
             self.logit_sum: Any = np.zeros((num_classes, band_height, width), dtype=np.float32)
             self.weight_sum: Any = np.zeros((band_height, width), dtype=np.float32)
@@ -338,7 +348,8 @@ class RowBandAccumulator:
     ) -> None:
         """Add one window's logits times ``weights`` (h, w) at scene (row_off, col_off); ``valid``
         (h, w) marks pixels with data. Parts beyond the scene (padding) are cut off. The logits are
-        (K, h, w): a NumPy array on a CPU accumulator, a tensor on a GPU one;
+        (K, h, w): a NumPy array (any strides: a view of channels-last logits) on a CPU
+        accumulator, a tensor on a GPU one;
         ``weighted``: the logits are already multiplied by the weights (a whole batch at once)."""
         row = row_off - self.top
         if row < 0:
@@ -352,8 +363,14 @@ class RowBandAccumulator:
             target = self.logit_sum[:, row : row + h, col_off : col_off + w]
             if weighted:
                 target += logits[:, :h, :w]
-            else:
-                target += logits[:, :h, :w] * weights[:h, :w]
+            else:  # by blocks of rows through a small scratch array that stays in the cache
+                if self._scratch is None or self._scratch.shape[-1] < w:
+                    self._scratch = np.empty((self.num_classes, HOST_ADD_ROWS, w), np.float32)
+                for top in range(0, h, HOST_ADD_ROWS):
+                    rows = slice(top, min(h, top + HOST_ADD_ROWS))
+                    scratch = self._scratch[:, : rows.stop - top, :w]
+                    np.multiply(logits[:, rows, :w], weights[rows, :w], out=scratch)
+                    target[:, rows] += scratch
             self.weight_sum[row : row + h, col_off : col_off + w] += weights[:h, :w]
             self.valid[row : row + h, col_off : col_off + w] = valid[:h, :w]
             return
@@ -848,14 +865,6 @@ def blend_rows(
     device = torch.device(device)
     accumulator = RowBandAccumulator(num_classes, grid.window_height, grid.width, device)
     weights_np = blend_weights(grid.window_height, grid.window_width, blend)
-    # CPU: one window's weighted logits (K, h, w), reused (a fresh array per batch of 1,024 px
-    # windows is 100 MB of page faults)
-    weighted_window = (
-        torch.empty((num_classes, grid.window_height, grid.window_width))
-        if accumulator.on_host
-        else None
-    )
-    weights_t = torch.from_numpy(weights_np)
     weights = weights_np if accumulator.on_host else torch.from_numpy(weights_np).to(device)
     amp = autocast_dtype(device, precision)
     channels_last = uses_channels_last(device, amp, layout)
@@ -882,14 +891,12 @@ def blend_rows(
                 if row_off > accumulator.top:
                     emit_rows(accumulator.release(row_off, confidence))
                 if accumulator.on_host:
-                    # one window times the weights (band-first, whatever the logits' layout: torch
-                    # reads channels-last logits strided) into the reused buffer
-                    assert weighted_window is not None
-                    torch.mul(logits[i], weights_t, out=weighted_window)
-                    window_logits = weighted_window.numpy()
+                    # weighted and added by blocks of rows, in NumPy: torch's two OpenMP threads
+                    # made a window's multiply 4-7x slower on a loaded 2-core machine (waiting for
+                    # each other), and a whole window's product leaves the cache
+                    accumulator.add(logits[i].numpy(), weights, valid[i], row_off, col_off)
                 else:
-                    window_logits = weighted[i]
-                accumulator.add(window_logits, weights, valid[i], row_off, col_off, weighted=True)
+                    accumulator.add(weighted[i], weights, valid[i], row_off, col_off, weighted=True)
             if copied is not None:
                 copied.synchronize()
             if on_batch is not None:
