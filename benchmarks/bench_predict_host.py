@@ -12,9 +12,14 @@ threads): on a shared, loaded machine the wall clock mostly measures the other j
 this job needs; "per core" below is that figure. Per phase: CPU seconds of each thread (reader,
 main, writer) and the COG rewrite (``rasterio.shutil.copy``, GDAL threads not included).
 
+``--baseline-src DIR`` also runs every setting with the package at ``DIR`` (e.g. a checkout of
+the commit before issue 20's host-side work), interleaved with this tree's runs in the same rounds,
+so that "x baseline" compares the machinery of both trees under the same load.
+
 Example (this project's 2-core machine):
 
-    python benchmarks/bench_predict_host.py --size 4096 --threads 2 --repeats 3
+    python benchmarks/bench_predict_host.py --size 4096 --threads 2 --repeats 3 \
+        --baseline-src /path/to/checkout-before/src
 """
 
 from __future__ import annotations
@@ -89,6 +94,9 @@ def child(scene: Path, out: Path, cfg: dict, threads: int) -> dict:
 
     prediction_writer.rasterio.shutil.copy = timed("COG rewrite", rasterio.shutil.copy)
     predict.window_batches = timed_iter("reader: decode, normalise, cut", predict.window_batches)
+    if hasattr(predict, "normalise_row_band"):  # reader threads (after issue 20): their own CPU
+        predict.normalise_row_band = timed("readers: normalise", predict.normalise_row_band)
+        predict.valid_mask = timed("readers: no-data mask", predict.valid_mask)
     writer_write = prediction_writer.StreamingRasterWriter.write_rows
     prediction_writer.StreamingRasterWriter.write_rows = timed("writer: stage", writer_write)
     release = predict.RowBandAccumulator.release
@@ -116,10 +124,14 @@ def child(scene: Path, out: Path, cfg: dict, threads: int) -> dict:
     }
 
 
-def measure(scene: Path, out: Path, cfg: dict, threads: int) -> dict:
-    """Run :func:`child` in its own process (`_measure.run_measured`): figures + peak RSS (MiB)."""
+def measure(scene: Path, out: Path, cfg: dict, threads: int, src: Path | None = None) -> dict:
+    """Run :func:`child` in its own process (`_measure.run_measured`): figures + peak RSS (MiB);
+    ``src``: the package tree to import (None: the one this process would import)."""
     argv = ["--child", json.dumps(cfg), "--scene", str(scene), "--out", str(out)]
-    run = run_measured(python_command(__file__, *argv, "--threads", str(threads)), env=os.environ)
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
+    run = run_measured(python_command(__file__, *argv, "--threads", str(threads)), env=env)
     return {**run.result, "peak_rss_mib": run.peak_mib}
 
 
@@ -129,6 +141,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        default=None,
+        help="also run every setting with the s2landcover package of this src/ directory",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--scene", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -148,48 +166,67 @@ def main() -> None:
         scenes[name] = workdir / f"scene_{name}_{args.size}.tif"
         if not scenes[name].exists():
             write_scene(scenes[name], height, args.size)
-    runs: dict[tuple[str, str], list[dict]] = {}
+    trees: list[tuple[str, Path | None]] = [("this tree", None)]
+    if args.baseline_src is not None:
+        trees.insert(0, ("baseline", args.baseline_src.resolve()))
+    rows = [(tree, label) for tree, _ in trees for label, _ in SETTINGS]
+    runs: dict[tuple[str, str, str], list[dict]] = {}
     for _ in range(args.repeats):
         for shape in scenes:
-            for label, cfg in SETTINGS:
-                figures = measure(scenes[shape], workdir / "out.tif", cfg, args.threads)
-                runs.setdefault((label, shape), []).append(figures)
-                print(label, shape, json.dumps(figures), file=sys.stderr)
+            for tree, src in trees:
+                for label, cfg in SETTINGS:
+                    figures = measure(scenes[shape], workdir / "out.tif", cfg, args.threads, src)
+                    runs.setdefault((tree, label, shape), []).append(figures)
+                    print(tree, label, shape, json.dumps(figures), file=sys.stderr)
     load = os.getloadavg()
     print(
         f"scene {args.size:,} px wide (square {args.size:,}^2, tall {2 * args.size:,} x "
         f"{args.size:,}), stand-in 3x3 conv network, K = 6, {args.threads} threads, median of "
         f"{args.repeats} interleaved rounds, load average {load[0]:.1f} / {load[1]:.1f} / "
-        f"{load[2]:.1f} (1 / 5 / 15 min) at the end\n"
+        f"{load[2]:.1f} (1 / 5 / 15 min) at the end"
+        + (f"; baseline: {args.baseline_src}" if args.baseline_src is not None else "")
+        + "\n"
     )
     print(
-        "| setting | scene | windows | wall s | Mpx/s (wall) | CPU s | Mpx per CPU-s "
-        "(per core) | x before (per core) | peak RSS MiB |"
+        "| machinery | setting | scene | windows | wall s | Mpx/s (wall) | x ref (wall) | CPU s "
+        "| Mpx per CPU-s (per core) | x ref (per core) | peak RSS MiB |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for shape, factor in (("square", 1), ("tall", 2)):
         megapixels = factor * args.size * args.size / 1e6
-        base = statistics.median(r["cpu"] for r in runs[(SETTINGS[0][0], shape)])
-        for label, _ in SETTINGS:
-            rs = runs[(label, shape)]
+        reference = runs[(rows[0][0], rows[0][1], shape)]  # the first tree's first setting
+        base_wall = statistics.median(r["wall"] for r in reference)
+        base_cpu = statistics.median(r["cpu"] for r in reference)
+        for tree, label in rows:
+            rs = runs[(tree, label, shape)]
             wall = statistics.median(r["wall"] for r in rs)
             cpu = statistics.median(r["cpu"] for r in rs)
             rss = statistics.median(r["peak_rss_mib"] for r in rs)
             print(
-                f"| {label} | {shape} | {rs[0]['windows']:,} | {wall:.1f} | "
-                f"{megapixels / wall:.1f} | {cpu:.1f} | {megapixels / cpu:.1f} | "
-                f"{base / cpu:.2f} | {rss:,.0f} |"
+                f"| {tree} | {label} | {shape} | {rs[0]['windows']:,} | {wall:.2f} | "
+                f"{megapixels / wall:.1f} | {base_wall / wall:.2f} | {cpu:.2f} | "
+                f"{megapixels / cpu:.1f} | {base_cpu / cpu:.2f} | {rss:,.0f} |"
             )
-    print("\nCPU seconds by phase (square scene, median):\n")
+    print(f"\nref: {rows[0][0]}, {rows[0][1]}, same scene.")
+    print("\nCPU seconds by phase (square scene, median; threads' own CPU time only):\n")
     phases = sorted({p for rs in runs.values() for r in rs for p in r["phases"]})
-    print("| phase | " + " | ".join(label for label, _ in SETTINGS) + " |")
-    print("|---|" + "---:|" * len(SETTINGS))
+    print("| phase | " + " | ".join(f"{tree}: {label}" for tree, label in rows) + " |")
+    print("|---|" + "---:|" * len(rows))
     for phase in phases:
         cells = []
-        for label, _ in SETTINGS:
-            values = [r["phases"].get(phase, 0.0) for r in runs[(label, "square")]]
+        for tree, label in rows:
+            values = [r["phases"].get(phase, 0.0) for r in runs[(tree, label, "square")]]
             cells.append(f"{statistics.median(values):.2f}")
         print(f"| {phase} | " + " | ".join(cells) + " |")
+    print("\nCPU seconds in no phase (GDAL decode and torch worker threads, window copies, the")
+    print("kernel zeroing fresh pages, set-up, the rest of the main loop), square scene, median:\n")
+    print("| " + " | ".join(f"{tree}: {label}" for tree, label in rows) + " |")
+    print("|" + "---:|" * len(rows))
+    cells = []
+    for tree, label in rows:
+        rs = runs[(tree, label, "square")]
+        cells.append(f"{statistics.median(r['cpu'] - sum(r['phases'].values()) for r in rs):.2f}")
+    print("| " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

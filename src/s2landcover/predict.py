@@ -16,14 +16,18 @@ the scene's no-data value are set to 0 after normalisation (the band mean, as in
 class 0 in the output.
 
 Streaming: windows are visited row by row. A reader thread reads one band of rows (window height x
-scene width) per window row and cuts it into normalised windows, batched; the main thread runs the
-network (``torch.inference_mode``; on CUDA with bf16/fp16 autocast and channels_last) and adds the
+scene width) per window row (GDAL decoding its compressed blocks on ``readers`` threads), normalises
+it once, band-first, and cuts it into channels-last windows, batched (the normalisation by blocks
+of rows and the window copies run on ``readers`` threads too); the main thread runs the network
+(``torch.inference_mode``; bf16/fp16 autocast and channels_last where they pay) and adds the
 weighted logits into a row-band accumulator (K x window height x scene width, float32, on the
-inference device). When the next window row starts at row r, every row above r is final: its classes
+inference device; on a CUDA device the batches come from pinned host memory, copied without
+blocking). When the next window row starts at row r, every row above r is final: its classes
 (argmax + 1) go to a writer thread that streams them into a tiled GeoTIFF, converted to a COG at the
 end. Peak memory therefore grows with the window and the scene width, never with the scene height:
-about ``4 * (K + 1) * window * width`` bytes for the accumulator, ``2 * 4 * C * window * width``
-for the read and normalised row band, the queued batches and the network's activations.
+about ``4 * (K + 1) * window * width`` bytes for the accumulator, ``(2 + 4) * C * window * width``
+for the read and normalised row band, the queued batches (on a CPU at most 2^20 window pixels
+each: :func:`effective_batch_size`) and the network's activations.
 
 Logit channel ``i`` is class ``i + 1``; the output holds 1..K and 0 where the scene has no data.
 
@@ -37,12 +41,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import math
+import os
 import queue
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,7 +62,7 @@ from torch import nn
 from s2landcover.classes import NOT_OBSERVED, ClassTable
 from s2landcover.devices import choose_device
 from s2landcover.errors import InputError
-from s2landcover.radiometry import InputNormalization, network_input_into, valid_pixels
+from s2landcover.radiometry import InputNormalization, valid_pixels
 from s2landcover.windows import window_starts
 
 log = logging.getLogger(__name__)
@@ -295,6 +302,11 @@ def infer_logits(model: nn.Module, batch: torch.Tensor, tta: bool = False) -> to
 # Row-band accumulator
 
 
+# Rows per block when a CPU accumulator weights and adds a window: (K, 64, w) float32 of weighted
+# logits (1.5 MB for K = 6 and 1,024 px) stay in the cache between the multiply and the add.
+HOST_ADD_ROWS = 64
+
+
 class RowBandAccumulator:
     """Weighted logit sums for a band of scene rows (K x band height x scene width, float32).
 
@@ -302,7 +314,9 @@ class RowBandAccumulator:
     later window touches) as classes and moves the band down. Lives on the inference device: on a
     CPU as NumPy arrays (single-threaded, in place: torch's intra-op threads, which the network
     uses, made each small slice operation wait for a busy core, ~35 ms per window at load 6), on a
-    GPU as tensors (only uint8 rows come back).
+    GPU as tensors (only uint8 rows come back). Both hold the logit sums band-first (K, rows,
+    width): the argmax is then K - 1 elementwise passes over whole planes (on a CPU ~10x faster
+    than NumPy's ``argmax`` over a last axis of K values).
     """
 
     def __init__(
@@ -313,8 +327,9 @@ class RowBandAccumulator:
         self.width = width
         self.top = 0  # scene row of band row 0
         self.on_host = torch.device(device).type == "cpu"
-        if self.on_host:  # (rows, width, K): the layout of channels-last logits, no transpose
-            self.logit_sum: Any = np.zeros((band_height, width, num_classes), dtype=np.float32)
+        self._scratch: np.ndarray | None = None  # host: weighted logits of a block of rows
+        if self.on_host:
+            self.logit_sum: Any = np.zeros((num_classes, band_height, width), dtype=np.float32)
             self.weight_sum: Any = np.zeros((band_height, width), dtype=np.float32)
             self.valid: Any = np.zeros((band_height, width), dtype=bool)
         else:
@@ -332,8 +347,9 @@ class RowBandAccumulator:
         weighted: bool = False,
     ) -> None:
         """Add one window's logits times ``weights`` (h, w) at scene (row_off, col_off); ``valid``
-        (h, w) marks pixels with data. Parts beyond the scene (padding) are cut off. On a CPU
-        accumulator the logits are a NumPy array (h, w, K), on a GPU one a tensor (K, h, w);
+        (h, w) marks pixels with data. Parts beyond the scene (padding) are cut off. The logits are
+        (K, h, w): a NumPy array (any strides: a view of channels-last logits) on a CPU
+        accumulator, a tensor on a GPU one;
         ``weighted``: the logits are already multiplied by the weights (a whole batch at once)."""
         row = row_off - self.top
         if row < 0:
@@ -342,13 +358,19 @@ class RowBandAccumulator:
                 "windows must come in row order"
             )
         if self.on_host:
-            h = min(logits.shape[0], self.band_height - row)
-            w = min(logits.shape[1], self.width - col_off)
-            target = self.logit_sum[row : row + h, col_off : col_off + w]
+            h = min(logits.shape[-2], self.band_height - row)
+            w = min(logits.shape[-1], self.width - col_off)
+            target = self.logit_sum[:, row : row + h, col_off : col_off + w]
             if weighted:
-                target += logits[:h, :w]
-            else:
-                target += logits[:h, :w] * weights[:h, :w, None]
+                target += logits[:, :h, :w]
+            else:  # by blocks of rows through a small scratch array that stays in the cache
+                if self._scratch is None or self._scratch.shape[-1] < w:
+                    self._scratch = np.empty((self.num_classes, HOST_ADD_ROWS, w), np.float32)
+                for top in range(0, h, HOST_ADD_ROWS):
+                    rows = slice(top, min(h, top + HOST_ADD_ROWS))
+                    scratch = self._scratch[:, : rows.stop - top, :w]
+                    np.multiply(logits[:, rows, :w], weights[rows, :w], out=scratch)
+                    target[:, rows] += scratch
             self.weight_sum[row : row + h, col_off : col_off + w] += weights[:h, :w]
             self.valid[row : row + h, col_off : col_off + w] = valid[:h, :w]
             return
@@ -379,30 +401,31 @@ class RowBandAccumulator:
         keep = self.band_height - n
         if keep > 0:  # move the unfinished rows up (NumPy copes with the overlap)
             if self.on_host:
-                self.logit_sum[:keep] = self.logit_sum[n:]
+                self.logit_sum[:, :keep] = self.logit_sum[:, n:]
             else:
                 self.logit_sum[:, :keep] = self.logit_sum[:, n:].clone()
             self.weight_sum[:keep] = self.weight_sum[n:]
             self.valid[:keep] = self.valid[n:]
-        if self.on_host:
-            self.logit_sum[keep:] = 0
-        else:
-            self.logit_sum[:, keep:] = 0
+        self.logit_sum[:, keep:] = 0
         self.weight_sum[keep:] = 0
         self.valid[keep:] = False
         self.top += n
         return row_off, classes_np, conf_np
 
     def _finish_host(self, n: int, confidence: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        logit_sum = self.logit_sum[:n]  # (n, width, K)
+        planes = self.logit_sum[:, :n]  # (K, n, width)
         valid = self.valid[:n]
-        # weight_sum > 0, so the class of the largest sum is that of the largest mean
-        classes = logit_sum.argmax(axis=-1).astype(np.uint8)
+        # weight_sum > 0, so the class of the largest sum is that of the largest mean; the first
+        # largest wins (NumPy's argmax), plane by plane
+        classes = argmax_planes(planes)
         classes += 1
-        classes[~valid] = 0
+        classes *= valid  # 0 without data (a masked assignment is ~15x slower)
         if not confidence:
             return classes, None
-        # max softmax probability of the mean logits = 1 / sum_k exp(mean_k - mean_max)
+        # max softmax probability of the mean logits = 1 / sum_k exp(mean_k - mean_max), on
+        # (n, width, K) as before the band-first layout (NumPy's sum over a last axis of K values
+        # adds in another order than one over planes: rounding, hence the confidence, would differ)
+        logit_sum = np.ascontiguousarray(planes.transpose(1, 2, 0))
         mean = logit_sum / np.maximum(self.weight_sum[:n], 1e-30)[..., None]
         mean -= mean.max(axis=-1, keepdims=True)
         np.exp(mean, out=mean)
@@ -424,6 +447,98 @@ class RowBandAccumulator:
             ).to(torch.uint8)
             conf_np = conf.cpu().numpy()
         return classes.cpu().numpy(), conf_np
+
+
+def argmax_planes(planes: np.ndarray) -> np.ndarray:
+    """Index (uint8) of the largest of K planes (K, ...) per element; the first one among equals,
+    as :func:`numpy.argmax` (which, over a short last axis, is ~10x slower). Logits are finite:
+    NaN is not ordered here as NumPy orders it (NumPy takes the first NaN as the largest)."""
+    if planes.shape[0] > 255:
+        raise ValueError(f"{planes.shape[0]} planes; uint8 indexes hold at most 255")
+    best = planes[0].copy()
+    index = np.zeros(best.shape, dtype=np.uint8)
+    larger = np.empty(best.shape, dtype=bool)
+    candidate = np.empty(best.shape, dtype=np.uint8)
+    for k in range(1, planes.shape[0]):
+        np.greater(planes[k], best, out=larger)
+        # k exceeds every index so far: max(index, k where larger else 0) sets k where larger
+        # (SIMD arithmetic; a masked assignment is ~15x slower)
+        np.multiply(larger.view(np.uint8), np.uint8(k), out=candidate)
+        np.maximum(index, candidate, out=index)
+        np.maximum(best, planes[k], out=best)
+    return index
+
+
+# glibc's mallopt parameters (malloc.h) and the values prediction sets
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+HOST_MMAP_THRESHOLD = 1 << 30  # bytes: blocks up to 1 GiB come from the heap and are reused
+HOST_TRIM_THRESHOLD = 1 << 30  # bytes of free heap top kept instead of handed back
+_host_memory_reuse: list[bool] = []
+
+
+def reuse_freed_host_memory() -> bool:
+    """Let glibc's malloc reuse freed large blocks instead of unmapping them (once per process;
+    returns whether it is in effect).
+
+    A network's output is a fresh array per batch (96 MB for 4 windows of 1,024 px and 6
+    classes). Above glibc's mmap threshold (at most 32 MiB by default) every such block is mapped
+    and unmapped again, and its first touch costs a page fault per 4 KiB: measured here, a 3 x 3
+    convolution over such a batch took 220-440 ms with the faults and ~110 ms without. Raising the
+    mmap and trim thresholds to :data:`HOST_MMAP_THRESHOLD` keeps freed blocks in the heap for the
+    next batch. A process setting (the same as ``MALLOC_MMAP_THRESHOLD_`` in the environment); no
+    effect on other C libraries.
+    """
+    if not _host_memory_reuse:
+        done = False
+        with contextlib.suppress(OSError, AttributeError):
+            import ctypes
+
+            libc = ctypes.CDLL("libc.so.6")
+            done = bool(libc.mallopt(_M_MMAP_THRESHOLD, HOST_MMAP_THRESHOLD)) and bool(
+                libc.mallopt(_M_TRIM_THRESHOLD, HOST_TRIM_THRESHOLD)
+            )
+        _host_memory_reuse.append(done)
+    return _host_memory_reuse[0]
+
+
+# Largest batch on a CPU, in window pixels (2^20: one 1,024 px window, four of 512 px, ten of
+# 320 px). A larger batch does not convolve faster on a CPU, but its buffers (4 batches of input
+# in flight, the network's output and activations) leave the caches and must be freshly mapped
+# and zeroed by the kernel: with 4 windows of 1,024 px a 4,096^2 scene took 1.1-1.4 CPU-s of
+# system time against 0.24 with one (bench_predict_host.py, stand-in network).
+CPU_BATCH_PIXELS = 1 << 20
+
+
+def effective_batch_size(
+    batch_size: int, window_height: int, window_width: int, device: torch.device | str = "cpu"
+) -> int:
+    """Windows per network call: ``prediction.batch_size``, on a CPU at most
+    :data:`CPU_BATCH_PIXELS` window pixels (at least one window). The windows' logits do not
+    depend on the batch they are in (every layer of an eval-mode network is per sample), so this
+    changes the speed, not the output."""
+    if batch_size < 1:
+        raise InputError(f"prediction.batch_size is {batch_size}; expected at least 1")
+    if torch.device(device).type != "cpu":
+        return batch_size
+    return max(1, min(batch_size, CPU_BATCH_PIXELS // (window_height * window_width)))
+
+
+def default_readers() -> int:
+    """Reader threads of whole-scene prediction: the CPUs this process may use, at most 4."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(4, cpus))
+
+
+def pinned_host_array(shape: tuple[int, ...]) -> np.ndarray:
+    """A float32 host array in page-locked (pinned) memory, for non-blocking copies to a CUDA
+    device; plain memory where pinning is not available (no CUDA)."""
+    try:
+        return torch.empty(shape, dtype=torch.float32, pin_memory=True).numpy()
+    except RuntimeError:
+        return np.empty(shape, dtype=np.float32)
 
 
 # --------------------------------------------------------------------------------------------
@@ -524,56 +639,154 @@ class BackgroundConsumer:
 # The streaming pipeline on arrays (no files): batches in, finished rows out
 
 
+def valid_mask(stored: np.ndarray, nodata: float | None) -> np.ndarray:
+    """:func:`s2landcover.radiometry.valid_pixels` of ``stored (C, rows, width)``, the same mask:
+    an integer no-data value is compared in the stored integer type band by band (NumPy compares
+    a Python float with uint16 values in float64, through a (C, rows, width) temporary: 3x
+    slower)."""
+    if (
+        nodata is None
+        or not np.issubdtype(stored.dtype, np.integer)
+        or not float(nodata).is_integer()
+        or not np.iinfo(stored.dtype).min <= nodata <= np.iinfo(stored.dtype).max
+    ):
+        return valid_pixels(stored, nodata)
+    value = stored.dtype.type(int(nodata))
+    valid = np.not_equal(stored[0], value)
+    differs = np.empty_like(valid)
+    for band in stored[1:]:
+        np.logical_or(valid, np.not_equal(band, value, out=differs), out=valid)
+    return valid
+
+
+def normalise_row_band(
+    stored: np.ndarray,
+    gain: np.ndarray,
+    bias: np.ndarray,
+    valid: np.ndarray | None,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Network input of a band of rows, band-first: ``stored (C, rows, width)`` -> float32
+    ``(C, rows, width)``, into ``out`` (that shape) when given.
+
+    The arithmetic of :func:`s2landcover.radiometry.network_input_into`, value for value
+    (``float32(stored) * gain``, then ``+ bias``, then pixels without data times 0), but in
+    contiguous passes over the row band, once per row band instead of once per window (windows
+    overlap): 2x faster than the transposing pass per window on this project's CPU. Only the
+    pixels without data (``valid`` False) are multiplied by 0; None: every pixel has data.
+    """
+    if out is None:
+        out = np.empty(stored.shape, dtype=np.float32)
+    np.multiply(stored, gain[:, None, None], out=out, casting="unsafe")
+    out += bias[:, None, None]
+    if valid is not None:
+        np.multiply(out, np.float32(0), out=out, where=~valid[None])
+    return out
+
+
 def window_batches(
     row_bands: Iterable[tuple[int, np.ndarray]],
     grid: WindowGrid,
     norm: InputNormalization,
     batch_size: int,
-    buffers: int = 5,
+    buffers: int = 4,
+    allocate: Callable[[tuple[int, ...]], np.ndarray] | None = None,
+    workers: int = 1,
 ) -> Iterator[tuple[list[tuple[int, int]], np.ndarray, list[np.ndarray]]]:
     """Cut bands of rows (``(row_off, stored (C, rows, width))``, one per row of windows, in order)
     into batches ``(offsets, input (B, h, w, C) float32, channels last, valid [B x (h, w) bool])``
     (``torch.from_numpy(input).permute(0, 3, 1, 2)`` is the NCHW batch in channels-last memory).
 
-    Each window is normalised straight from the stored values into a batch buffer
-    (:func:`s2landcover.radiometry.network_input_into`: one pass, no float copy of the row band, no
-    ``np.stack``); the valid mask (:func:`s2landcover.radiometry.valid_pixels`) is computed once
-    per row band and handed out as views. The
-    batch arrays cycle through ``buffers`` preallocated buffers: a consumer must be done with a
-    batch before it takes the ``buffers - 1``-th next one (:func:`prefetch` with depth 2 keeps at
-    most 4 in flight).
+    Each row band is normalised once, band-first, in contiguous passes
+    (:func:`normalise_row_band`, the arithmetic of
+    :func:`s2landcover.radiometry.network_input_into`), then each window is one transposing copy
+    into its batch slot (no ``np.stack``); the valid mask (:func:`valid_mask`) is computed once
+    per row band and handed out as views. ``workers`` > 1: the normalisation (by blocks of rows)
+    and the window copies of a band run on that many threads (NumPy and torch release the GIL);
+    the batches are the same, value for value, in the same order. An error in a worker is raised
+    here, and the workers are stopped (pending work cancelled) before it propagates.
+
+    The batch arrays cycle through ``buffers`` preallocated buffers (``allocate(shape)``: e.g.
+    pinned host memory for CUDA; default ``np.empty``): a consumer must be done with a batch
+    before it takes the ``buffers - 1``-th next one (:func:`prefetch` with depth 2 keeps at most 3
+    in flight besides the one being filled).
     """
     gain, bias = norm.gain_bias()
     shape = (batch_size, grid.window_height, grid.window_width, len(norm.scales))
+    make = allocate or (lambda s: np.empty(s, dtype=np.float32))
     pool: list[np.ndarray] = []
     used = 0
     offsets: list[tuple[int, int]] = []
     valids: list[np.ndarray] = []
     batch: np.ndarray | None = None
-    for row_off, stored in row_bands:
-        stored = pad_to(stored, grid.window_height, grid.window_width)  # pointwise ops commute
-        valid = valid_pixels(stored, norm.nodata)
-        all_valid = bool(valid.all())
-        for col_off in grid.col_starts:
-            if batch is None:
-                if len(pool) < buffers:
-                    pool.append(np.empty(shape, dtype=np.float32))
-                batch = pool[used % len(pool)] if len(pool) == buffers else pool[-1]
-                used += 1
-            cols = slice(col_off, col_off + grid.window_width)
-            window_valid = valid[:, cols]
-            network_input_into(
-                stored[:, :, cols], gain, bias, batch[len(offsets)],
-                None if all_valid else window_valid,
-            )  # fmt: skip
-            offsets.append((row_off, col_off))
-            valids.append(window_valid)
-            if len(offsets) == batch_size:
-                yield offsets, batch, valids
-                offsets, valids, batch = [], [], None
-    if offsets:
-        assert batch is not None
-        yield offsets, batch[: len(offsets)], valids
+    normalised: np.ndarray | None = None
+    executor = ThreadPoolExecutor(workers, "prediction-reader") if workers > 1 else None
+
+    def run_all(calls: list[Callable[[], Any]]) -> None:
+        if executor is None:
+            for call in calls:
+                call()
+            return
+        futures = [executor.submit(call) for call in calls]
+        try:
+            for future in futures:
+                future.result()  # re-raises a worker's error here
+        finally:
+            for future in futures:
+                future.cancel()
+
+    def copy_window(target: np.ndarray, source: np.ndarray) -> Callable[[], Any]:
+        # torch's transposing copy: 2x NumPy's (np.copyto of the transposed view)
+        return lambda: torch.from_numpy(target).copy_(torch.from_numpy(source).permute(1, 2, 0))
+
+    try:
+        for row_off, stored in row_bands:
+            stored = pad_to(stored, grid.window_height, grid.window_width)  # pointwise ops commute
+            valid = valid_mask(stored, norm.nodata)
+            all_valid = bool(valid.all())
+            if normalised is None or normalised.shape != stored.shape:
+                normalised = np.empty(stored.shape, dtype=np.float32)
+            rows = stored.shape[1]
+            step = -(-rows // max(1, workers))
+            run_all(
+                [
+                    functools.partial(
+                        normalise_row_band,
+                        stored[:, r : r + step],
+                        gain,
+                        bias,
+                        None if all_valid else valid[r : r + step],
+                        normalised[:, r : r + step],
+                    )
+                    for r in range(0, rows, step)
+                ]
+            )
+            copies = []
+            for col_off in grid.col_starts:
+                if batch is None:
+                    if len(pool) < buffers:
+                        pool.append(make(shape))
+                    batch = pool[used % len(pool)] if len(pool) == buffers else pool[-1]
+                    used += 1
+                cols = slice(col_off, col_off + grid.window_width)
+                copies.append(copy_window(batch[len(offsets)], normalised[:, :, cols]))
+                offsets.append((row_off, col_off))
+                valids.append(valid[:, cols])
+                if len(offsets) == batch_size:
+                    run_all(copies)
+                    copies = []
+                    yield offsets, batch, valids
+                    offsets, valids, batch = [], [], None
+            run_all(copies)
+        if offsets:
+            assert batch is not None
+            yield offsets, batch[: len(offsets)], valids
+    finally:
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+        close = getattr(row_bands, "close", None)
+        if close is not None:  # a reader generator: closes its dataset in this thread, now
+            close()
 
 
 PRECISIONS = ("auto", "float32", "bfloat16")
@@ -659,14 +872,17 @@ def blend_rows(
         for offsets, images, valids in batches:
             # (B, h, w, C) -> NCHW view in channels-last memory: no copy when channels_last
             x = torch.from_numpy(images).to(device, non_blocking=True).permute(0, 3, 1, 2)
+            # CUDA: the batch comes from pinned memory, copied while the host goes on; the
+            # reader may refill that buffer once this loop takes the batch after next, so the
+            # copy (only the copy, not the network) is waited for before the loop goes on
+            copied = torch.cuda.Event() if device.type == "cuda" else None
+            if copied is not None:
+                copied.record()
             if not channels_last:
                 x = x.contiguous()
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                 logits = infer_logits(model, x, tta=tta)
             if accumulator.on_host:
-                # (B, h, w, K) times the weights in one pass, which also makes it contiguous
-                # whatever the network's output layout (a view of channels-last logits)
-                weighted = np.multiply(logits.permute(0, 2, 3, 1).numpy(), weights_np[..., None])
                 valid: Any = valids
             else:
                 weighted = logits.contiguous() * weights
@@ -674,7 +890,15 @@ def blend_rows(
             for i, (row_off, col_off) in enumerate(offsets):
                 if row_off > accumulator.top:
                     emit_rows(accumulator.release(row_off, confidence))
-                accumulator.add(weighted[i], weights, valid[i], row_off, col_off, weighted=True)
+                if accumulator.on_host:
+                    # weighted and added by blocks of rows, in NumPy: torch's two OpenMP threads
+                    # made a window's multiply 4-7x slower on a loaded 2-core machine (waiting for
+                    # each other), and a whole window's product leaves the cache
+                    accumulator.add(logits[i].numpy(), weights, valid[i], row_off, col_off)
+                else:
+                    accumulator.add(weighted[i], weights, valid[i], row_off, col_off, weighted=True)
+            if copied is not None:
+                copied.synchronize()
             if on_batch is not None:
                 on_batch(len(offsets))
         emit_rows(accumulator.release(grid.height, confidence))
@@ -730,7 +954,9 @@ TASK_PURPOSES = {
 
 
 def network_from_checkpoint(
-    checkpoint_path: str | Path, task_name: str = "segmentation"
+    checkpoint_path: str | Path,
+    task_name: str = "segmentation",
+    loaded: tuple[Mapping[str, Any], dict[str, Any]] | None = None,
 ) -> tuple[nn.Module, dict[str, Any], Any]:
     """The network of a checkpoint (eval mode, CPU), its metadata and its training task.
 
@@ -743,6 +969,8 @@ def network_from_checkpoint(
     Args:
         checkpoint_path: ``model.pt`` written by training.
         task_name: the task the caller needs (``segmentation`` or ``classification``).
+        loaded: ``(state_dict, metadata)`` of the file when the caller has read it already
+            (:func:`s2landcover.io.checkpoints.load_model_checkpoint`): not read again.
 
     Returns:
         (network, metadata, task): the task object (``pad_multiple``, ``min_dominant_fraction``).
@@ -754,7 +982,7 @@ def network_from_checkpoint(
     from s2landcover.io.checkpoints import load_model_checkpoint
     from s2landcover.training.tasks import task_from_config
 
-    state_dict, metadata = load_model_checkpoint(checkpoint_path)
+    state_dict, metadata = loaded if loaded is not None else load_model_checkpoint(checkpoint_path)
     if metadata["task"] != task_name:
         raise InputError(
             f"checkpoint {checkpoint_path} is a {metadata['task']!r} model; "
@@ -999,13 +1227,15 @@ def predict_scene(
         InputError: for a bad checkpoint, a scene lacking a band, a scene at another resolution.
     """
     from s2landcover import pixel_model
+    from s2landcover.io.checkpoints import load_model_checkpoint
 
-    if pixel_model.checkpoint_is_pixel_model(checkpoint_path):
+    loaded = load_model_checkpoint(checkpoint_path)  # read once: both kinds of model start here
+    if pixel_model.is_pixel_architecture(loaded[1].get("architecture", "")):
         return pixel_model.predict_scene_pixels(
             checkpoint_path, scene_path, out_path, prediction_cfg, threads, progress,
             validity_path=validity_path,
         )  # fmt: skip
-    model, metadata = model_from_checkpoint(checkpoint_path)
+    model, metadata, _ = network_from_checkpoint(checkpoint_path, "segmentation", loaded=loaded)
     return predict_scene_with_model(
         model,
         metadata,
@@ -1028,9 +1258,13 @@ def predict_scene_with_model(
     progress: bool = True,
     grid_shift: int = 0,
     validity_path: str | Path | None = None,
+    readers: int | None = None,
 ) -> dict[str, Any]:
     """:func:`predict_scene` with a model already built (any module mapping (B, C, h, w) normalised
     input to (B, K, h, w) logits) and its checkpoint metadata.
+
+    ``readers``: threads that decode (GDAL), normalise and cut the scene's rows (None:
+    :func:`default_readers`); the output does not depend on it.
 
     ``grid_shift`` moves the inner window starts by that many pixels (0 in production; tests use
     half a window to check that the result does not depend on where windows fall).
@@ -1038,6 +1272,10 @@ def predict_scene_with_model(
     from s2landcover.io.prediction_writer import read_row_bands
 
     started = time.perf_counter()
+    reuse_freed_host_memory()
+    readers = default_readers() if readers is None else int(readers)
+    if readers < 1:
+        raise InputError(f"readers is {readers}; expected at least 1 reader thread")
     scene_path, out_path = Path(scene_path), Path(out_path)
     scene, classes = open_scene_for_model(
         scene_path, out_path, metadata, ClassTable.from_dict(metadata["classes"]), validity_path
@@ -1053,7 +1291,9 @@ def predict_scene_with_model(
     )
     blend = prediction_cfg["blend"]
     blend_weights_1d(1, blend)  # checks the name before any work
-    batch_size = int(prediction_cfg["batch_size"])
+    batch_size = effective_batch_size(
+        int(prediction_cfg["batch_size"]), grid.window_height, grid.window_width, torch_device
+    )
     tta = bool(prediction_cfg["tta"])
     with_confidence = bool(prediction_cfg["confidence"])
     norm = InputNormalization(
@@ -1090,10 +1330,14 @@ def predict_scene_with_model(
         try:
             batches = prefetch(
                 lambda: window_batches(
-                    read_row_bands(scene, grid.row_starts, grid.window_height),
+                    read_row_bands(
+                        scene, grid.row_starts, grid.window_height, reuse=True, threads=readers
+                    ),
                     grid,
                     norm,
                     batch_size,
+                    allocate=pinned_host_array if torch_device.type == "cuda" else None,
+                    workers=readers,
                 ),
                 depth=2,
             )
@@ -1116,6 +1360,7 @@ def predict_scene_with_model(
         "window_width": grid.window_width,
         "stride": stride,
         "windows": grid.count,
+        "batch_size": batch_size,
         "blend": blend,
         "tta": tta,
         "device": str(torch_device),

@@ -94,18 +94,35 @@ def inspect_scene_bands(scene_path: str | Path, band_names: Sequence[str]) -> Sc
 
 
 def read_row_bands(
-    scene: SceneBands, row_starts: Sequence[int], band_height: int
+    scene: SceneBands,
+    row_starts: Sequence[int],
+    band_height: int,
+    reuse: bool = False,
+    threads: int = 1,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(row_off, stored)`` per start: rows ``[row_off, row_off + band_height)`` (clipped to
     the scene) of the model's bands, ``stored`` shaped (C, rows, scene width), the file's dtype.
 
     Opens its own dataset handle, so it may run in a reader thread. Memory: one band of rows.
+    ``reuse``: every band is read into the same array (no page faults for a fresh one each
+    time), so a consumer must be done with a band before it asks for the next. ``threads`` > 1:
+    GDAL decodes the blocks of one read on that many threads (the GeoTIFF driver's
+    ``NUM_THREADS`` open option; a band of rows spans many compressed blocks).
     """
-    with open_raster(scene.path) as src:
+    buffer: np.ndarray | None = None
+    options = {"num_threads": str(threads)} if threads > 1 else {}
+    with open_raster(scene.path, **options) as src:
+        dtype = src.dtypes[scene.indexes[0] - 1]
         for row_off in row_starts:
             rows = min(band_height, scene.grid.height - row_off)
             window = Window(0, row_off, scene.grid.width, rows)
-            yield row_off, src.read(indexes=list(scene.indexes), window=window)
+            shape = (len(scene.indexes), rows, scene.grid.width)
+            out = None
+            if reuse:
+                if buffer is None or buffer.shape != shape:
+                    buffer = np.empty(shape, dtype=dtype)
+                out = buffer
+            yield row_off, src.read(indexes=list(scene.indexes), window=window, out=out)
 
 
 def bounded_block_cache(width: int, bands: int, itemsize: int = 2) -> rasterio.Env:

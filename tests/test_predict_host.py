@@ -1,0 +1,272 @@
+"""Host side of whole-scene prediction: reader threads, the normalisation and argmax shortcuts,
+errors in reader threads, reading the checkpoint once (issue 20)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from s2landcover import predict as predict_module
+from s2landcover.io import checkpoints
+from s2landcover.predict import (
+    InputNormalization,
+    WindowGrid,
+    argmax_planes,
+    normalise_row_band,
+    pinned_host_array,
+    predict_scene,
+    predict_scene_with_model,
+    valid_mask,
+    window_batches,
+)
+from s2landcover.radiometry import network_input_into, valid_pixels
+from test_predict import (
+    MEAN,
+    OFFSET,
+    SCALE,
+    STD,
+    SpectralContextModel,
+    metadata,
+    prediction_cfg,
+    synthetic_scene,
+    write_scene,
+)
+
+CFG = {"window": 96, "margin": 16, "confidence": True, "batch_size": 3}
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    stored, _ = synthetic_scene(seed=5, height=230, width=310)
+    stored[:, :40, :60] = 0  # no data
+    stored[0, 100:110, 100:200] = 0  # one band at the no-data value: valid (dark) pixels
+    return write_scene(tmp_path_factory.mktemp("host") / "scene.tif", stored)
+
+
+def reader_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("prediction-reader")]
+
+
+def read_outputs(out: Path) -> tuple[np.ndarray, np.ndarray]:
+    with rasterio.open(out) as dst, rasterio.open(out.with_name(f"{out.stem}_confidence.tif")) as c:
+        return dst.read(1), c.read(1)
+
+
+def test_reader_threads_give_the_single_reader_output(scene: Path, tmp_path: Path) -> None:
+    outputs = {}
+    for readers in (1, 3):
+        out = tmp_path / f"r{readers}" / "p.tif"
+        summary = predict_scene_with_model(
+            SpectralContextModel(), metadata(), scene, out, prediction_cfg(**CFG),
+            progress=False, readers=readers,
+        )  # fmt: skip
+        assert summary["windows"] > 6  # several rows and columns of windows
+        outputs[readers] = read_outputs(out)
+    assert np.array_equal(outputs[1][0], outputs[3][0])
+    assert np.array_equal(outputs[1][1], outputs[3][1])
+    assert not reader_threads()
+
+
+def test_window_batches_are_the_former_per_window_arithmetic_for_any_worker_count() -> None:
+    """Batches equal, value for value, radiometry.network_input_into per window (the arithmetic
+    before issue 20), with no-data pixels zeroed, whatever the number of workers."""
+    stored, _ = synthetic_scene(seed=2, height=100, width=150)
+    stored[:, :20, :30] = 0
+    stored[1, 50:60, :] = 0  # one band only: valid
+    grid = WindowGrid.with_margin(100, 150, 64, 8)
+    norm = InputNormalization((SCALE,) * 4, (OFFSET,) * 4, tuple(MEAN), tuple(STD), 0.0)
+    gain, bias = norm.gain_bias()
+    bands = [(r, stored[:, r : r + grid.window_height]) for r in grid.row_starts]
+    expected = []
+    for _, band in bands:
+        valid = valid_pixels(band, 0.0)
+        for col_off in grid.col_starts:
+            cols = slice(col_off, col_off + grid.window_width)
+            out = np.empty((grid.window_height, grid.window_width, 4), np.float32)
+            expected.append(network_input_into(band[:, :, cols], gain, bias, out, valid[:, cols]))
+    for workers in (1, 2, 3):
+        got = [
+            window.copy()
+            for _, batch, _ in window_batches(iter(bands), grid, norm, 2, workers=workers)
+            for window in batch
+        ]
+        assert len(got) == len(expected)
+        for a, b in zip(got, expected, strict=True):
+            assert np.array_equal(a, b)  # bitwise, sign of zero aside (-0.0 == 0.0)
+
+
+def test_normalise_row_band_zeroes_only_pixels_without_data() -> None:
+    stored = np.array([[[0, 5], [0, 7]], [[0, 0], [3, 9]]], dtype=np.uint16)  # (2, 2, 2)
+    valid = valid_mask(stored, 0)
+    out = normalise_row_band(
+        stored, np.array([2, 3], np.float32), np.array([1, 1], np.float32), valid
+    )
+    assert out[:, 0, 0].tolist() == [0, 0]  # every band at no data
+    assert out[:, 1, 0].tolist() == [1, 10]  # one band at the no-data value: data
+    assert out[:, 0, 1].tolist() == [11, 1]
+
+
+@pytest.mark.parametrize(
+    ("dtype", "nodata"),
+    [("uint16", 0.0), ("uint16", 0), ("uint16", 65535.0), ("uint16", -1.0), ("uint16", 0.5),
+     ("uint16", None), ("int16", -32768.0), ("float32", 0.0)],
+)  # fmt: skip
+def test_valid_mask_is_the_one_no_data_rule(dtype: str, nodata: float | None) -> None:
+    rng = np.random.default_rng(0)
+    info = np.iinfo(dtype) if dtype != "float32" else None
+    low, high = (info.min, info.max) if info is not None else (0, 3)
+    stored = rng.integers(low, high, size=(3, 40, 50), endpoint=True).astype(dtype)
+    stored[:, :10] = 0 if nodata is None else (nodata if dtype == "float32" else low)
+    if nodata is not None and float(nodata).is_integer() and info is not None:
+        if low <= nodata <= high:
+            stored[:, 20:25, :] = nodata
+            stored[1, 22, :] = 7  # one band with data
+    assert np.array_equal(valid_mask(stored, nodata), valid_pixels(stored, nodata))
+
+
+def test_argmax_planes_is_numpys_argmax_first_of_equals() -> None:
+    rng = np.random.default_rng(1)
+    for k in (1, 2, 6, 17):
+        planes = rng.integers(0, 3, size=(k, 30, 40)).astype(np.float32)  # many ties
+        assert np.array_equal(argmax_planes(planes), planes.argmax(axis=0))
+
+
+class FailingNormalisation:
+    """normalise_row_band that raises on its ``fail_at``-th call (0-based)."""
+
+    def __init__(self, fail_at: int) -> None:
+        self.calls = 0
+        self.fail_at = fail_at
+        self.lock = threading.Lock()
+
+    def __call__(self, *args: object, **kwargs: object) -> np.ndarray:
+        with self.lock:
+            call = self.calls
+            self.calls += 1
+        if call == self.fail_at:
+            raise RuntimeError("reader failure for the test")
+        return normalise_row_band(*args, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("readers", [1, 3])
+def test_an_error_in_a_reader_thread_reaches_the_caller_leaves_nothing_and_stops_the_readers(
+    readers: int, scene: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(predict_module, "normalise_row_band", FailingNormalisation(2))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    with pytest.raises(RuntimeError, match="reader failure for the test"):
+        predict_scene_with_model(
+            SpectralContextModel(), metadata(), scene, out_dir / "p.tif", prediction_cfg(**CFG),
+            progress=False, readers=readers,
+        )  # fmt: skip
+    assert sorted(p.name for p in out_dir.iterdir()) == []  # no output, stage or temporary file
+    assert not reader_threads()
+
+
+class FailingModel(SpectralContextModel):
+    """Raises on its second batch: the readers must stop although they did nothing wrong."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.batches += 1
+        if self.batches == 2:
+            raise RuntimeError("network failure for the test")
+        return super().forward(x)
+
+
+def test_an_error_of_the_network_stops_the_reader_threads(scene: Path, tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="network failure for the test"):
+        predict_scene_with_model(
+            FailingModel(), metadata(), scene, tmp_path / "p.tif", prediction_cfg(**CFG),
+            progress=False, readers=3,
+        )  # fmt: skip
+    assert not reader_threads()
+    assert not (tmp_path / "p.tif").exists()
+
+
+def test_readers_below_one_is_an_input_error(scene: Path, tmp_path: Path) -> None:
+    from s2landcover.errors import InputError
+
+    with pytest.raises(InputError, match="readers"):
+        predict_scene_with_model(
+            SpectralContextModel(), metadata(), scene, tmp_path / "p.tif", prediction_cfg(),
+            progress=False, readers=0,
+        )  # fmt: skip
+
+
+def test_predict_scene_reads_the_checkpoint_once(
+    scene: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from s2landcover.io.checkpoints import save_model_checkpoint
+    from s2landcover.models import build_segmentation_model
+
+    torch.manual_seed(0)
+    path = tmp_path / "model.pt"
+    save_model_checkpoint(path, build_segmentation_model("Unet", "resnet18", 4, 3).state_dict(),
+                          metadata())  # fmt: skip
+    reads = []
+    original = checkpoints.load_model_checkpoint
+
+    def counting(p: str | Path) -> tuple:
+        reads.append(p)
+        return original(p)
+
+    monkeypatch.setattr(checkpoints, "load_model_checkpoint", counting)
+    predict_scene(path, scene, tmp_path / "p.tif", prediction_cfg(**CFG), progress=False)
+    assert len(reads) == 1
+
+
+def test_pinned_host_array_falls_back_to_plain_memory_without_cuda() -> None:
+    array = pinned_host_array((2, 3, 4))
+    assert isinstance(array, np.ndarray) and array.shape == (2, 3, 4)
+    assert array.dtype == np.float32 and array.flags.writeable
+
+
+def test_cpu_batches_are_capped_in_pixels_and_do_not_change_the_output(
+    scene: Path, tmp_path: Path
+) -> None:
+    from s2landcover.predict import CPU_BATCH_PIXELS, effective_batch_size
+
+    assert effective_batch_size(4, 1024, 1024, "cpu") == 1
+    assert effective_batch_size(4, 320, 320, "cpu") == 4
+    assert effective_batch_size(64, 320, 320, "cpu") == CPU_BATCH_PIXELS // 320**2
+    assert effective_batch_size(4, 1024, 1024, "cuda") == 4  # GPUs: as configured
+    outputs = []
+    for batch_size in (1, 5):
+        out = tmp_path / f"b{batch_size}" / "p.tif"
+        summary = predict_scene_with_model(
+            SpectralContextModel(), metadata(), scene, out,
+            prediction_cfg(**{**CFG, "batch_size": batch_size}), progress=False,
+        )  # fmt: skip
+        assert summary["batch_size"] == batch_size
+        outputs.append(read_outputs(out))
+    assert np.array_equal(outputs[0][0], outputs[1][0])
+    assert np.array_equal(outputs[0][1], outputs[1][1])
+
+
+def test_cpu_accumulator_weights_by_blocks_of_rows_as_one_product() -> None:
+    """The CPU accumulator's blockwise multiply-add equals ``sum += logits * weights`` bitwise,
+    for channels-last (strided) logits and windows taller than a block and cut by the scene."""
+    from s2landcover.predict import HOST_ADD_ROWS, RowBandAccumulator, blend_weights
+
+    rng = np.random.default_rng(4)
+    k, h, w, width = 5, 2 * HOST_ADD_ROWS + 22, 90, 200
+    accumulator = RowBandAccumulator(k, h, width, "cpu")
+    expected = np.zeros((k, h, width), np.float32)
+    weights = blend_weights(h, w)
+    for col_off in (0, 70, 150):  # the last window reaches past the scene's width
+        logits = np.ascontiguousarray(rng.normal(size=(h, w, k)).astype(np.float32))
+        view = logits.transpose(2, 0, 1)  # (K, h, w), channels-last memory
+        accumulator.add(view, weights, np.ones((h, w), bool), 0, col_off)
+        cut = min(w, width - col_off)
+        expected[:, :, col_off : col_off + cut] += view[:, :, :cut] * weights[:, :cut]
+    assert np.array_equal(accumulator.logit_sum, expected)
