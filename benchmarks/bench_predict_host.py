@@ -55,7 +55,12 @@ def child(scene: Path, out: Path, cfg: dict, threads: int) -> dict:
 
     from s2landcover import predict
 
-    torch.set_num_threads(threads)
+    try:  # the CLI's process settings of `s2lc predict` (trees before it: threads only)
+        from s2landcover.cli import process_settings
+    except ImportError:
+        torch.set_num_threads(threads)
+    else:
+        process_settings(threads, reuse_freed_memory=True)
     cpu_by_thread: dict[str, float] = {}
     lock = threading.Lock()
 

@@ -304,7 +304,7 @@ def test_every_rule_passes_the_sections_its_command_reads():
         # torch's process settings: the CLI's, from the rule's {threads} (here "1").
         torch_threads: dict = {}
         mp.setattr(
-            cli, "_torch_settings", lambda threads, **_: torch_threads.setdefault(rule, threads)
+            cli, "process_settings", lambda threads, **_: torch_threads.setdefault(rule, threads)
         )
         for config_name, config in shipped_configs():
             for rule, command in commands.items():

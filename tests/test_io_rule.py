@@ -14,7 +14,7 @@ FILE_ACCESS = re.compile(
     r"\.(write|read)_(text|bytes)\("
 )
 # Settings of the whole process: the CLI's (from the rule's {threads}), never a library function's.
-PROCESS_SETTINGS = re.compile(r"set_num_threads|cudnn\.benchmark|matplotlib\.use\(")
+PROCESS_SETTINGS = re.compile(r"set_num_threads|cudnn\.benchmark|matplotlib\.use\(|mallopt")
 # A data-loader worker_init_fn sets its own worker process: one intra-op thread each.
 ALLOWED_SETTINGS = {("training/data.py", "torch.set_num_threads(1)")}
 

@@ -17,6 +17,7 @@ workflow start), so that changing another section does not re-run that stage. Us
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -77,15 +78,48 @@ def _dask_scheduler(args: argparse.Namespace, config: dict[str, Any]) -> str | N
     return config["compute"]["dask_scheduler"] or None
 
 
-def _torch_settings(threads: int | None, cudnn_benchmark: bool = False) -> None:
-    """Process-wide torch settings of a stage, set here and never inside the library: CPU threads
-    (``threads``: the rule's ``{threads}``; None: every CPU this process may use) and cuDNN
-    autotuning (prediction: windows of one size, so the fastest convolution is picked once)."""
+# glibc's mallopt parameters (malloc.h) and the values prediction sets
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+HOST_MMAP_THRESHOLD = 1 << 30  # bytes: blocks up to 1 GiB come from the heap and are reused
+HOST_TRIM_THRESHOLD = 1 << 30  # bytes of free heap top kept instead of handed back
+
+
+def reuse_freed_host_memory() -> bool:
+    """Let glibc's malloc reuse freed large blocks instead of unmapping them; returns whether it
+    is in effect (False where the C library is not glibc).
+
+    Whole-scene prediction makes a fresh network output per batch (96 MB for 4 windows of 1,024
+    px and 6 classes). Above glibc's mmap threshold (at most 32 MiB by default) every such block
+    is mapped and unmapped again, and its first touch costs a page fault per 4 KiB: measured, a
+    3 x 3 convolution over such a batch took 220-440 ms with the faults and ~110 ms without
+    (docs/benchmarks/predict.md, host side). Raising the mmap and trim thresholds to
+    :data:`HOST_MMAP_THRESHOLD` keeps freed blocks in the heap for the next batch: the same as
+    ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` in the environment.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, HOST_MMAP_THRESHOLD)) and bool(
+            libc.mallopt(_M_TRIM_THRESHOLD, HOST_TRIM_THRESHOLD)
+        )
+    return False
+
+
+def process_settings(
+    threads: int | None, cudnn_benchmark: bool = False, reuse_freed_memory: bool = False
+) -> None:
+    """Process-wide settings of a stage, set here and never inside the library: torch's CPU
+    threads (``threads``: the rule's ``{threads}``; None: every CPU this process may use), cuDNN
+    autotuning (prediction: windows of one size, so the fastest convolution is picked once) and
+    glibc's reuse of freed large blocks (:func:`reuse_freed_host_memory`; prediction)."""
     import torch
 
     torch.set_num_threads(threads or max(1, len(os.sched_getaffinity(0))))
     if cudnn_benchmark:
         torch.backends.cudnn.benchmark = True
+    if reuse_freed_memory:
+        reuse_freed_host_memory()
 
 
 def _scene_entry(config: dict[str, Any], name: str) -> dict[str, Any]:
@@ -285,7 +319,7 @@ def _train(args: argparse.Namespace, config: dict[str, Any]) -> dict:
         config = {**config, "model": {**config["model"], "architecture": args.architecture}}
     if is_pixel_architecture(config["model"]["architecture"]):  # before torch
         return train_pixel_model(args.split, args.chips_root, args.out_dir, config, args.threads)
-    _torch_settings(args.threads)  # Lightning sets cuDNN autotuning itself (benchmark=on CUDA)
+    process_settings(args.threads)  # Lightning sets cuDNN autotuning itself (benchmark=on CUDA)
     from s2landcover.training.train import train_model
 
     # Runtime-only keys given as flags (the workflow passes them as resources, not params).
@@ -315,7 +349,7 @@ def _train(args: argparse.Namespace, config: dict[str, Any]) -> dict:
 def _predict(args: argparse.Namespace, config: dict[str, Any]) -> dict:
     from s2landcover.predict import predict_scene
 
-    _torch_settings(args.threads, cudnn_benchmark=True)
+    process_settings(args.threads, cudnn_benchmark=True, reuse_freed_memory=True)
     return predict_scene(
         args.checkpoint,
         args.scene,

@@ -469,38 +469,6 @@ def argmax_planes(planes: np.ndarray) -> np.ndarray:
     return index
 
 
-# glibc's mallopt parameters (malloc.h) and the values prediction sets
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-HOST_MMAP_THRESHOLD = 1 << 30  # bytes: blocks up to 1 GiB come from the heap and are reused
-HOST_TRIM_THRESHOLD = 1 << 30  # bytes of free heap top kept instead of handed back
-_host_memory_reuse: list[bool] = []
-
-
-def reuse_freed_host_memory() -> bool:
-    """Let glibc's malloc reuse freed large blocks instead of unmapping them (once per process;
-    returns whether it is in effect).
-
-    A network's output is a fresh array per batch (96 MB for 4 windows of 1,024 px and 6
-    classes). Above glibc's mmap threshold (at most 32 MiB by default) every such block is mapped
-    and unmapped again, and its first touch costs a page fault per 4 KiB: measured here, a 3 x 3
-    convolution over such a batch took 220-440 ms with the faults and ~110 ms without. Raising the
-    mmap and trim thresholds to :data:`HOST_MMAP_THRESHOLD` keeps freed blocks in the heap for the
-    next batch. A process setting (the same as ``MALLOC_MMAP_THRESHOLD_`` in the environment); no
-    effect on other C libraries.
-    """
-    if not _host_memory_reuse:
-        done = False
-        with contextlib.suppress(OSError, AttributeError):
-            import ctypes
-
-            libc = ctypes.CDLL("libc.so.6")
-            done = bool(libc.mallopt(_M_MMAP_THRESHOLD, HOST_MMAP_THRESHOLD)) and bool(
-                libc.mallopt(_M_TRIM_THRESHOLD, HOST_TRIM_THRESHOLD)
-            )
-        _host_memory_reuse.append(done)
-    return _host_memory_reuse[0]
-
-
 # Largest batch on a CPU, in window pixels (2^20: one 1,024 px window, four of 512 px, ten of
 # 320 px). A larger batch does not convolve faster on a CPU, but its buffers (4 batches of input
 # in flight, the network's output and activations) leave the caches and must be freshly mapped
@@ -1272,7 +1240,6 @@ def predict_scene_with_model(
     from s2landcover.io.prediction_writer import read_row_bands
 
     started = time.perf_counter()
-    reuse_freed_host_memory()
     readers = default_readers() if readers is None else int(readers)
     if readers < 1:
         raise InputError(f"readers is {readers}; expected at least 1 reader thread")
