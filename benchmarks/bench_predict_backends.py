@@ -9,6 +9,8 @@ scene:
 - ``eager fp32 NHWC``: the same in channels-last memory;
 - ``eager bf16 NHWC``: bf16 autocast, channels last (today's CPU default where the CPU has native
   bf16: ``prediction.precision: auto``, ``layout: auto``);
+- ``eager bf16-weights NHWC``: the network's weights and input cast to bf16 once (no autocast,
+  which casts every weight on every call; every layer computes in bf16);
 - ``compile fp32 NHWC`` / ``compile bf16 NHWC``: ``torch.compile`` (inductor, static shapes,
   ``freezing`` on: weights folded as constants and pre-packed for oneDNN), one compiled graph per
   shape;
@@ -61,6 +63,7 @@ BACKENDS: dict[str, str | None] = {
     "eager fp32 NCHW": None,
     "eager fp32 NHWC": None,
     "eager bf16 NHWC": None,
+    "eager bf16-weights NHWC": None,
     "compile fp32 NHWC": None,
     "compile bf16 NHWC": None,
     "onnxruntime fp32": "onnxruntime",
@@ -100,6 +103,19 @@ def _eager(model: Any, bf16: bool, channels_last: bool) -> Run:
         if not channels_last:
             x = x.contiguous()
         with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            return model(x).float().numpy()
+
+    return run
+
+
+def _eager_bf16_weights(model: Any) -> Run:
+    import torch
+
+    model = model.to(dtype=torch.bfloat16, memory_format=torch.channels_last)
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(batch).permute(0, 3, 1, 2).to(torch.bfloat16)
+        with torch.inference_mode():
             return model(x).float().numpy()
 
     return run
@@ -221,6 +237,8 @@ def build(
         return _eager(model, bf16=False, channels_last=True)
     if backend == "eager bf16 NHWC":
         return _eager(model, bf16=True, channels_last=True)
+    if backend == "eager bf16-weights NHWC":
+        return _eager_bf16_weights(model)
     if backend == "compile fp32 NHWC":
         return _compiled(model, bf16=False)
     if backend == "compile bf16 NHWC":
@@ -480,6 +498,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for name in order:
                     conns[name].send(("time", shape, args.calls))
                     seconds.setdefault((name, shape), []).extend(conns[name].recv())
+            print(f"round {r + 1} of {args.rounds} done", file=sys.stderr, flush=True)
         agreement: dict[tuple[str, Shape], tuple[float, float]] = {}
         for shape in shapes:
             conns[REFERENCE].send(("outputs", shape))
