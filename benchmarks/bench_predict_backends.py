@@ -419,6 +419,142 @@ def table_rows(
     return rows
 
 
+# --------------------------------------------------------------------------------------------
+# End to end: predict_scene_with_model with the network through s2landcover.inference_backends
+
+
+def mosaic_scene(scene: Path, out: Path, repeat: int) -> Path:
+    """``scene`` mirrored ``repeat`` x ``repeat`` times (no seams at the joins), same bands,
+    scales, offsets and no-data value: a larger real-looking scene."""
+    import rasterio
+
+    with rasterio.open(scene) as src:
+        data = src.read()
+        profile = src.profile
+        descriptions, scales, offsets = src.descriptions, src.scales, src.offsets
+    rows = []
+    for i in range(repeat):
+        tiles = [data[:, :: (-1) ** i, :: (-1) ** j] for j in range(repeat)]
+        rows.append(np.concatenate(tiles, axis=2))
+    data = np.concatenate(rows, axis=1)
+    profile.update(height=data.shape[1], width=data.shape[2], tiled=True, blockxsize=512,
+                   blockysize=512, compress="deflate")  # fmt: skip
+    with rasterio.open(out, "w", **profile) as dst:
+        dst.write(data)
+        dst.descriptions = descriptions
+        dst.scales, dst.offsets = scales, offsets
+    return out
+
+
+class BackendNetwork:
+    """Stands for the network in :func:`s2landcover.predict.predict_scene_with_model`: builds the
+    backend on the first batch (batch size from the config, window from the batch) and calls
+    it (what the hook in predict.py does once the window grid is known)."""
+
+    def __init__(self, model: Any, backend: str, batch_size: int, dtype: Any) -> None:
+        self.model, self.backend, self.batch_size, self.dtype = model, backend, batch_size, dtype
+        self.network: Any = None
+        self.build_s = 0.0
+
+    def to(self, *args: Any, **kwargs: Any) -> BackendNetwork:
+        self.model = self.model.to(*args, **kwargs)
+        return self
+
+    def eval(self) -> BackendNetwork:
+        return self
+
+    def __call__(self, x: Any) -> Any:
+        if self.network is None:
+            from s2landcover.inference_backends import network_for_backend
+
+            started = time.perf_counter()
+            shape = (self.batch_size, *x.shape[1:])
+            self.network = network_for_backend(self.model, shape, self.dtype, self.backend)
+            self.build_s = time.perf_counter() - started
+        return self.network(x)
+
+
+def end_to_end_worker(conn: Any, backend: str, args: dict[str, Any]) -> None:
+    """Answer ``("predict", out_path)`` with (seconds, build seconds) of one whole-scene
+    prediction at the default settings until ``("stop",)``."""
+    import torch
+
+    from s2landcover.config import validate_config
+    from s2landcover.predict import autocast_dtype, predict_scene_with_model
+
+    torch.set_num_threads(args["threads"])
+    model, metadata = load_model(args["checkpoint"], args["channels"])
+    cfg = validate_config({})["prediction"]
+    dtype = autocast_dtype(torch.device("cpu"), cfg["precision"])
+    network = BackendNetwork(model, backend, int(cfg["batch_size"]), dtype)
+    conn.send("ready")
+    while True:
+        message = conn.recv()
+        if message[0] == "stop":
+            return
+        started = time.perf_counter()
+        predict_scene_with_model(network, metadata, args["scene"], message[1], cfg, "cpu",
+                                 progress=False)  # fmt: skip
+        conn.send((time.perf_counter() - started, network.build_s))
+        network.build_s = 0.0
+
+
+def end_to_end(args: argparse.Namespace, backends: Sequence[str]) -> list[str]:
+    """Rows: whole-scene Mpx/s per backend (median of the rounds after the first), the first
+    run with its build, agreement of the class maps with eager's."""
+    import rasterio
+
+    rows = [
+        "| backend | scene Mpx/s | x eager | first run s (of which build) | class agreement % |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        scene = args.scene
+        if args.mosaic > 1:
+            scene = mosaic_scene(args.scene, Path(tmp) / "mosaic.tif", args.mosaic)
+        with rasterio.open(scene) as src:
+            mpx = src.height * src.width / 1e6
+            rows.insert(0, f"Scene {scene.name}: {src.height} x {src.width} px\n")
+        worker_args = {"threads": args.threads, "checkpoint": args.checkpoint,
+                       "channels": 0, "scene": scene}  # fmt: skip
+        context = mp.get_context("spawn")
+        conns, procs = {}, []
+        for name in backends:
+            parent, child = context.Pipe()
+            proc = context.Process(target=end_to_end_worker, args=(child, name, worker_args))
+            proc.start()
+            parent.recv()
+            conns[name] = parent
+            procs.append(proc)
+        seconds: dict[str, list[float]] = {name: [] for name in backends}
+        first: dict[str, tuple[float, float]] = {}
+        for r in range(args.rounds + 1):
+            for name in backends:
+                conns[name].send(("predict", Path(tmp) / f"{name}.tif"))
+                wall, build_s = conns[name].recv()
+                if r == 0:
+                    first[name] = (wall, build_s)
+                else:
+                    seconds[name].append(wall)
+            print(f"end to end: round {r} of {args.rounds} done", file=sys.stderr, flush=True)
+        for conn in conns.values():
+            conn.send(("stop",))
+        for proc in procs:
+            proc.join(timeout=60)
+        with rasterio.open(Path(tmp) / f"{backends[0]}.tif") as src:
+            reference = src.read(1)
+        for name in backends:
+            with rasterio.open(Path(tmp) / f"{name}.tif") as src:
+                agree = 100.0 * float((src.read(1) == reference).mean())
+            median = statistics.median(seconds[name])
+            ratio = statistics.median(seconds[backends[0]]) / median
+            rows.append(
+                f"| {name} | {mpx / median:.2f} | {ratio:.2f} | "
+                f"{first[name][0]:.1f} ({first[name][1]:.1f}) | {agree:.3f} |"
+            )
+    return rows
+
+
 def versions() -> str:
     found = []
     for name in PACKAGES:
@@ -442,9 +578,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny random U-Net, random input")
     parser.add_argument("--out", type=Path, help="write the Markdown table there too")
     parser.add_argument("--workdir", type=Path, help="exported models (default: a temp folder)")
+    parser.add_argument(
+        "--end-to-end", default="",
+        help="instead: whole-scene prediction at the default settings with these "
+        "prediction.backend values (comma separated, the first is the reference), e.g. "
+        "eager,compile,openvino",
+    )  # fmt: skip
+    parser.add_argument("--mosaic", type=int, default=1, help="end to end: scene mirrored n x n")
     args = parser.parse_args(argv)
     if not args.smoke and (args.checkpoint is None or args.scene is None):
         parser.error("--checkpoint and --scene are required without --smoke")
+    if args.end_to_end:
+        started_at = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        load_start = os.getloadavg()[0]
+        rows = end_to_end(args, [b.strip() for b in args.end_to_end.split(",") if b.strip()])
+        table = (
+            f"- Date: {started_at}; load average {load_start:.1f} at the start, "
+            f"{os.getloadavg()[0]:.1f} at the end; {args.threads} threads; {args.rounds} "
+            f"interleaved rounds after a first run, medians\n- Software: {versions()}\n\n"
+            + "\n".join(rows) + "\n"
+        )  # fmt: skip
+        print(table)
+        if args.out is not None:
+            args.out.write_text(table)
+        return 0
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     for name in backends:
         if name not in BACKENDS:
