@@ -523,6 +523,7 @@ def end_to_end(args: argparse.Namespace, backends: Sequence[str]) -> list[str]:
             parent, child = context.Pipe()
             proc = context.Process(target=end_to_end_worker, args=(child, name, worker_args))
             proc.start()
+            child.close()  # so that a worker's death ends recv()
             parent.recv()
             conns[name] = parent
             procs.append(proc)
@@ -635,7 +636,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             parent, child = context.Pipe()
             proc = context.Process(target=worker, args=(child, name, worker_args), daemon=True)
             proc.start()
-            status, payload = parent.recv()  # one build at a time: compile times are their own
+            child.close()  # so that a worker's death ends recv()
+            try:
+                status, payload = parent.recv()  # one build at a time: build times are their own
+            except EOFError:
+                status, payload = "failed", f"worker died (exit code {proc.exitcode})"
             if status == "failed":
                 notes[name] = f"failed: {payload}"
                 proc.join()

@@ -105,7 +105,9 @@ def _openvino(
         raise InputError("prediction.backend 'openvino' runs on a CPU only; use eager or compile")
     if dtype not in (None, torch.float32, torch.bfloat16):
         raise InputError(f"prediction.backend 'openvino': no {dtype} on a CPU; bf16 or float32")
-    with torch.no_grad():
+    # traced in float32 even when built under the caller's autocast (OpenVINO cannot convert
+    # autocast's casts); the precision is the plugin's hint
+    with torch.no_grad(), torch.autocast("cpu", enabled=False):
         converted = ov.convert_model(model, example_input=torch.zeros(shape))
     hint = "bf16" if dtype == torch.bfloat16 else "f32"
     compiled = ov.Core().compile_model(
