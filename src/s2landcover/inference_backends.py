@@ -4,10 +4,11 @@ On a CPU the network is the cost of prediction. Measured on this project's 2-cor
 BF16) with the default run's trained resnet34 U-Net on 1 x 1024^2 and 4 x 512^2 windows of the demo
 scene (docs/benchmarks/predict.md, "Backends"), against PyTorch eager with bf16 autocast and
 channels-last (the CPU default): ``torch.compile`` (inductor, frozen weights) with bf16 autocast
-ran 2.0-2.1x faster and OpenVINO with its bf16 inference hint 2.0-2.5x, both agreeing with eager
-float32 on 99.96 % of pixels. Each costs a build before the first window (inductor: 30-40 s per
-window shape under load, a C++ compiler needed; OpenVINO: a conversion of the network, 15-60 s),
-which only a scene of many windows pays back: hence ``eager`` stays the default.
+ran 1.4-2.1x faster and OpenVINO with its bf16 inference hint 1.7-2.5x, both agreeing with eager
+float32 on 99.96 % of pixels; whole-scene prediction of a 3,000^2 scene ran 1.8x and 2.1x. Each
+costs a build before the first window (inductor: 20-40 s per window shape under load, a C++
+compiler needed; OpenVINO: a conversion of the network, 40-65 s under load), which only a scene
+of many windows pays back: hence ``eager`` stays the default.
 
 - ``eager``: the PyTorch module as it is (the default).
 - ``compile``: :func:`torch.compile` with inductor, static shapes and ``freezing`` (weights folded
