@@ -66,3 +66,44 @@ def test_full_size_benchmark_runs_every_stage_at_toy_size(
     assert "predict --config config.yaml" in table  # the command of each stage, as run
     assert not work.exists()
     sys.modules.pop("bench_full", None)
+
+
+@pytest.mark.slow
+def test_backends_benchmark_smoke_mode_measures_and_compares_each_backend(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """benchmarks/bench_predict_backends.py at tiny sizes: every backend gets a row with its speed
+    and its agreement with eager float32; a backend whose package is missing gets a row saying so
+    (ONNX Runtime and OpenVINO are benchmark-only packages, absent from the project's dependencies);
+    float32 backends agree exactly, bf16 closely."""
+    import importlib.util
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import bench_predict_backends as bench
+
+    monkeypatch.setitem(bench.BACKENDS, "openvino bf16", "no_such_package_s2lc")
+    out = tmp_path / "backends.md"
+    backends = "eager bf16 NHWC,onnxruntime fp32,openvino fp32,openvino bf16"
+    args = ["--smoke", "--shapes", "1x64,2x32", "--rounds", "1", "--batches", "1"]
+    assert bench.main([*args, "--backends", backends, "--out", str(out)]) == 0
+    rows = {
+        line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:-1]]
+        for line in out.read_text().splitlines()
+        if line.startswith("| ") and "---" not in line and not line.startswith("| backend")
+    }
+    assert list(rows) == ["eager fp32 NCHW", *backends.split(",")]
+    assert rows["openvino bf16"] == ["skipped: no_such_package_s2lc not installed"]
+    for name in ("onnxruntime fp32", "openvino fp32"):
+        package = bench.BACKENDS[name]
+        if importlib.util.find_spec(package) is None:
+            assert rows[name] == [f"skipped: {package} not installed"]
+            continue
+        assert len(rows[name]) == 9, rows[name]
+        for shape in range(2):
+            mpxs, _, agree, diff = rows[name][4 * shape : 4 * shape + 4]
+            assert float(mpxs) > 0 and float(agree) == 100.0 and float(diff) < 1e-3, rows[name]
+    reference, default = rows["eager fp32 NCHW"], rows["eager bf16 NHWC"]
+    assert reference[2] == reference[6] == "100.000" and float(reference[3]) == 0.0
+    assert default[1] == default[5] == "1.00"  # the ratios are to today's default
+    assert float(default[2]) >= 90.0 and float(default[3]) > 0.0  # bf16 rounds the logits
+    sys.modules.pop("bench_predict_backends", None)
