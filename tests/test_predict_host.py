@@ -3,6 +3,7 @@ errors in reader threads, reading the checkpoint once (issue 20)."""
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 from pathlib import Path
 
@@ -270,3 +271,49 @@ def test_cpu_accumulator_weights_by_blocks_of_rows_as_one_product() -> None:
         cut = min(w, width - col_off)
         expected[:, :, col_off : col_off + cut] += view[:, :, :cut] * weights[:, :cut]
     assert np.array_equal(accumulator.logit_sum, expected)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("openvino") is None,
+    reason="openvino is an optional package (prediction.backend: openvino)",
+)
+def test_prediction_through_the_openvino_backend_maps_the_eager_classes(
+    scene: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """prediction.backend reaches the network: the OpenVINO-built network (float32) maps the
+    scene as eager PyTorch does, and the summary says which backend ran."""
+    outputs, summaries = {}, {}
+    caplog.set_level("INFO", logger="s2landcover.inference_backends")
+    for backend in ("eager", "openvino"):
+        out = tmp_path / backend / "p.tif"
+        summaries[backend] = predict_scene_with_model(
+            SpectralContextModel(), metadata(), scene, out,
+            prediction_cfg(**CFG, precision="float32", backend=backend), progress=False,
+        )  # fmt: skip
+        outputs[backend] = read_outputs(out)[0]
+    assert summaries["openvino"]["backend"] == "openvino"
+    assert "openvino network built for batches of (3, 4, 96, 96)" in caplog.text
+    assert np.mean(outputs["eager"] == outputs["openvino"]) >= 0.999
+
+
+def test_a_backend_with_tta_on_non_square_windows_falls_back_to_eager(
+    scene: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A built network takes one window shape; tta's rotations swap the sides of a non-square
+    window, so prediction says so and runs eager (never a shape error mid-scene)."""
+    built = []
+
+    def record(model, shape, dtype, backend="eager", threads=None):
+        built.append((backend, shape))
+        return model
+
+    monkeypatch.setattr(predict_module, "network_for_backend", record)
+    # one window fitted to the 230 x 310 px scene: 256 x 320 px
+    cfg = prediction_cfg(**{**CFG, "window": 1024}, tta=True, backend="compile")
+    with caplog.at_level("WARNING"):
+        summary = predict_scene_with_model(
+            SpectralContextModel(), metadata(), scene, tmp_path / "p.tif", cfg, progress=False
+        )
+    assert (summary["window_height"], summary["window_width"]) == (256, 320)
+    assert built == [("eager", (3, 4, 256, 320))] and summary["backend"] == "eager"
+    assert "predicting with eager PyTorch instead" in caplog.text

@@ -62,6 +62,7 @@ from torch import nn
 from s2landcover.classes import NOT_OBSERVED, ClassTable
 from s2landcover.devices import choose_device
 from s2landcover.errors import InputError
+from s2landcover.inference_backends import network_for_backend
 from s2landcover.radiometry import InputNormalization, valid_pixels
 from s2landcover.windows import window_starts
 
@@ -281,7 +282,9 @@ def dihedral_transforms() -> list[tuple[int, bool]]:
     return [(k, flip) for k in range(4) for flip in (False, True)]
 
 
-def infer_logits(model: nn.Module, batch: torch.Tensor, tta: bool = False) -> torch.Tensor:
+def infer_logits(
+    model: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor, tta: bool = False
+) -> torch.Tensor:
     """Logits (B, K, H, W) float32 of a normalised batch (B, C, H, W); with ``tta`` the mean of the
     logits over the 8 flips/rotations, each mapped back to the original orientation."""
     if not tta:
@@ -809,7 +812,7 @@ def uses_channels_last(device: torch.device, amp: torch.dtype | None, layout: st
 
 
 def blend_rows(
-    model: nn.Module,
+    model: Callable[[torch.Tensor], torch.Tensor],
     batches: Iterable[tuple[list[tuple[int, int]], np.ndarray, Sequence[np.ndarray]]],
     grid: WindowGrid,
     num_classes: int,
@@ -1276,6 +1279,21 @@ def predict_scene_with_model(
     model = model.to(torch_device).eval()
     if uses_channels_last(torch_device, amp, layout):
         model = model.to(memory_format=torch.channels_last)
+    backend = str(prediction_cfg["backend"])
+    if backend != "eager" and tta and grid.window_height != grid.window_width:
+        log.warning(
+            "prediction.backend %s is built for one window shape and tta rotates the %d x %d px "
+            "windows: predicting with eager PyTorch instead (set prediction.window to a square "
+            "size to use %s with tta)",
+            backend, grid.window_height, grid.window_width, backend,
+        )  # fmt: skip
+        backend = "eager"
+    network = network_for_backend(
+        model,
+        (batch_size, len(norm.scales), grid.window_height, grid.window_width),
+        amp,
+        backend,
+    )
     log.info(
         "predicting %s (%s) with %d windows of %d x %d px, stride %d, blend %s, tta %s on %s",
         scene_path, scene.grid.describe(), grid.count, grid.window_height, grid.window_width,
@@ -1310,7 +1328,7 @@ def predict_scene_with_model(
             )
             with contextlib.closing(batches):  # stops the reader thread on errors too
                 blend_rows(
-                    model, batches, grid, classes.num_classes, writer_thread.put, torch_device,
+                    network, batches, grid, classes.num_classes, writer_thread.put, torch_device,
                     blend=blend, tta=tta, confidence=with_confidence, on_batch=report,
                     precision=precision, layout=layout,
                 )  # fmt: skip
@@ -1333,6 +1351,7 @@ def predict_scene_with_model(
         "device": str(torch_device),
         "precision": str(amp).removeprefix("torch.") if amp is not None else "float32",
         "channels_last": uses_channels_last(torch_device, amp, layout),
+        "backend": backend,
         "seconds": round(seconds, 3),
         "megapixels_per_second": round(megapixels / seconds, 4),
     }
