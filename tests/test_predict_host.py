@@ -317,3 +317,68 @@ def test_a_backend_with_tta_on_non_square_windows_falls_back_to_eager(
     assert (summary["window_height"], summary["window_width"]) == (256, 320)
     assert built == [("eager", (3, 4, 256, 320))] and summary["backend"] == "eager"
     assert "predicting with eager PyTorch instead" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("tta", "confidence", "overrides"),
+    [
+        (False, True, {}),
+        (True, True, {}),
+        (False, False, {}),
+        (False, True, {"window": None, "overlap": 0.25, "margin": None}),  # 320 px at 0.25
+        (False, True, {"layout": "contiguous"}),  # logits as planes (NCHW), not channels-last
+    ],
+)
+def test_own_pixels_taken_directly_agree_with_the_blend(
+    scene: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tta: bool,
+    confidence: bool,
+    overrides: dict,
+) -> None:
+    """Pixels one window alone covers take its argmax / softmax directly (HOST_OWN_PIXELS_DIRECT):
+    the classes and confidence equal the weighted blend's (the path before), up to the rounding of
+    w l / w: classes on >= 99.99 % of pixels, confidence within 1 on all and equal on >= 99.9 %;
+    no-data pixels 0 in both; on a scene with no data, several window rows and columns."""
+    cfg = prediction_cfg(**{**CFG, "tta": tta, "confidence": confidence, **overrides})
+    if overrides.get("overlap"):  # 320 px windows need a larger scene for several of them
+        stored, _ = synthetic_scene(seed=7, height=700, width=800)
+        stored[:, 300:420, :] = 0
+        scene = write_scene(tmp_path / "large.tif", stored)
+    results = {}
+    for direct in (False, True):
+        monkeypatch.setattr(predict_module, "HOST_OWN_PIXELS_DIRECT", direct)
+        out = tmp_path / f"d{direct}" / "p.tif"
+        summary = predict_scene_with_model(
+            SpectralContextModel(), metadata(), scene, out, cfg, progress=False
+        )
+        assert summary["windows"] >= 6
+        with rasterio.open(out) as dst:
+            results[direct] = [dst.read(1)]
+        if confidence:
+            results[direct].append(read_outputs(out)[1])
+    before, after = results[False], results[True]
+    assert (before[0] == 0).sum() > 1000  # the no-data corner
+    assert np.array_equal(before[0] == 0, after[0] == 0)
+    assert (before[0] == after[0]).mean() >= 0.9999
+    if confidence:
+        difference = np.abs(before[1].astype(int) - after[1].astype(int))
+        assert difference.max() <= 1
+        assert (difference == 0).mean() >= 0.999
+        assert np.array_equal(before[1] == 0, after[1] == 0)
+
+
+def test_exclusive_ranges_are_the_pixels_of_one_window_only() -> None:
+    grid = WindowGrid.with_margin(1000, 700, 256, 16)
+    for starts, size, length in (
+        (grid.row_starts, grid.window_height, grid.height),
+        (grid.col_starts, grid.window_width, grid.width),
+    ):
+        cover = np.zeros(length, int)
+        for start in starts:
+            cover[start : start + size] += 1
+        own = np.zeros(length, int)
+        for first, stop in predict_module.exclusive_ranges(starts, size, length).values():
+            own[first:stop] += 1
+        assert np.array_equal(own == 1, cover == 1)

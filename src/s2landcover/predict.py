@@ -42,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import itertools
 import logging
 import math
 import os
@@ -309,6 +310,11 @@ def infer_logits(
 # logits (1.5 MB for K = 6 and 1,024 px) stay in the cache between the multiply and the add.
 HOST_ADD_ROWS = 64
 
+# On a CPU, pixels that one window alone covers (with margins most of a scene) take that window's
+# argmax and softmax directly instead of being weighted, summed, divided (tests set it False to
+# compare with the blended path).
+HOST_OWN_PIXELS_DIRECT = True
+
 
 class RowBandAccumulator:
     """Weighted logit sums for a band of scene rows (K x band height x scene width, float32).
@@ -323,18 +329,37 @@ class RowBandAccumulator:
     """
 
     def __init__(
-        self, num_classes: int, band_height: int, width: int, device: torch.device | str = "cpu"
+        self,
+        num_classes: int,
+        band_height: int,
+        width: int,
+        device: torch.device | str = "cpu",
+        grid: WindowGrid | None = None,
+        confidence: bool = False,
     ) -> None:
+        """``grid`` (host only): the windows that will be added; pixels that only one of them
+        covers then take their class (and, with ``confidence``, their confidence) straight from
+        that window's logits instead of being weighted, summed and divided (see :meth:`add`)."""
         self.num_classes = num_classes
         self.band_height = band_height
         self.width = width
         self.top = 0  # scene row of band row 0
         self.on_host = torch.device(device).type == "cpu"
+        self.confidence = confidence
         self._scratch: np.ndarray | None = None  # host: weighted logits of a block of rows
+        # host with a grid: scene rows / columns only one window row / column covers, by start
+        self._own_rows: dict[int, tuple[int, int]] = {}
+        self._own_cols: dict[int, tuple[int, int]] = {}
+        self._direct: list[tuple[int, int, int, int]] = []  # (row0, row1, col0, col1), scene
         if self.on_host:
             self.logit_sum: Any = np.zeros((num_classes, band_height, width), dtype=np.float32)
             self.weight_sum: Any = np.zeros((band_height, width), dtype=np.float32)
             self.valid: Any = np.zeros((band_height, width), dtype=bool)
+            if grid is not None:
+                self._own_rows = exclusive_ranges(grid.row_starts, grid.window_height, grid.height)
+                self._own_cols = exclusive_ranges(grid.col_starts, grid.window_width, grid.width)
+                self.classes_band = np.zeros((band_height, width), dtype=np.uint8)
+                self.conf_band = np.zeros((band_height, width), dtype=np.uint8)
         else:
             self.logit_sum = torch.zeros(num_classes, band_height, width, device=device)
             self.weight_sum = torch.zeros(band_height, width, device=device)
@@ -363,19 +388,20 @@ class RowBandAccumulator:
         if self.on_host:
             h = min(logits.shape[-2], self.band_height - row)
             w = min(logits.shape[-1], self.width - col_off)
-            target = self.logit_sum[:, row : row + h, col_off : col_off + w]
-            if weighted:
-                target += logits[:, :h, :w]
-            else:  # by blocks of rows through a small scratch array that stays in the cache
-                if self._scratch is None or self._scratch.shape[-1] < w:
-                    self._scratch = np.empty((self.num_classes, HOST_ADD_ROWS, w), np.float32)
-                for top in range(0, h, HOST_ADD_ROWS):
-                    rows = slice(top, min(h, top + HOST_ADD_ROWS))
-                    scratch = self._scratch[:, : rows.stop - top, :w]
-                    np.multiply(logits[:, rows, :w], weights[rows, :w], out=scratch)
-                    target[:, rows] += scratch
-            self.weight_sum[row : row + h, col_off : col_off + w] += weights[:h, :w]
             self.valid[row : row + h, col_off : col_off + w] = valid[:h, :w]
+            own = self._own_part(row_off, col_off, h, w)
+            if own is None or weighted:
+                self._add_weighted(logits, weights, row, col_off, 0, h, 0, w, weighted)
+                return
+            # the window's own pixels (no other window covers them): class and confidence of
+            # its logits, as the blend would give (sum w l / sum w = l up to rounding); the rest
+            # (the strips shared with neighbours, 2 x margin wide) is weighted and summed
+            r0, r1, c0, c1 = own  # window coordinates
+            self._direct.append((row_off + r0, row_off + r1, col_off + c0, col_off + c1))
+            self._finish_own(logits, row + r0, col_off + c0, r0, r1, c0, c1)
+            for a, b, c, d in ((0, r0, 0, w), (r1, h, 0, w), (r0, r1, 0, c0), (r0, r1, c1, w)):
+                if a < b and c < d:
+                    self._add_weighted(logits, weights, row, col_off, a, b, c, d, False)
             return
         h = min(logits.shape[-2], self.band_height - row)
         w = min(logits.shape[-1], self.width - col_off)
@@ -386,6 +412,66 @@ class RowBandAccumulator:
             target.addcmul_(logits[:, :h, :w], weights[:h, :w])
         self.weight_sum[row : row + h, col_off : col_off + w] += weights[:h, :w]
         self.valid[row : row + h, col_off : col_off + w] = valid[:h, :w]
+
+    def _own_part(
+        self, row_off: int, col_off: int, h: int, w: int
+    ) -> tuple[int, int, int, int] | None:
+        """(row0, row1, col0, col1) in the window of (row_off, col_off), clipped to (h, w): the
+        pixels no other window covers; None without a grid or when there are none."""
+        rows = self._own_rows.get(row_off)
+        cols = self._own_cols.get(col_off)
+        if rows is None or cols is None:
+            return None
+        r0, r1 = rows[0] - row_off, min(rows[1] - row_off, h)
+        c0, c1 = cols[0] - col_off, min(cols[1] - col_off, w)
+        if r0 >= r1 or c0 >= c1:
+            return None
+        return r0, r1, c0, c1
+
+    def _add_weighted(
+        self,
+        logits: np.ndarray,
+        weights: np.ndarray,
+        row: int,
+        col_off: int,
+        a: int,
+        b: int,
+        c: int,
+        d: int,
+        weighted: bool,
+    ) -> None:
+        """Add logits[:, a:b, c:d] x weights (window coordinates) at band row ``row``, scene
+        column ``col_off`` of the window, and the weights to the weight sum."""
+        target = self.logit_sum[:, row + a : row + b, col_off + c : col_off + d]
+        if weighted:
+            target += logits[:, a:b, c:d]
+        else:  # by blocks of rows through a small scratch array that stays in the cache
+            w = d - c
+            if self._scratch is None or self._scratch.shape[-1] < w:
+                self._scratch = np.empty((self.num_classes, HOST_ADD_ROWS, w), np.float32)
+            for top in range(a, b, HOST_ADD_ROWS):
+                stop = min(b, top + HOST_ADD_ROWS)
+                scratch = self._scratch[:, : stop - top, :w]
+                np.multiply(logits[:, top:stop, c:d], weights[top:stop, c:d], out=scratch)
+                target[:, top - a : stop - a] += scratch
+        self.weight_sum[row + a : row + b, col_off + c : col_off + d] += weights[a:b, c:d]
+
+    def _finish_own(
+        self, logits: np.ndarray, row: int, col: int, r0: int, r1: int, c0: int, c1: int
+    ) -> None:
+        """Class (argmax + 1) and confidence of logits[:, r0:r1, c0:c1] into the band at (row,
+        col), by blocks of rows (the logits may be a strided view of channels-last memory)."""
+        for top in range(r0, r1, HOST_ADD_ROWS):
+            stop = min(r1, top + HOST_ADD_ROWS)
+            block = logits[:, top:stop, c0:c1]
+            rows = slice(row + top - r0, row + stop - r0)
+            classes = argmax_planes(block)
+            classes += 1
+            self.classes_band[rows, col : col + c1 - c0] = classes
+            if self.confidence:
+                self.conf_band[rows, col : col + c1 - c0] = confidence_of_mean(
+                    np.ascontiguousarray(block.transpose(1, 2, 0))
+                )
 
     def release(
         self, upto: int, confidence: bool = False
@@ -409,6 +495,9 @@ class RowBandAccumulator:
                 self.logit_sum[:, :keep] = self.logit_sum[:, n:].clone()
             self.weight_sum[:keep] = self.weight_sum[n:]
             self.valid[:keep] = self.valid[n:]
+            if self.on_host and self._own_rows:
+                self.classes_band[:keep] = self.classes_band[n:]
+                self.conf_band[:keep] = self.conf_band[n:]
         self.logit_sum[:, keep:] = 0
         self.weight_sum[keep:] = 0
         self.valid[keep:] = False
@@ -416,6 +505,8 @@ class RowBandAccumulator:
         return row_off, classes_np, conf_np
 
     def _finish_host(self, n: int, confidence: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        if self._own_rows:
+            return self._finish_host_parts(n, confidence)
         planes = self.logit_sum[:, :n]  # (K, n, width)
         valid = self.valid[:n]
         # weight_sum > 0, so the class of the largest sum is that of the largest mean; the first
@@ -429,12 +520,44 @@ class RowBandAccumulator:
         # (n, width, K) as before the band-first layout (NumPy's sum over a last axis of K values
         # adds in another order than one over planes: rounding, hence the confidence, would differ)
         logit_sum = np.ascontiguousarray(planes.transpose(1, 2, 0))
-        mean = logit_sum / np.maximum(self.weight_sum[:n], 1e-30)[..., None]
-        mean -= mean.max(axis=-1, keepdims=True)
-        np.exp(mean, out=mean)
-        conf = np.clip(np.round(255 / mean.sum(axis=-1)), 1, 255).astype(np.uint8)
+        conf = confidence_of_mean(logit_sum / np.maximum(self.weight_sum[:n], 1e-30)[..., None])
         conf[~valid] = 0
         return classes, conf
+
+    def _finish_host_parts(self, n: int, confidence: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`_finish_host` with a grid: the released rows' pixels outside the windows' own
+        parts (already finished by :meth:`add`) from the blended sums, rectangle by rectangle."""
+        top, bottom = self.top, self.top + n
+        direct = [r for r in self._direct if r[0] < bottom and r[1] > top]
+        # rows [top, bottom) cut where a direct rectangle starts or ends
+        cuts = sorted({top, bottom} | {min(max(v, top), bottom) for r in direct for v in r[:2]})
+        for r0, r1 in itertools.pairwise(cuts):
+            if r0 >= r1:
+                continue
+            spans = sorted((c0, c1) for a, b, c0, c1 in direct if a <= r0 and b >= r1)
+            col = 0
+            for c0, c1 in [*spans, (self.width, self.width)]:
+                if col < c0:
+                    self._finish_blended(r0 - top, r1 - top, col, c0, confidence)
+                col = max(col, c1)
+        self._direct = [r for r in self._direct if r[1] > bottom]
+        classes = self.classes_band[:n] * self.valid[:n]  # 0 without data
+        if not confidence:
+            return classes, None
+        conf = self.conf_band[:n].copy()
+        conf[~self.valid[:n]] = 0
+        return classes, conf
+
+    def _finish_blended(self, r0: int, r1: int, c0: int, c1: int, confidence: bool) -> None:
+        """Class and confidence of band rows [r0, r1), columns [c0, c1) from the blended sums."""
+        planes = self.logit_sum[:, r0:r1, c0:c1]
+        classes = argmax_planes(planes)
+        classes += 1
+        self.classes_band[r0:r1, c0:c1] = classes
+        if confidence:
+            logit_sum = np.ascontiguousarray(planes.transpose(1, 2, 0))
+            weight = np.maximum(self.weight_sum[r0:r1, c0:c1], 1e-30)[..., None]
+            self.conf_band[r0:r1, c0:c1] = confidence_of_mean(logit_sum / weight)
 
     def _finish_device(self, n: int, confidence: bool) -> tuple[np.ndarray, np.ndarray | None]:
         logit_sum = self.logit_sum[:, :n]
@@ -450,6 +573,27 @@ class RowBandAccumulator:
             ).to(torch.uint8)
             conf_np = conf.cpu().numpy()
         return classes.cpu().numpy(), conf_np
+
+
+def exclusive_ranges(starts: Sequence[int], size: int, length: int) -> dict[int, tuple[int, int]]:
+    """For each window start along an axis of ``length`` px (windows of ``size`` px, ``starts``
+    increasing): the range [first, stop) of the axis that this window alone covers (may be empty:
+    first >= stop)."""
+    ranges = {}
+    for i, start in enumerate(starts):
+        first = max(start, starts[i - 1] + size) if i > 0 else start
+        stop = min(start + size, starts[i + 1]) if i + 1 < len(starts) else start + size
+        ranges[start] = (max(first, 0), min(stop, length))
+    return ranges
+
+
+def confidence_of_mean(mean: np.ndarray) -> np.ndarray:
+    """Largest softmax probability x 255 (uint8, 1-255) of mean logits (..., K) float32 (modified
+    in place): 1 / sum_k exp(mean_k - mean_max), summed over the last axis (NumPy's sum over a last
+    axis of K values adds in another order than one over planes: rounding would differ)."""
+    mean -= mean.max(axis=-1, keepdims=True)
+    np.exp(mean, out=mean)
+    return np.clip(np.round(255 / mean.sum(axis=-1)), 1, 255).astype(np.uint8)
 
 
 def argmax_planes(planes: np.ndarray) -> np.ndarray:
@@ -834,7 +978,10 @@ def blend_rows(
     float32 either way.
     """
     device = torch.device(device)
-    accumulator = RowBandAccumulator(num_classes, grid.window_height, grid.width, device)
+    accumulator = RowBandAccumulator(
+        num_classes, grid.window_height, grid.width, device,
+        grid=grid if HOST_OWN_PIXELS_DIRECT else None, confidence=confidence,
+    )  # fmt: skip
     weights_np = blend_weights(grid.window_height, grid.window_width, blend)
     weights = weights_np if accumulator.on_host else torch.from_numpy(weights_np).to(device)
     amp = autocast_dtype(device, precision)
