@@ -382,3 +382,10 @@ def test_exclusive_ranges_are_the_pixels_of_one_window_only() -> None:
         for first, stop in predict_module.exclusive_ranges(starts, size, length).values():
             own[first:stop] += 1
         assert np.array_equal(own == 1, cover == 1)
+
+
+def test_count_values_is_bincount() -> None:
+    values = np.random.default_rng(3).integers(0, 9, (37, 53)).astype(np.uint8)
+    values[0, :5] = 255  # not observed: not counted among 0 .. n - 1
+    expected = np.bincount(values.ravel(), minlength=256)[:7]
+    assert np.array_equal(predict_module.count_values(values, 7), expected)
