@@ -21,6 +21,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from s2landcover.errors import InputError
 from s2landcover.evaluate import metrics_from_confusion
+from s2landcover.models import PixelBranchNet
 from s2landcover.training.losses import IGNORE_INDEX, CombinedLoss
 from s2landcover.training.tasks import Task
 
@@ -84,6 +85,13 @@ class LandCoverModule(L.LightningModule):
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.loss = CombinedLoss(training_config["loss"], class_weights, FOCAL_GAMMA)
+        self.pixel_branch_loss = float(training_config.get("pixel_branch_loss", 0.0))
+        if self.pixel_branch_loss > 0 and not isinstance(self.net, PixelBranchNet):
+            raise InputError(
+                f"training.pixel_branch_loss = {self.pixel_branch_loss} weighs a loss on the "
+                "per-pixel branch, but the network has none; set model.pixel_branch > 0 or "
+                "pixel_branch_loss: 0"
+            )
         self.val_confusion = MulticlassConfusionMatrix(
             num_classes=len(class_names), ignore_index=IGNORE_INDEX, validate_args=False
         )
@@ -101,7 +109,16 @@ class LandCoverModule(L.LightningModule):
         """Loss of one batch, logged as ``train_loss`` (epoch mean)."""
         image, target = batch
         # Logits in float32 for the loss (under bf16/fp16 autocast the network gives half floats).
-        loss = self.loss(self(image).float(), target)
+        if self.pixel_branch_loss > 0:
+            # Deep supervision of the per-pixel branch: it must classify pixels on its own (as
+            # the pixel baseline does), the rest of the network learns what context adds.
+            if self.channels_last:
+                image = image.contiguous(memory_format=torch.channels_last)
+            context, pixel = self.net.parts(image)
+            loss = self.loss((context + pixel).float(), target)
+            loss = loss + self.pixel_branch_loss * self.loss(pixel.float(), target)
+        else:
+            loss = self.loss(self(image).float(), target)
         self.log(
             "train_loss", loss, on_step=False, on_epoch=True, batch_size=len(image), sync_dist=True
         )

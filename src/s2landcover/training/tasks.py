@@ -120,6 +120,8 @@ class SegmentationTask:
             model_config.get("encoder_weights"),  # absent in a checkpoint's model section
             int(model_config["encoder_depth"]),
             int(model_config["pixel_branch"]),
+            # band positions of the branch's indices (absent in models written before the key)
+            [tuple(pair) for pair in model_config.get("pixel_branch_indices") or []],
         )
 
     def chip_targets(self, chip_index: pd.DataFrame, num_classes: int) -> np.ndarray | None:
