@@ -121,3 +121,32 @@ def test_training_with_branch_indices_and_loss_predicts_from_model_pt(tmp_path: 
     assert isinstance(network, PixelBranchNet) and network.indices
     np.testing.assert_allclose(network.band_mean.numpy(), metadata["mean"], rtol=1e-6)
     np.testing.assert_allclose(network.band_std.numpy(), metadata["std"], rtol=1e-6)
+
+
+def test_pixel_branch_learning_rate_puts_the_branch_in_its_own_group() -> None:
+    config = validate_config(
+        {
+            "bands": BANDS,
+            "classes": CLASSES,
+            "model": {"encoder": "resnet18", "encoder_depth": 3, "pixel_branch": 8},
+            "training": {
+                "pixel_branch_learning_rate": 0.03,
+                "learning_rate": 0.002,
+                "scheduler": "none",
+            },
+        }
+    )
+    section = {**config["model"], "pixel_branch_indices": []}
+    module = LandCoverModule(
+        SegmentationTask(), section, config["training"], len(BANDS), list("abc")
+    )
+    optimizer = module.configure_optimizers()
+    rest, branch = optimizer.param_groups
+    assert branch["lr"] == 0.03 and rest["lr"] == 0.002
+    assert {id(p) for p in branch["params"]} == {id(p) for p in module.net.pixel.parameters()}
+    assert len(rest["params"]) + len(branch["params"]) == len(list(module.parameters()))
+    config["training"]["pixel_branch_learning_rate"] = None  # the default: one group
+    module = LandCoverModule(
+        SegmentationTask(), section, config["training"], len(BANDS), list("abc")
+    )
+    assert len(module.configure_optimizers().param_groups) == 1

@@ -150,14 +150,15 @@ class LandCoverModule(L.LightningModule):
         config = self.training_config
         lr, weight_decay = float(config["learning_rate"]), float(config["weight_decay"])
         name = config["optimizer"]
+        params, peaks = self._parameter_groups(lr)
         optimizer: torch.optim.Optimizer
         if name == "adamw":
-            optimizer = torch.optim.AdamW(self.parameters(), lr=lr, weight_decay=weight_decay)
+            optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
         elif name == "adam":
-            optimizer = torch.optim.Adam(self.parameters(), lr=lr, weight_decay=weight_decay)
+            optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
         elif name == "sgd":
             optimizer = torch.optim.SGD(
-                self.parameters(),
+                params,
                 lr=lr,
                 weight_decay=weight_decay,
                 momentum=SGD_MOMENTUM,
@@ -198,7 +199,7 @@ class LandCoverModule(L.LightningModule):
             total_steps = max(4, int(self.trainer.estimated_stepping_batches))
             scheduler = torch.optim.lr_scheduler.OneCycleLR(
                 optimizer,
-                max_lr=lr,
+                max_lr=peaks,
                 total_steps=total_steps,
                 pct_start=min(0.5, max(0.2, 2.0 / total_steps)),
             )
@@ -212,6 +213,27 @@ class LandCoverModule(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": interval},
         }
+
+    def _parameter_groups(self, lr: float) -> tuple[list[dict[str, Any]], list[float]]:
+        """Optimiser parameter groups and their peak learning rates: one group at ``lr``, or,
+        with ``training.pixel_branch_learning_rate`` set and a per-pixel branch, the branch's
+        weights in a second group at that rate (the small per-pixel classifier learns faster
+        at a higher rate than the U-Net tolerates: docs/benchmarks/training.md section (f))."""
+        branch_lr = self.training_config.get("pixel_branch_learning_rate")
+        if branch_lr is None:
+            return [{"params": list(self.parameters())}], [lr]
+        if not isinstance(self.net, PixelBranchNet):
+            raise InputError(
+                f"training.pixel_branch_learning_rate = {branch_lr} is the rate of the per-pixel "
+                "branch, but the network has none; set model.pixel_branch > 0 or leave it null"
+            )
+        branch = {id(p) for p in self.net.pixel.parameters()}
+        rest = [p for p in self.parameters() if id(p) not in branch]
+        groups = [
+            {"params": rest},
+            {"params": list(self.net.pixel.parameters()), "lr": float(branch_lr)},
+        ]
+        return groups, [lr, float(branch_lr)]
 
     def network_state_dict(self) -> dict[str, torch.Tensor]:
         """The network's weights alone (contiguous CPU tensors): what model.pt stores."""
