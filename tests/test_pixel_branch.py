@@ -19,13 +19,13 @@ from s2landcover.training.tasks import SegmentationTask
 from s2landcover.training.train import train_model
 
 
-def _module(pixel_branch: int, weight: float) -> LandCoverModule:
+def _module(pixel_branch: int, weight: float, detached: bool = False) -> LandCoverModule:
     config = validate_config(
         {
             "bands": BANDS,
             "classes": CLASSES,
             "model": {"encoder": "resnet18", "encoder_depth": 3, "pixel_branch": pixel_branch},
-            "training": {"pixel_branch_loss": weight},
+            "training": {"pixel_branch_loss": weight, "pixel_branch_detached": detached},
         }
     )
     section = {**config["model"], "pixel_branch_indices": []}
@@ -55,6 +55,22 @@ def test_pixel_branch_loss_adds_the_weighted_loss_of_the_branch_alone() -> None:
 def test_pixel_branch_loss_without_a_branch_is_refused() -> None:
     with pytest.raises(InputError, match="pixel_branch_loss"):
         _module(0, 1.0)
+    with pytest.raises(InputError, match="pixel_branch_loss"):
+        _module(8, 0.0, detached=True)
+
+
+def test_detached_branch_learns_from_its_own_loss_alone() -> None:
+    torch.manual_seed(0)
+    module = _module(8, 0.5, detached=True)
+    image = torch.randn(2, len(BANDS), 32, 32)
+    target = torch.randint(0, 3, (2, 32, 32))
+    module.training_step((image, target), 0).backward()
+    got = [p.grad.clone() for p in module.net.pixel.parameters()]
+    assert module.net.net.segmentation_head[0].weight.grad is not None  # the U-Net still learns
+    module.zero_grad()
+    (0.5 * module.loss(module.net.pixel(image), target)).backward()
+    for mine, alone in zip(got, module.net.pixel.parameters(), strict=True):
+        assert torch.allclose(mine, alone.grad, atol=1e-6)
 
 
 def test_branch_indices_are_the_baselines_on_destandardised_reflectance() -> None:

@@ -86,6 +86,12 @@ class LandCoverModule(L.LightningModule):
             self.net = self.net.to(memory_format=torch.channels_last)
         self.loss = CombinedLoss(training_config["loss"], class_weights, FOCAL_GAMMA)
         self.pixel_branch_loss = float(training_config.get("pixel_branch_loss", 0.0))
+        self.pixel_branch_detached = bool(training_config.get("pixel_branch_detached", False))
+        if self.pixel_branch_detached and self.pixel_branch_loss <= 0:
+            raise InputError(
+                "training.pixel_branch_detached trains the per-pixel branch by its own loss "
+                "alone; give training.pixel_branch_loss a weight > 0"
+            )
         if self.pixel_branch_loss > 0 and not isinstance(self.net, PixelBranchNet):
             raise InputError(
                 f"training.pixel_branch_loss = {self.pixel_branch_loss} weighs a loss on the "
@@ -115,7 +121,10 @@ class LandCoverModule(L.LightningModule):
             if self.channels_last:
                 image = image.contiguous(memory_format=torch.channels_last)
             context, pixel = self.net.parts(image)
-            loss = self.loss((context + pixel).float(), target)
+            # detached: the branch learns from its own loss alone, the rest of the network
+            # from the loss of the sum (the residual the branch leaves)
+            summed = context + (pixel.detach() if self.pixel_branch_detached else pixel)
+            loss = self.loss(summed.float(), target)
             loss = loss + self.pixel_branch_loss * self.loss(pixel.float(), target)
         else:
             loss = self.loss(self(image).float(), target)
