@@ -120,6 +120,7 @@ def test_training_with_branch_indices_and_loss_predicts_from_model_pt(tmp_path: 
                 "encoder_depth": 3,
                 "pixel_branch": 8,
                 "pixel_branch_indices": True,
+                "pixel_branch_batch_norm": False,
             },
             "training": {
                 "steps": 1,
@@ -135,6 +136,8 @@ def test_training_with_branch_indices_and_loss_predicts_from_model_pt(tmp_path: 
     network, metadata = model_from_checkpoint(summary["model"])  # rebuilt from model.pt alone
     assert metadata["pixel_branch_indices"] == [list(p) for p in branch_index_pairs(BANDS)]
     assert isinstance(network, PixelBranchNet) and network.indices
+    assert metadata["pixel_branch_batch_norm"] is False
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in network.pixel.modules())
     np.testing.assert_allclose(network.band_mean.numpy(), metadata["mean"], rtol=1e-6)
     np.testing.assert_allclose(network.band_std.numpy(), metadata["std"], rtol=1e-6)
 
@@ -166,3 +169,19 @@ def test_pixel_branch_learning_rate_puts_the_branch_in_its_own_group() -> None:
         SegmentationTask(), section, config["training"], len(BANDS), list("abc")
     )
     assert len(module.configure_optimizers().param_groups) == 1
+
+
+def test_branch_without_batch_norm_classifies_each_pixel_alone() -> None:
+    torch.manual_seed(0)
+    model = build_segmentation_model(
+        "Unet", "resnet18", 4, 3, encoder_depth=3, pixel_branch=8, pixel_branch_batch_norm=False
+    )
+    assert isinstance(model, PixelBranchNet)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.pixel.modules())
+    model.train()  # in training mode too, a pixel's branch logits ignore the other pixels
+    image = torch.randn(2, 4, 32, 32)
+    other = image.clone()
+    other[1] += 5.0
+    assert torch.allclose(model.pixel(image)[0], model.pixel(other)[0])
+    with_norm = build_segmentation_model("Unet", "resnet18", 4, 3, encoder_depth=3, pixel_branch=8)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in with_norm.pixel.modules())

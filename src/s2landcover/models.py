@@ -40,6 +40,7 @@ def build_segmentation_model(
     encoder_depth: int = 5,
     pixel_branch: int = 0,
     pixel_branch_indices: Sequence[tuple[int, int]] = (),
+    pixel_branch_batch_norm: bool = True,
 ) -> nn.Module:
     """A segmentation network with ``in_channels`` inputs and ``num_classes`` logit channels.
 
@@ -58,6 +59,9 @@ def build_segmentation_model(
         pixel_branch_indices: band positions ``(a, b)`` of normalised differences
             ``(a - b) / (a + b)`` of reflectance the per-pixel branch sees besides the bands
             (:func:`branch_index_pairs`; empty: none).
+        pixel_branch_batch_norm: batch norm between the branch's convolutions (False: biases
+            instead). Batch statistics of random windows vary with their class mix, which a
+            per-pixel classifier then learns poorly (docs/benchmarks/training.md section (f)).
 
     Raises:
         InputError: for an unknown architecture or encoder (listing the valid names) or a weights
@@ -96,7 +100,12 @@ def build_segmentation_model(
         raise InputError(f"model.pixel_branch = {pixel_branch!r}; expected 0 (none) or a width")
     if int(pixel_branch) > 0:
         return PixelBranchNet(
-            model, in_channels, num_classes, int(pixel_branch), pixel_branch_indices
+            model,
+            in_channels,
+            num_classes,
+            int(pixel_branch),
+            pixel_branch_indices,
+            bool(pixel_branch_batch_norm),
         )
     if pixel_branch_indices:
         raise InputError(
@@ -118,9 +127,10 @@ class PixelBranchNet(nn.Module):
     """A segmentation network plus a per-pixel branch: ``logits = net(x) + pixel(x)``.
 
     The branch is three 1 x 1 convolutions (``in_channels -> width -> width -> classes``, batch
-    norm and ReLU between): a small per-pixel classifier of the bands at full resolution. The
-    network (``net``, e.g. a U-Net whose encoder starts with a stride-2 convolution) adds the
-    spatial context. Input (N, C, H, W) standardised reflectance; output (N, K, H, W) logits.
+    norm (``batch_norm``) and ReLU between): a small per-pixel classifier of the bands at full
+    resolution. The network (``net``, e.g. a U-Net whose encoder starts with a stride-2
+    convolution) adds the spatial context. Input (N, C, H, W) standardised reflectance; output
+    (N, K, H, W) logits.
 
     With ``indices`` (band position pairs ``(a, b)``), the branch also sees the normalised
     differences ``(r_a - r_b) / (r_a + r_b)`` of reflectance ``r = x * std + mean`` (NDVI, NDWI,
@@ -136,6 +146,7 @@ class PixelBranchNet(nn.Module):
         num_classes: int,
         width: int,
         indices: Sequence[tuple[int, int]] = (),
+        batch_norm: bool = True,
     ) -> None:
         super().__init__()
         self.net = net
@@ -148,15 +159,25 @@ class PixelBranchNet(nn.Module):
         if self.indices:
             self.register_buffer("band_mean", torch.zeros(in_channels))
             self.register_buffer("band_std", torch.ones(in_channels))
-        self.pixel = nn.Sequential(
-            nn.Conv2d(in_channels + len(self.indices), width, 1, bias=False),
-            nn.BatchNorm2d(width),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(width, width, 1, bias=False),
-            nn.BatchNorm2d(width),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(width, num_classes, 1),
-        )
+        inputs = in_channels + len(self.indices)
+        if batch_norm:
+            self.pixel = nn.Sequential(
+                nn.Conv2d(inputs, width, 1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(width, width, 1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(width, num_classes, 1),
+            )
+        else:  # a pixel's logits then depend on its bands alone, not on the batch's other pixels
+            self.pixel = nn.Sequential(
+                nn.Conv2d(inputs, width, 1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(width, width, 1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(width, num_classes, 1),
+            )
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Logits of the network plus those of the per-pixel branch."""

@@ -768,6 +768,7 @@ def network_from_checkpoint(
         "encoder_depth": int(metadata.get("encoder_depth", 5)),
         "pixel_branch": int(metadata.get("pixel_branch", 0)),
         "pixel_branch_indices": metadata.get("pixel_branch_indices", []),
+        "pixel_branch_batch_norm": bool(metadata.get("pixel_branch_batch_norm", True)),
     }
     task = task_from_config(
         {

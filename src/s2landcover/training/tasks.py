@@ -122,6 +122,7 @@ class SegmentationTask:
             int(model_config["pixel_branch"]),
             # band positions of the branch's indices (absent in models written before the key)
             [tuple(pair) for pair in model_config.get("pixel_branch_indices") or []],
+            bool(model_config.get("pixel_branch_batch_norm", True)),  # True before the key
         )
 
     def chip_targets(self, chip_index: pd.DataFrame, num_classes: int) -> np.ndarray | None:

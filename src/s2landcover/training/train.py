@@ -460,6 +460,7 @@ def _scene_metadata(
         "encoder_depth": int(config["model"]["encoder_depth"]),
         "pixel_branch": int(config["model"]["pixel_branch"]),
         "pixel_branch_indices": [list(p) for p in network_section(config)["pixel_branch_indices"]],
+        "pixel_branch_batch_norm": bool(config["model"]["pixel_branch_batch_norm"]),
         "model_name": config["model"]["name"],
         "bands": list(meta["bands"]),
         "scales": list(scenes[first].scales),
