@@ -8,6 +8,7 @@ downloaded: encoder weights are either none or a local file.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import segmentation_models_pytorch as smp
@@ -38,6 +39,8 @@ def build_segmentation_model(
     encoder_weights: str | Path | None = None,
     encoder_depth: int = 5,
     pixel_branch: int = 0,
+    pixel_branch_indices: Sequence[tuple[int, int]] = (),
+    pixel_branch_batch_norm: bool = True,
 ) -> nn.Module:
     """A segmentation network with ``in_channels`` inputs and ``num_classes`` logit channels.
 
@@ -53,6 +56,12 @@ def build_segmentation_model(
         pixel_branch: 0 (none) or the width of a per-pixel branch whose logits are added to the
             network's (:class:`PixelBranchNet`): smp's encoders start with a stride-2
             convolution, so no full-resolution path reaches the output otherwise.
+        pixel_branch_indices: band positions ``(a, b)`` of normalised differences
+            ``(a - b) / (a + b)`` of reflectance the per-pixel branch sees besides the bands
+            (:func:`branch_index_pairs`; empty: none).
+        pixel_branch_batch_norm: batch norm between the branch's convolutions (False: biases
+            instead). Batch statistics of random windows vary with their class mix, which a
+            per-pixel classifier then learns poorly (docs/benchmarks/training.md section (f)).
 
     Raises:
         InputError: for an unknown architecture or encoder (listing the valid names) or a weights
@@ -90,35 +99,114 @@ def build_segmentation_model(
     if int(pixel_branch) < 0:
         raise InputError(f"model.pixel_branch = {pixel_branch!r}; expected 0 (none) or a width")
     if int(pixel_branch) > 0:
-        return PixelBranchNet(model, in_channels, num_classes, int(pixel_branch))
+        return PixelBranchNet(
+            model,
+            in_channels,
+            num_classes,
+            int(pixel_branch),
+            pixel_branch_indices,
+            bool(pixel_branch_batch_norm),
+        )
+    if pixel_branch_indices:
+        raise InputError(
+            "model.pixel_branch_indices needs a per-pixel branch; set model.pixel_branch > 0"
+        )
     return model
+
+
+def branch_index_pairs(bands: Sequence[str]) -> list[tuple[int, int]]:
+    """Band positions ``(a, b)`` of the pixel baseline's indices (NDVI, NDWI, NDBI: one
+    definition, :data:`s2landcover.pixel_model.INDICES`) whose two bands are among ``bands``."""
+    from s2landcover.pixel_model import _index_inputs
+
+    position = {band: i for i, band in enumerate(bands)}
+    return [(position[a], position[b]) for _, a, b in _index_inputs(list(bands))]
 
 
 class PixelBranchNet(nn.Module):
     """A segmentation network plus a per-pixel branch: ``logits = net(x) + pixel(x)``.
 
     The branch is three 1 x 1 convolutions (``in_channels -> width -> width -> classes``, batch
-    norm and ReLU between): a small per-pixel classifier of the bands at full resolution. The
-    network (``net``, e.g. a U-Net whose encoder starts with a stride-2 convolution) adds the
-    spatial context. Input (N, C, H, W) standardised reflectance; output (N, K, H, W) logits.
+    norm (``batch_norm``) and ReLU between): a small per-pixel classifier of the bands at full
+    resolution. The network (``net``, e.g. a U-Net whose encoder starts with a stride-2
+    convolution) adds the spatial context. Input (N, C, H, W) standardised reflectance; output
+    (N, K, H, W) logits.
+
+    With ``indices`` (band position pairs ``(a, b)``), the branch also sees the normalised
+    differences ``(r_a - r_b) / (r_a + r_b)`` of reflectance ``r = x * std + mean`` (NDVI, NDWI,
+    NDBI as the pixel baseline computes them; 0 where ``r_a + r_b`` is 0). ``band_mean`` and
+    ``band_std`` (C, reflectance) are buffers: set by training (:meth:`set_band_statistics`),
+    stored with the weights in model.pt.
     """
 
-    def __init__(self, net: nn.Module, in_channels: int, num_classes: int, width: int) -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        in_channels: int,
+        num_classes: int,
+        width: int,
+        indices: Sequence[tuple[int, int]] = (),
+        batch_norm: bool = True,
+    ) -> None:
         super().__init__()
         self.net = net
-        self.pixel = nn.Sequential(
-            nn.Conv2d(in_channels, width, 1, bias=False),
-            nn.BatchNorm2d(width),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(width, width, 1, bias=False),
-            nn.BatchNorm2d(width),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(width, num_classes, 1),
-        )
+        self.indices = [(int(a), int(b)) for a, b in indices]
+        for a, b in self.indices:
+            if not (0 <= a < in_channels and 0 <= b < in_channels):
+                raise InputError(
+                    f"per-pixel branch index bands {(a, b)} outside the {in_channels} bands"
+                )
+        if self.indices:
+            self.register_buffer("band_mean", torch.zeros(in_channels))
+            self.register_buffer("band_std", torch.ones(in_channels))
+        inputs = in_channels + len(self.indices)
+        if batch_norm:
+            self.pixel = nn.Sequential(
+                nn.Conv2d(inputs, width, 1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(width, width, 1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(width, num_classes, 1),
+            )
+        else:  # a pixel's logits then depend on its bands alone, not on the batch's other pixels
+            self.pixel = nn.Sequential(
+                nn.Conv2d(inputs, width, 1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(width, width, 1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(width, num_classes, 1),
+            )
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Logits of the network plus those of the per-pixel branch."""
-        return self.net(image) + self.pixel(image)
+        context, pixel = self.parts(image)
+        return context + pixel
+
+    def parts(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two summands of :meth:`forward`: the network's logits and the branch's, each
+        (N, K, H, W), for a loss on the branch alone (``training.pixel_branch_loss``)."""
+        return self.net(image), self.pixel(self.branch_input(image))
+
+    def branch_input(self, image: torch.Tensor) -> torch.Tensor:
+        """The bands, then the normalised differences of :attr:`indices` (see the class)."""
+        if not self.indices:
+            return image
+        a_index = torch.tensor([a for a, _ in self.indices], device=image.device)
+        b_index = torch.tensor([b for _, b in self.indices], device=image.device)
+        reflectance = image.float() * self.band_std[:, None, None] + self.band_mean[:, None, None]
+        a, b = reflectance[:, a_index], reflectance[:, b_index]
+        total = a + b
+        safe = torch.where(total == 0, torch.ones_like(total), total)
+        ratio = torch.where(total == 0, torch.zeros_like(total), (a - b) / safe)
+        return torch.cat([image, ratio.to(image.dtype)], dim=1)
+
+    def set_band_statistics(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        """Reflectance mean and std per band (those that standardised the input)."""
+        if self.indices:
+            self.band_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+            self.band_std.copy_(torch.as_tensor(std, dtype=torch.float32))
 
 
 def load_encoder_weights(encoder: nn.Module, path: str | Path, in_channels: int) -> None:

@@ -1126,6 +1126,8 @@ def network_from_checkpoint(
         # Models written before these keys: a 5-level U-Net without a per-pixel branch.
         "encoder_depth": int(metadata.get("encoder_depth", 5)),
         "pixel_branch": int(metadata.get("pixel_branch", 0)),
+        "pixel_branch_indices": metadata.get("pixel_branch_indices", []),
+        "pixel_branch_batch_norm": bool(metadata.get("pixel_branch_batch_norm", True)),
     }
     task = task_from_config(
         {

@@ -21,6 +21,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from s2landcover.errors import InputError
 from s2landcover.evaluate import metrics_from_confusion
+from s2landcover.models import PixelBranchNet
 from s2landcover.training.losses import IGNORE_INDEX, CombinedLoss
 from s2landcover.training.tasks import Task
 
@@ -84,6 +85,19 @@ class LandCoverModule(L.LightningModule):
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.loss = CombinedLoss(training_config["loss"], class_weights, FOCAL_GAMMA)
+        self.pixel_branch_loss = float(training_config.get("pixel_branch_loss", 0.0))
+        self.pixel_branch_detached = bool(training_config.get("pixel_branch_detached", False))
+        if self.pixel_branch_detached and self.pixel_branch_loss <= 0:
+            raise InputError(
+                "training.pixel_branch_detached trains the per-pixel branch by its own loss "
+                "alone; give training.pixel_branch_loss a weight > 0"
+            )
+        if self.pixel_branch_loss > 0 and not isinstance(self.net, PixelBranchNet):
+            raise InputError(
+                f"training.pixel_branch_loss = {self.pixel_branch_loss} weighs a loss on the "
+                "per-pixel branch, but the network has none; set model.pixel_branch > 0 or "
+                "pixel_branch_loss: 0"
+            )
         self.val_confusion = MulticlassConfusionMatrix(
             num_classes=len(class_names), ignore_index=IGNORE_INDEX, validate_args=False
         )
@@ -101,7 +115,19 @@ class LandCoverModule(L.LightningModule):
         """Loss of one batch, logged as ``train_loss`` (epoch mean)."""
         image, target = batch
         # Logits in float32 for the loss (under bf16/fp16 autocast the network gives half floats).
-        loss = self.loss(self(image).float(), target)
+        if self.pixel_branch_loss > 0:
+            # Deep supervision of the per-pixel branch: it must classify pixels on its own (as
+            # the pixel baseline does), the rest of the network learns what context adds.
+            if self.channels_last:
+                image = image.contiguous(memory_format=torch.channels_last)
+            context, pixel = self.net.parts(image)
+            # detached: the branch learns from its own loss alone, the rest of the network
+            # from the loss of the sum (the residual the branch leaves)
+            summed = context + (pixel.detach() if self.pixel_branch_detached else pixel)
+            loss = self.loss(summed.float(), target)
+            loss = loss + self.pixel_branch_loss * self.loss(pixel.float(), target)
+        else:
+            loss = self.loss(self(image).float(), target)
         self.log(
             "train_loss", loss, on_step=False, on_epoch=True, batch_size=len(image), sync_dist=True
         )
@@ -133,14 +159,15 @@ class LandCoverModule(L.LightningModule):
         config = self.training_config
         lr, weight_decay = float(config["learning_rate"]), float(config["weight_decay"])
         name = config["optimizer"]
+        params, peaks = self._parameter_groups(lr)
         optimizer: torch.optim.Optimizer
         if name == "adamw":
-            optimizer = torch.optim.AdamW(self.parameters(), lr=lr, weight_decay=weight_decay)
+            optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
         elif name == "adam":
-            optimizer = torch.optim.Adam(self.parameters(), lr=lr, weight_decay=weight_decay)
+            optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
         elif name == "sgd":
             optimizer = torch.optim.SGD(
-                self.parameters(),
+                params,
                 lr=lr,
                 weight_decay=weight_decay,
                 momentum=SGD_MOMENTUM,
@@ -181,7 +208,7 @@ class LandCoverModule(L.LightningModule):
             total_steps = max(4, int(self.trainer.estimated_stepping_batches))
             scheduler = torch.optim.lr_scheduler.OneCycleLR(
                 optimizer,
-                max_lr=lr,
+                max_lr=peaks,
                 total_steps=total_steps,
                 pct_start=min(0.5, max(0.2, 2.0 / total_steps)),
             )
@@ -195,6 +222,27 @@ class LandCoverModule(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": interval},
         }
+
+    def _parameter_groups(self, lr: float) -> tuple[list[dict[str, Any]], list[float]]:
+        """Optimiser parameter groups and their peak learning rates: one group at ``lr``, or,
+        with ``training.pixel_branch_learning_rate`` set and a per-pixel branch, the branch's
+        weights in a second group at that rate (the small per-pixel classifier learns faster
+        at a higher rate than the U-Net tolerates: docs/benchmarks/training.md section (f))."""
+        branch_lr = self.training_config.get("pixel_branch_learning_rate")
+        if branch_lr is None:
+            return [{"params": list(self.parameters())}], [lr]
+        if not isinstance(self.net, PixelBranchNet):
+            raise InputError(
+                f"training.pixel_branch_learning_rate = {branch_lr} is the rate of the per-pixel "
+                "branch, but the network has none; set model.pixel_branch > 0 or leave it null"
+            )
+        branch = {id(p) for p in self.net.pixel.parameters()}
+        rest = [p for p in self.parameters() if id(p) not in branch]
+        groups = [
+            {"params": rest},
+            {"params": list(self.net.pixel.parameters()), "lr": float(branch_lr)},
+        ]
+        return groups, [lr, float(branch_lr)]
 
     def network_state_dict(self) -> dict[str, torch.Tensor]:
         """The network's weights alone (contiguous CPU tensors): what model.pt stores."""

@@ -112,6 +112,12 @@ class SegmentationTask:
         self, model_config: Mapping[str, Any], in_channels: int, num_classes: int
     ) -> nn.Module:
         """``build_segmentation_model`` with the model section's architecture, encoder, weights."""
+        pairs = model_config.get("pixel_branch_indices") or []
+        if pairs is True:  # the config's switch, not yet the band positions
+            raise InputError(
+                "model.pixel_branch_indices = true needs the band positions of the indices: "
+                "build the model section with s2landcover.training.train.network_section"
+            )
         return build_segmentation_model(
             model_config["architecture"],
             model_config["encoder"],
@@ -120,6 +126,9 @@ class SegmentationTask:
             model_config.get("encoder_weights"),  # absent in a checkpoint's model section
             int(model_config["encoder_depth"]),
             int(model_config["pixel_branch"]),
+            # band positions of the branch's indices (absent in models written before the key)
+            [tuple(pair) for pair in pairs],
+            bool(model_config.get("pixel_branch_batch_norm", True)),  # True before the key
         )
 
     def chip_targets(self, chip_index: pd.DataFrame, num_classes: int) -> np.ndarray | None:

@@ -60,6 +60,7 @@ from s2landcover.io.checkpoints import (
     write_training_metrics,
 )
 from s2landcover.io.chipstore import read_chip_index
+from s2landcover.models import PixelBranchNet, branch_index_pairs
 from s2landcover.training.data import (
     PAD_MULTIPLE,
     AugmentSettings,
@@ -427,6 +428,16 @@ def _labelled(
     return chips[keep].reset_index(drop=True), targets[keep]
 
 
+def network_section(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``model`` section as the network builder takes it: ``pixel_branch_indices`` (true /
+    false in the config) becomes the band positions of the pixel baseline's indices among the
+    configured bands (:func:`s2landcover.models.branch_index_pairs`), as model.pt stores them."""
+    section = dict(config["model"])
+    wanted = bool(section.get("pixel_branch_indices", False))
+    section["pixel_branch_indices"] = branch_index_pairs(config["bands"]) if wanted else []
+    return section
+
+
 def _scene_metadata(
     config: Mapping[str, Any],
     classes: ClassTable,
@@ -448,6 +459,8 @@ def _scene_metadata(
         "encoder": config["model"]["encoder"],
         "encoder_depth": int(config["model"]["encoder_depth"]),
         "pixel_branch": int(config["model"]["pixel_branch"]),
+        "pixel_branch_indices": [list(p) for p in network_section(config)["pixel_branch_indices"]],
+        "pixel_branch_batch_norm": bool(config["model"]["pixel_branch_batch_norm"]),
         "model_name": config["model"]["name"],
         "bands": list(meta["bands"]),
         "scales": list(scenes[first].scales),
@@ -614,13 +627,15 @@ def train_model(
     )
     module = LandCoverModule(
         task,
-        config["model"],
+        network_section(config),
         training,
         len(config["bands"]),
         list(classes.names),
         class_weights,
         channels_last=channels_last,
     )
+    if isinstance(module.net, PixelBranchNet):
+        module.net.set_band_statistics(mean, std)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     last_path, best_path, model_path = (
