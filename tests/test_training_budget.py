@@ -268,6 +268,23 @@ def test_encoder_weights_are_loaded_and_the_first_conv_adapted(tmp_path: Path, b
         torch.testing.assert_close(conv1[:, channel], rgb[:, channel % 3] * 3 / bands)
 
 
+def test_encoder_weights_loading_is_reported_and_missing_tensors_warned(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The log names the file, how many tensors it filled and the adapted first convolution; a
+    file without some of the encoder's tensors (here layer4) loads with a warning saying so."""
+    path = tmp_path / "partial.pth"
+    state = imagenet_like_weights(path)
+    torch.save({k: v for k, v in state.items() if not k.startswith("layer4.")}, path)
+    with caplog.at_level("INFO", logger="s2landcover.models"):
+        build_segmentation_model("Unet", "resnet18", 10, 4, encoder_weights=path)
+    assert f"encoder weights from {path}" in caplog.text
+    assert "conv1.weight 3 -> 10 channels" in caplog.text
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings and "not in the file keep their random start" in warnings[0].getMessage()
+    assert "layer4." in warnings[0].getMessage()
+
+
 def test_encoder_weights_are_read_weights_only(tmp_path: Path) -> None:
     """A weights file with a pickled object is refused without running it."""
     marker = tmp_path / "pwned"

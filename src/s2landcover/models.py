@@ -8,6 +8,7 @@ downloaded: encoder weights are either none or a local file.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from torch import nn
 
 from s2landcover.errors import InputError
 from s2landcover.io.checkpoints import load_encoder_state
+
+log = logging.getLogger(__name__)
 
 DECODER_CHANNELS = (256, 128, 64, 32, 16)  # smp's Unet decoder channels at encoder depth 5
 
@@ -139,6 +142,9 @@ class PixelBranchNet(nn.Module):
     stored with the weights in model.pt.
     """
 
+    band_mean: torch.Tensor  # buffers (with indices): reflectance mean and std per band
+    band_std: torch.Tensor
+
     def __init__(
         self,
         net: nn.Module,
@@ -219,6 +225,7 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path, in_channels: int)
     state = load_encoder_state(path)
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     own = encoder.state_dict()
+    adapted = []
     for key, value in list(state.items()):
         if (
             key in own
@@ -226,6 +233,7 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path, in_channels: int)
             and own[key].ndim == 4
             and value.shape[1] != own[key].shape[1]
         ):
+            adapted.append(f"{key} {value.shape[1]} -> {in_channels} channels")
             repeats = -(-in_channels // value.shape[1])
             state[key] = value.repeat(1, repeats, 1, 1)[:, :in_channels] * (
                 value.shape[1] / in_channels
@@ -238,3 +246,13 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path, in_channels: int)
             f"model.encoder_weights: {path} does not fit the encoder ({len(missing)} of {len(own)} "
             f"tensors missing, e.g. {missing[:3]}; unexpected {unexpected[:3]})"
         )
+    log.info(
+        "encoder weights from %s: %d of %d tensors loaded%s",
+        path, len(own) - len(missing), len(own),
+        f", adapted: {'; '.join(adapted)}" if adapted else "",
+    )  # fmt: skip
+    if missing:
+        log.warning(
+            "encoder weights from %s: %d tensors not in the file keep their random start, e.g. %s",
+            path, len(missing), missing[:3],
+        )  # fmt: skip

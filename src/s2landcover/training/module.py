@@ -120,6 +120,7 @@ class LandCoverModule(L.LightningModule):
             # the pixel baseline does), the rest of the network learns what context adds.
             if self.channels_last:
                 image = image.contiguous(memory_format=torch.channels_last)
+            assert isinstance(self.net, PixelBranchNet)  # checked when the module was built
             context, pixel = self.net.parts(image)
             # detached: the branch learns from its own loss alone, the rest of the network
             # from the loss of the sum (the residual the branch leaves)
@@ -238,7 +239,7 @@ class LandCoverModule(L.LightningModule):
             )
         branch = {id(p) for p in self.net.pixel.parameters()}
         rest = [p for p in self.parameters() if id(p) not in branch]
-        groups = [
+        groups: list[dict[str, Any]] = [
             {"params": rest},
             {"params": list(self.net.pixel.parameters()), "lr": float(branch_lr)},
         ]

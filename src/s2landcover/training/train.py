@@ -635,7 +635,7 @@ def train_model(
         channels_last=channels_last,
     )
     if isinstance(module.net, PixelBranchNet):
-        module.net.set_band_statistics(mean, std)
+        module.net.set_band_statistics([float(m) for m in mean], [float(d) for d in std])
 
     out_dir.mkdir(parents=True, exist_ok=True)
     last_path, best_path, model_path = (
