@@ -35,7 +35,6 @@ from s2landcover.classes import NODATA_CLASS, NOT_OBSERVED
 from s2landcover.config import DATE_SEPARATOR, dated_band_names
 from s2landcover.errors import InputError
 from s2landcover.io.prediction_writer import StreamingRasterWriter
-from s2landcover.io.qgis_styles import write_code_style
 from s2landcover.io.rasters import (
     Grid,
     grid_of,
@@ -45,17 +44,16 @@ from s2landcover.io.rasters import (
     warped_onto,
 )
 from s2landcover.io.stack import StackWriter
-from s2landcover.io.windowed import RasterWriter
 from s2landcover.validity import (
     CLEAR,
     INVALID_CODES,
     NODATA,
     SNOW,
     VALIDITY_CODES,
-    VALIDITY_COLORS,
-    cloud_fraction_of_counts,
     code_counts,
     read_validity_info,
+    validity_raster_writer,
+    validity_tags,
 )
 from s2landcover.windows import block_windows
 
@@ -272,11 +270,7 @@ def combine_validity(
             stack.enter_context(_on_grid(p, grid, Resampling.nearest, "validity raster"))[0]
             for p in validity_paths
         ]
-        with RasterWriter(
-            out_path, grid, 1, "uint8", NODATA,
-            colormap=VALIDITY_COLORS, descriptions=["validity code"],
-            style=lambda final: write_code_style(final, VALIDITY_CODES, VALIDITY_COLORS),
-        ) as writer:  # fmt: skip
+        with validity_raster_writer(out_path, grid) as writer:
             for window in block_windows(grid.width, grid.height, grid.width, STRIP_ROWS):
                 codes = combine_codes([s.read(1, window=window) for s in sources], allow_partial)
                 nodata = (scene.read(window=window) == 0).all(axis=0)
@@ -284,13 +278,12 @@ def combine_validity(
                 counts += code_counts(codes)
                 writer.write(window, codes)
             writer.tags.update(
-                VALIDITY_SOURCE="+".join(dict.fromkeys(sources_used)),
-                VALIDITY_CODES=json.dumps({str(k): v for k, v in VALIDITY_CODES.items()}),
-                INVALID_CODES=json.dumps(list(INVALID_CODES)),
-                CLOUD_FRACTION=repr(cloud_fraction_of_counts(counts)),
-                PIXELS_PER_CODE=json.dumps(counts.tolist()),
-                STACK_PARTIAL=str(bool(allow_partial)).lower(),
-                VALIDITY_INPUTS=json.dumps([str(p) for p in validity_paths]),
+                validity_tags(
+                    "+".join(dict.fromkeys(sources_used)),
+                    counts,
+                    STACK_PARTIAL=str(bool(allow_partial)).lower(),
+                    VALIDITY_INPUTS=json.dumps([str(p) for p in validity_paths]),
+                )
             )
     return {
         "out": str(out_path),

@@ -257,6 +257,30 @@ def choose_source(
 # --- reading onto a grid -------------------------------------------------------------------------
 
 
+def validity_raster_writer(out_path: str | Path, grid: Grid) -> RasterWriter:
+    """The writer of a validity raster on ``grid``: uint8 codes of :data:`VALIDITY_CODES`
+    (nodata :data:`NODATA`), their colour table and band description, overviews by the package's
+    policy and a QGIS style ``<stem>.qml`` (a scene's and a stack's alike)."""
+    return RasterWriter(
+        out_path, grid, 1, "uint8", NODATA,
+        colormap=VALIDITY_COLORS, descriptions=["validity code"],
+        style=lambda final: write_code_style(final, VALIDITY_CODES, VALIDITY_COLORS),
+    )  # fmt: skip
+
+
+def validity_tags(source: str, counts: np.ndarray, **extra: Any) -> dict[str, str]:
+    """The tags :func:`read_validity_info` reads: the source, the code table, the invalid codes,
+    the cloud fraction and the pixels per code (``counts``), plus ``extra`` ones."""
+    return {
+        "VALIDITY_SOURCE": source,
+        "VALIDITY_CODES": json.dumps({str(k): v for k, v in VALIDITY_CODES.items()}),
+        "INVALID_CODES": json.dumps(list(INVALID_CODES)),
+        "CLOUD_FRACTION": repr(cloud_fraction_of_counts(counts)),
+        "PIXELS_PER_CODE": json.dumps(counts.tolist()),
+        **{key: str(value) for key, value in extra.items()},
+    }
+
+
 def _warped(dataset: Any, grid: Grid, resampling: Resampling, nodata: float | None) -> Any:
     return warped_onto(dataset, grid, resampling, nodata, src_nodata=nodata)
 
@@ -426,11 +450,7 @@ def write_validity(
             vrt = sources.enter_context(
                 _warped(source_ds, grid, Resampling.nearest, source_ds.nodata)
             )
-        with RasterWriter(
-            out_path, grid, 1, "uint8", NODATA,
-            colormap=VALIDITY_COLORS, descriptions=["validity code"],
-            style=lambda final: write_code_style(final, VALIDITY_CODES, VALIDITY_COLORS),
-        ) as writer:  # fmt: skip
+        with validity_raster_writer(out_path, grid) as writer:
             for window in block_windows(grid.width, grid.height, grid.width, STRIP_ROWS):
                 if vrt is not None and reader is not None and reader[0] == "scl":
                     codes = scl_to_validity(vrt.read(1, window=window))
@@ -447,14 +467,7 @@ def write_validity(
                 counts += code_counts(codes)
                 writer.write(window, codes)
             fraction = cloud_fraction_of_counts(counts)
-            writer.tags.update(
-                VALIDITY_SOURCE=chosen,
-                VALIDITY_CODES=json.dumps({str(k): v for k, v in VALIDITY_CODES.items()}),
-                INVALID_CODES=json.dumps(list(INVALID_CODES)),
-                CLOUD_FRACTION=repr(fraction),
-                PIXELS_PER_CODE=json.dumps(counts.tolist()),
-                **{key: str(value) for key, value in extra_tags.items()},
-            )
+            writer.tags.update(validity_tags(chosen, counts, **extra_tags))
     summary = {
         "out": str(out_path),
         "scene": scene_name,
