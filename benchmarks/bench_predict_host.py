@@ -101,7 +101,7 @@ def child(scene: Path, out: Path, cfg: dict, threads: int) -> dict:
     predict.window_batches = timed_iter("reader: decode, normalise, cut", predict.window_batches)
     if hasattr(predict, "normalise_row_band"):  # reader threads (after issue 20): their own CPU
         predict.normalise_row_band = timed("readers: normalise", predict.normalise_row_band)
-        predict.valid_mask = timed("readers: no-data mask", predict.valid_mask)
+        predict.valid_pixels = timed("readers: no-data mask", predict.valid_pixels)
     writer_write = prediction_writer.StreamingRasterWriter.write_rows
     prediction_writer.StreamingRasterWriter.write_rows = timed("writer: stage", writer_write)
     release = predict.RowBandAccumulator.release

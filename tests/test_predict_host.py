@@ -22,7 +22,6 @@ from s2landcover.predict import (
     pinned_host_array,
     predict_scene,
     predict_scene_with_model,
-    valid_mask,
     window_batches,
 )
 from s2landcover.radiometry import network_input_into, valid_pixels
@@ -103,7 +102,7 @@ def test_window_batches_are_the_former_per_window_arithmetic_for_any_worker_coun
 
 def test_normalise_row_band_zeroes_only_pixels_without_data() -> None:
     stored = np.array([[[0, 5], [0, 7]], [[0, 0], [3, 9]]], dtype=np.uint16)  # (2, 2, 2)
-    valid = valid_mask(stored, 0)
+    valid = valid_pixels(stored, 0)
     out = normalise_row_band(
         stored, np.array([2, 3], np.float32), np.array([1, 1], np.float32), valid
     )
@@ -117,7 +116,11 @@ def test_normalise_row_band_zeroes_only_pixels_without_data() -> None:
     [("uint16", 0.0), ("uint16", 0), ("uint16", 65535.0), ("uint16", -1.0), ("uint16", 0.5),
      ("uint16", None), ("int16", -32768.0), ("float32", 0.0)],
 )  # fmt: skip
-def test_valid_mask_is_the_one_no_data_rule(dtype: str, nodata: float | None) -> None:
+def test_valid_pixels_compares_in_the_stored_type_by_the_one_rule(
+    dtype: str, nodata: float | None
+) -> None:
+    """The band-by-band comparison in the stored integer type is the rule: a pixel has data
+    unless every band equals nodata (all valid when nodata is None)."""
     rng = np.random.default_rng(0)
     info = np.iinfo(dtype) if dtype != "float32" else None
     low, high = (info.min, info.max) if info is not None else (0, 3)
@@ -127,7 +130,8 @@ def test_valid_mask_is_the_one_no_data_rule(dtype: str, nodata: float | None) ->
         if low <= nodata <= high:
             stored[:, 20:25, :] = nodata
             stored[1, 22, :] = 7  # one band with data
-    assert np.array_equal(valid_mask(stored, nodata), valid_pixels(stored, nodata))
+    rule = np.ones(stored.shape[1:], bool) if nodata is None else (stored != nodata).any(axis=0)
+    assert np.array_equal(valid_pixels(stored, nodata), rule)
 
 
 def test_argmax_planes_is_numpys_argmax_first_of_equals() -> None:

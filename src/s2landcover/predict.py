@@ -767,26 +767,6 @@ class BackgroundConsumer:
 # The streaming pipeline on arrays (no files): batches in, finished rows out
 
 
-def valid_mask(stored: np.ndarray, nodata: float | None) -> np.ndarray:
-    """:func:`s2landcover.radiometry.valid_pixels` of ``stored (C, rows, width)``, the same mask:
-    an integer no-data value is compared in the stored integer type band by band (NumPy compares
-    a Python float with uint16 values in float64, through a (C, rows, width) temporary: 3x
-    slower)."""
-    if (
-        nodata is None
-        or not np.issubdtype(stored.dtype, np.integer)
-        or not float(nodata).is_integer()
-        or not np.iinfo(stored.dtype).min <= nodata <= np.iinfo(stored.dtype).max
-    ):
-        return valid_pixels(stored, nodata)
-    value = stored.dtype.type(int(nodata))
-    valid = np.not_equal(stored[0], value)
-    differs = np.empty_like(valid)
-    for band in stored[1:]:
-        np.logical_or(valid, np.not_equal(band, value, out=differs), out=valid)
-    return valid
-
-
 def normalise_row_band(
     stored: np.ndarray,
     gain: np.ndarray,
@@ -828,8 +808,9 @@ def window_batches(
     Each row band is normalised once, band-first, in contiguous passes
     (:func:`normalise_row_band`, the arithmetic of
     :func:`s2landcover.radiometry.network_input_into`), then each window is one transposing copy
-    into its batch slot (no ``np.stack``); the valid mask (:func:`valid_mask`) is computed once
-    per row band and handed out as views. ``workers`` > 1: the normalisation (by blocks of rows)
+    into its batch slot (no ``np.stack``); the valid mask
+    (:func:`s2landcover.radiometry.valid_pixels`) is computed once per row band and handed out as
+    views. ``workers`` > 1: the normalisation (by blocks of rows)
     and the window copies of a band run on that many threads (NumPy and torch release the GIL);
     the batches are the same, value for value, in the same order. An error in a worker is raised
     here, and the workers are stopped (pending work cancelled) before it propagates.
@@ -870,7 +851,7 @@ def window_batches(
     try:
         for row_off, stored in row_bands:
             stored = pad_to(stored, grid.window_height, grid.window_width)  # pointwise ops commute
-            valid = valid_mask(stored, norm.nodata)
+            valid = valid_pixels(stored, norm.nodata)
             all_valid = bool(valid.all())
             if normalised is None or normalised.shape != stored.shape:
                 normalised = np.empty(stored.shape, dtype=np.float32)
