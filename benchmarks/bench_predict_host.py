@@ -104,10 +104,11 @@ def child(scene: Path, out: Path, cfg: dict, threads: int) -> dict:
         predict.valid_pixels = timed("readers: no-data mask", predict.valid_pixels)
     writer_write = prediction_writer.StreamingRasterWriter.write_rows
     prediction_writer.StreamingRasterWriter.write_rows = timed("writer: stage", writer_write)
-    release = predict.RowBandAccumulator.release
-    predict.RowBandAccumulator.release = timed("main: argmax + shift", release)
-    add = predict.RowBandAccumulator.add
-    predict.RowBandAccumulator.add = timed("main: accumulate", add)
+    for name in ("RowBandAccumulator", "HostStripAccumulator"):  # the latter: this tree's CPU one
+        accumulator = getattr(predict, name, None)
+        if accumulator is not None:
+            accumulator.release = timed("main: argmax + shift", accumulator.release)
+            accumulator.add = timed("main: accumulate", accumulator.add)
     model = stand_in_network(6)
     forward = model.forward
     model.forward = timed("main: network + weights", forward)  # type: ignore[method-assign]

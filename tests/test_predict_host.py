@@ -393,3 +393,74 @@ def test_count_values_is_bincount() -> None:
     values[0, :5] = 255  # not observed: not counted among 0 .. n - 1
     expected = np.bincount(values.ravel(), minlength=256)[:7]
     assert np.array_equal(predict_module.count_values(values, 7), expected)
+
+
+def accumulate(accumulator, grid: WindowGrid, k: int, seed: int, confidence: bool) -> tuple:
+    """Random channels-last logits of every window of ``grid`` through ``accumulator``; no data
+    in a corner: (classes, confidence) of the whole scene."""
+    from s2landcover.predict import blend_weights
+
+    rng = np.random.default_rng(seed)
+    weights = blend_weights(grid.window_height, grid.window_width)
+    valid_scene = np.ones((grid.height + grid.window_height, grid.width + grid.window_width), bool)
+    valid_scene[:30, :25] = False
+    rows = []
+    for row_off, col_off in grid.windows():
+        if row_off > accumulator.top:
+            rows.append(accumulator.release(row_off, confidence))
+        logits = rng.normal(size=(grid.window_height, grid.window_width, k)).astype(np.float32)
+        valid = valid_scene[row_off : row_off + grid.window_height, col_off:][
+            :, : grid.window_width
+        ]
+        accumulator.add(logits.transpose(2, 0, 1), weights, valid, row_off, col_off)
+    rows.append(accumulator.release(grid.height, confidence))
+    assert [r[0] for r in rows] == [0, *grid.row_starts[1:]]  # every row once, in order
+    classes = np.concatenate([r[1] for r in rows])
+    conf = np.concatenate([r[2] for r in rows]) if confidence else None
+    assert classes.shape == (grid.height, grid.width)
+    return classes, conf
+
+
+@pytest.mark.parametrize(
+    "grid",
+    [
+        WindowGrid.with_margin(300, 410, 96, 16),  # the last window covered 3 times on both axes
+        WindowGrid.with_margin(330, 430, 96, 16),  # pairwise, last overlaps larger
+        WindowGrid.with_margin(70, 410, 96, 16),  # one window row, padded below the scene
+        WindowGrid.for_scene(200, 260, 64, 32),  # overlap 0.5: windows touch pairwise
+        WindowGrid.for_scene(200, 260, 64, 16),  # overlap 0.75: 4 windows on a pixel
+        WindowGrid.for_scene(200, 260, 64, 48, shift=20),  # shifted starts (the seam test's)
+    ],
+)
+def test_strip_accumulator_gives_the_whole_band_blend(grid: WindowGrid) -> None:
+    """HostStripAccumulator (shared strips only) maps what RowBandAccumulator (the whole band)
+    does: the same classes on every pixel (the shared pixels' sums are added in the same order,
+    one window's own pixels are its argmax), confidence within 1 (the rounding of w l / w),
+    0 without data; and it holds a fraction of the band's float memory."""
+    from s2landcover.predict import HostStripAccumulator, RowBandAccumulator
+
+    k = 5
+    strip = HostStripAccumulator(k, grid, confidence=True)
+    band = RowBandAccumulator(k, grid.window_height, grid.width, "cpu")
+    classes, conf = accumulate(strip, grid, k, seed=11, confidence=True)
+    expected, expected_conf = accumulate(band, grid, k, seed=11, confidence=True)
+    assert np.array_equal(classes, expected)
+    assert (classes[:30, :25] == 0).all() and (conf[:30, :25] == 0).all()
+    assert np.abs(conf.astype(int) - expected_conf.astype(int)).max() <= 1
+    floats = sum(
+        a.nbytes
+        for a in (strip._upper.sums, strip._lower.sums, strip._col_sums)
+        if a.dtype == np.float32
+    )
+    assert floats < band.logit_sum.nbytes
+
+
+def test_strip_accumulator_refuses_windows_out_of_order() -> None:
+    from s2landcover.predict import HostStripAccumulator
+
+    grid = WindowGrid.with_margin(300, 300, 96, 16)
+    strip = HostStripAccumulator(3, grid)
+    logits = np.zeros((3, 96, 96), np.float32)
+    weights, valid = np.ones((96, 96), np.float32), np.ones((96, 96), bool)
+    with pytest.raises(ValueError, match="row order"):
+        strip.add(logits, weights, valid, grid.row_starts[1], 0)

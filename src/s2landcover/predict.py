@@ -303,17 +303,32 @@ def infer_logits(
 
 
 # --------------------------------------------------------------------------------------------
-# Row-band accumulator
+# Accumulators: blended logits of overlapping windows, finished rows out
 
 
 # Rows per block when a CPU accumulator weights and adds a window: (K, 64, w) float32 of weighted
 # logits (1.5 MB for K = 6 and 1,024 px) stay in the cache between the multiply and the add.
 HOST_ADD_ROWS = 64
 
-# On a CPU, pixels that one window alone covers (with margins most of a scene) take that window's
-# argmax and softmax directly instead of being weighted, summed, divided (tests set it False to
-# compare with the blended path).
+# On a CPU, windows are blended by :class:`HostStripAccumulator`: pixels one window alone covers
+# take that window's argmax and softmax directly, only the shared strips are summed (tests set it
+# False to compare with the whole-band blend of :class:`RowBandAccumulator`).
 HOST_OWN_PIXELS_DIRECT = True
+
+
+def add_weighted(
+    target: np.ndarray, logits: np.ndarray, weights: np.ndarray, scratch: np.ndarray
+) -> None:
+    """``target += logits * weights`` ((K, h, w) += (K, h, w) x (h, w), float32), by blocks of
+    :data:`HOST_ADD_ROWS` rows through ``scratch`` ((K, >= HOST_ADD_ROWS, >= w) float32): the
+    product of a block stays in the cache between the multiply and the add. Bitwise the same as
+    the one-line expression; ``logits`` may be a strided view (channels-last memory)."""
+    rows, width = weights.shape
+    for top in range(0, rows, HOST_ADD_ROWS):
+        stop = min(rows, top + HOST_ADD_ROWS)
+        block = scratch[:, : stop - top, :width]
+        np.multiply(logits[:, top:stop], weights[top:stop], out=block)
+        target[:, top:stop] += block
 
 
 class RowBandAccumulator:
@@ -325,7 +340,8 @@ class RowBandAccumulator:
     uses, made each small slice operation wait for a busy core, ~35 ms per window at load 6), on a
     GPU as tensors (only uint8 rows come back). Both hold the logit sums band-first (K, rows,
     width): the argmax is then K - 1 elementwise passes over whole planes (on a CPU ~10x faster
-    than NumPy's ``argmax`` over a last axis of K values).
+    than NumPy's ``argmax`` over a last axis of K values). On a CPU, prediction uses
+    :class:`HostStripAccumulator` (the same classes in a fraction of the memory).
     """
 
     def __init__(
@@ -334,32 +350,17 @@ class RowBandAccumulator:
         band_height: int,
         width: int,
         device: torch.device | str = "cpu",
-        grid: WindowGrid | None = None,
-        confidence: bool = False,
     ) -> None:
-        """``grid`` (host only): the windows that will be added; pixels that only one of them
-        covers then take their class (and, with ``confidence``, their confidence) straight from
-        that window's logits instead of being weighted, summed and divided (see :meth:`add`)."""
         self.num_classes = num_classes
         self.band_height = band_height
         self.width = width
         self.top = 0  # scene row of band row 0
         self.on_host = torch.device(device).type == "cpu"
-        self.confidence = confidence
         self._scratch: np.ndarray | None = None  # host: weighted logits of a block of rows
-        # host with a grid: scene rows / columns only one window row / column covers, by start
-        self._own_rows: dict[int, tuple[int, int]] = {}
-        self._own_cols: dict[int, tuple[int, int]] = {}
-        self._direct: list[tuple[int, int, int, int]] = []  # (row0, row1, col0, col1), scene
         if self.on_host:
             self.logit_sum: Any = np.zeros((num_classes, band_height, width), dtype=np.float32)
             self.weight_sum: Any = np.zeros((band_height, width), dtype=np.float32)
             self.valid: Any = np.zeros((band_height, width), dtype=bool)
-            if grid is not None:
-                self._own_rows = exclusive_ranges(grid.row_starts, grid.window_height, grid.height)
-                self._own_cols = exclusive_ranges(grid.col_starts, grid.window_width, grid.width)
-                self.classes_band = np.zeros((band_height, width), dtype=np.uint8)
-                self.conf_band = np.zeros((band_height, width), dtype=np.uint8)
         else:
             self.logit_sum = torch.zeros(num_classes, band_height, width, device=device)
             self.weight_sum = torch.zeros(band_height, width, device=device)
@@ -385,99 +386,22 @@ class RowBandAccumulator:
                 f"window at row {row_off} is above the band (top {self.top}): "
                 "windows must come in row order"
             )
-        if self.on_host:
-            h = min(logits.shape[-2], self.band_height - row)
-            w = min(logits.shape[-1], self.width - col_off)
-            self.valid[row : row + h, col_off : col_off + w] = valid[:h, :w]
-            own = self._own_part(row_off, col_off, h, w)
-            if own is None or weighted:
-                self._add_weighted(logits, weights, row, col_off, 0, h, 0, w, weighted)
-                return
-            # the window's own pixels (no other window covers them): class and confidence of
-            # its logits, as the blend would give (sum w l / sum w = l up to rounding); the rest
-            # (the strips shared with neighbours, 2 x margin wide) is weighted and summed
-            r0, r1, c0, c1 = own  # window coordinates
-            self._direct.append((row_off + r0, row_off + r1, col_off + c0, col_off + c1))
-            self._finish_own(logits, row + r0, col_off + c0, r0, r1, c0, c1)
-            for a, b, c, d in ((0, r0, 0, w), (r1, h, 0, w), (r0, r1, 0, c0), (r0, r1, c1, w)):
-                if a < b and c < d:
-                    self._add_weighted(logits, weights, row, col_off, a, b, c, d, False)
-            return
         h = min(logits.shape[-2], self.band_height - row)
         w = min(logits.shape[-1], self.width - col_off)
         target = self.logit_sum[:, row : row + h, col_off : col_off + w]
-        if weighted:
+        if not self.on_host:
+            if weighted:
+                target += logits[:, :h, :w]
+            else:
+                target.addcmul_(logits[:, :h, :w], weights[:h, :w])
+        elif weighted:
             target += logits[:, :h, :w]
         else:
-            target.addcmul_(logits[:, :h, :w], weights[:h, :w])
-        self.weight_sum[row : row + h, col_off : col_off + w] += weights[:h, :w]
-        self.valid[row : row + h, col_off : col_off + w] = valid[:h, :w]
-
-    def _own_part(
-        self, row_off: int, col_off: int, h: int, w: int
-    ) -> tuple[int, int, int, int] | None:
-        """(row0, row1, col0, col1) in the window of (row_off, col_off), clipped to (h, w): the
-        pixels no other window covers; None without a grid or when there are none."""
-        rows = self._own_rows.get(row_off)
-        cols = self._own_cols.get(col_off)
-        if rows is None or cols is None:
-            return None
-        r0, r1 = rows[0] - row_off, min(rows[1] - row_off, h)
-        c0, c1 = cols[0] - col_off, min(cols[1] - col_off, w)
-        if r0 >= r1 or c0 >= c1:
-            return None
-        return r0, r1, c0, c1
-
-    def _add_weighted(
-        self,
-        logits: np.ndarray,
-        weights: np.ndarray,
-        row: int,
-        col_off: int,
-        a: int,
-        b: int,
-        c: int,
-        d: int,
-        weighted: bool,
-    ) -> None:
-        """Add logits[:, a:b, c:d] x weights (window coordinates) at band row ``row``, scene
-        column ``col_off`` of the window, and the weights to the weight sum."""
-        target = self.logit_sum[:, row + a : row + b, col_off + c : col_off + d]
-        if weighted:
-            target += logits[:, a:b, c:d]
-        else:  # by blocks of rows through a small scratch array that stays in the cache
-            w = d - c
             if self._scratch is None or self._scratch.shape[-1] < w:
                 self._scratch = np.empty((self.num_classes, HOST_ADD_ROWS, w), np.float32)
-            for top in range(a, b, HOST_ADD_ROWS):
-                stop = min(b, top + HOST_ADD_ROWS)
-                scratch = self._scratch[:, : stop - top, :w]
-                np.multiply(logits[:, top:stop, c:d], weights[top:stop, c:d], out=scratch)
-                target[:, top - a : stop - a] += scratch
-        self.weight_sum[row + a : row + b, col_off + c : col_off + d] += weights[a:b, c:d]
-
-    def _finish_own(
-        self, logits: np.ndarray, row: int, col: int, r0: int, r1: int, c0: int, c1: int
-    ) -> None:
-        """Class (argmax + 1) and confidence of logits[:, r0:r1, c0:c1] into the band at (row,
-        col), by blocks of rows (the logits may be a strided view of channels-last memory)."""
-        for top in range(r0, r1, HOST_ADD_ROWS):
-            stop = min(r1, top + HOST_ADD_ROWS)
-            block = logits[:, top:stop, c0:c1]
-            rows = slice(row + top - r0, row + stop - r0)
-            if not block[0].flags.c_contiguous:  # channels-last logits: planes, in the cache
-                if self._scratch is None or self._scratch.shape[-1] < c1 - c0:
-                    self._scratch = np.empty((self.num_classes, HOST_ADD_ROWS, c1 - c0), np.float32)
-                planes = self._scratch[:, : stop - top, : c1 - c0]
-                np.copyto(planes, block)
-                block = planes
-            classes = argmax_planes(block)
-            classes += 1
-            self.classes_band[rows, col : col + c1 - c0] = classes
-            if self.confidence:
-                self.conf_band[rows, col : col + c1 - c0] = confidence_of_mean(
-                    np.ascontiguousarray(block.transpose(1, 2, 0))
-                )
+            add_weighted(target, logits[:, :h, :w], weights[:h, :w], self._scratch)
+        self.weight_sum[row : row + h, col_off : col_off + w] += weights[:h, :w]
+        self.valid[row : row + h, col_off : col_off + w] = valid[:h, :w]
 
     def release(
         self, upto: int, confidence: bool = False
@@ -501,9 +425,6 @@ class RowBandAccumulator:
                 self.logit_sum[:, :keep] = self.logit_sum[:, n:].clone()
             self.weight_sum[:keep] = self.weight_sum[n:]
             self.valid[:keep] = self.valid[n:]
-            if self.on_host and self._own_rows:
-                self.classes_band[:keep] = self.classes_band[n:]
-                self.conf_band[:keep] = self.conf_band[n:]
         self.logit_sum[:, keep:] = 0
         self.weight_sum[keep:] = 0
         self.valid[keep:] = False
@@ -511,59 +432,8 @@ class RowBandAccumulator:
         return row_off, classes_np, conf_np
 
     def _finish_host(self, n: int, confidence: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        if self._own_rows:
-            return self._finish_host_parts(n, confidence)
-        planes = self.logit_sum[:, :n]  # (K, n, width)
-        valid = self.valid[:n]
-        # weight_sum > 0, so the class of the largest sum is that of the largest mean; the first
-        # largest wins (NumPy's argmax), plane by plane
-        classes = argmax_planes(planes)
-        classes += 1
-        classes *= valid  # 0 without data (a masked assignment is ~15x slower)
-        if not confidence:
-            return classes, None
-        # max softmax probability of the mean logits = 1 / sum_k exp(mean_k - mean_max), on
-        # (n, width, K) as before the band-first layout (NumPy's sum over a last axis of K values
-        # adds in another order than one over planes: rounding, hence the confidence, would differ)
-        logit_sum = np.ascontiguousarray(planes.transpose(1, 2, 0))
-        conf = confidence_of_mean(logit_sum / np.maximum(self.weight_sum[:n], 1e-30)[..., None])
-        conf[~valid] = 0
-        return classes, conf
-
-    def _finish_host_parts(self, n: int, confidence: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        """:meth:`_finish_host` with a grid: the released rows' pixels outside the windows' own
-        parts (already finished by :meth:`add`) from the blended sums, rectangle by rectangle."""
-        top, bottom = self.top, self.top + n
-        direct = [r for r in self._direct if r[0] < bottom and r[1] > top]
-        # rows [top, bottom) cut where a direct rectangle starts or ends
-        cuts = sorted({top, bottom} | {min(max(v, top), bottom) for r in direct for v in r[:2]})
-        for r0, r1 in itertools.pairwise(cuts):
-            if r0 >= r1:
-                continue
-            spans = sorted((c0, c1) for a, b, c0, c1 in direct if a <= r0 and b >= r1)
-            col = 0
-            for c0, c1 in [*spans, (self.width, self.width)]:
-                if col < c0:
-                    self._finish_blended(r0 - top, r1 - top, col, c0, confidence)
-                col = max(col, c1)
-        self._direct = [r for r in self._direct if r[1] > bottom]
-        classes = self.classes_band[:n] * self.valid[:n]  # 0 without data
-        if not confidence:
-            return classes, None
-        conf = self.conf_band[:n].copy()
-        conf[~self.valid[:n]] = 0
-        return classes, conf
-
-    def _finish_blended(self, r0: int, r1: int, c0: int, c1: int, confidence: bool) -> None:
-        """Class and confidence of band rows [r0, r1), columns [c0, c1) from the blended sums."""
-        planes = self.logit_sum[:, r0:r1, c0:c1]
-        classes = argmax_planes(planes)
-        classes += 1
-        self.classes_band[r0:r1, c0:c1] = classes
-        if confidence:
-            logit_sum = np.ascontiguousarray(planes.transpose(1, 2, 0))
-            weight = np.maximum(self.weight_sum[r0:r1, c0:c1], 1e-30)[..., None]
-            self.conf_band[r0:r1, c0:c1] = confidence_of_mean(logit_sum / weight)
+        sums, weights, valid = self.logit_sum[:, :n], self.weight_sum[:n], self.valid[:n]
+        return finish_blended(sums, weights, valid, confidence)
 
     def _finish_device(self, n: int, confidence: bool) -> tuple[np.ndarray, np.ndarray | None]:
         logit_sum = self.logit_sum[:, :n]
@@ -579,6 +449,266 @@ class RowBandAccumulator:
             ).to(torch.uint8)
             conf_np = conf.cpu().numpy()
         return classes.cpu().numpy(), conf_np
+
+
+def finish_blended(
+    logit_sum: np.ndarray, weight_sum: np.ndarray, valid: np.ndarray, confidence: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Classes (uint8, argmax + 1, 0 without data) and, with ``confidence``, the confidence (uint8,
+    largest softmax probability of the mean logits x 255, 0 without data) of weighted logit sums
+    ``logit_sum`` (K, h, w) with ``weight_sum`` (h, w) > 0 where ``valid`` (h, w)."""
+    # weight_sum > 0, so the class of the largest sum is that of the largest mean; the first
+    # largest wins (NumPy's argmax), plane by plane
+    classes = argmax_planes(logit_sum)
+    classes += 1
+    classes *= valid  # 0 without data (a masked assignment is ~15x slower)
+    if not confidence:
+        return classes, None
+    # max softmax probability of the mean logits = 1 / sum_k exp(mean_k - mean_max), on
+    # (h, w, K) as before the band-first layout (NumPy's sum over a last axis of K values
+    # adds in another order than one over planes: rounding, hence the confidence, would differ)
+    sums = np.ascontiguousarray(logit_sum.transpose(1, 2, 0))
+    conf = confidence_of_mean(sums / np.maximum(weight_sum, 1e-30)[..., None])
+    conf[~valid] = 0
+    return classes, conf
+
+
+@dataclass
+class _RowStrip:
+    """Weighted logit sums of the scene rows ``[row0, row0 + rows)`` that window rows share, over
+    the whole scene width: sums (K, rows, width), weights and valid (rows, width)."""
+
+    row0: int
+    sums: np.ndarray
+    weights: np.ndarray
+    valid: np.ndarray
+
+    @classmethod
+    def zeros(cls, row0: int, num_classes: int, rows: int, width: int) -> _RowStrip:
+        return cls(
+            row0,
+            np.zeros((num_classes, rows, width), np.float32),
+            np.zeros((rows, width), np.float32),
+            np.zeros((rows, width), bool),
+        )
+
+    @property
+    def rows(self) -> int:
+        return int(self.weights.shape[0])
+
+    def reset(self, row0: int, rows: int) -> _RowStrip:
+        """This strip zeroed for ``rows`` rows from ``row0`` (its arrays reused when they have
+        that many rows, else new ones)."""
+        if self.rows != rows:
+            return _RowStrip.zeros(row0, self.sums.shape[0], rows, self.weights.shape[1])
+        self.sums.fill(0)
+        self.weights.fill(0)
+        self.valid.fill(False)
+        self.row0 = row0
+        return self
+
+
+class HostStripAccumulator:
+    """The CPU accumulator: the interface of :class:`RowBandAccumulator` (:meth:`add` windows in
+    row order, :meth:`release` finished rows) for any grid, the same classes and, up to the
+    rounding of ``w l / w``, the same confidence, in a fraction of its memory.
+
+    Pixels one window alone covers (with margins most of a scene) take that window's argmax and
+    softmax directly. Only the shared pixels are weighted and summed, in the order the whole-band
+    blend adds them (so their sums are bitwise the same): rows that window rows share in two row
+    strips over the scene width (the rows shared with the window rows above, finished when the
+    current row is done, and those shared with the rows below); within the rows one window row
+    alone covers, the columns that neighbouring windows share in a column strip passed from a
+    window to the next, finished as soon as no later window covers them. Memory: the classes of
+    a window-high band (uint8) and the strips (K + 1 float32 and one bool per pixel of the shared
+    rows x scene width), instead of K + 1 float32 per pixel of the whole band: the fresh pages of
+    the whole band (its column strips touch every row) cost more CPU than the blend itself
+    (bench_predict_host.py).
+    """
+
+    def __init__(self, num_classes: int, grid: WindowGrid, confidence: bool = False) -> None:
+        self.num_classes = num_classes
+        self.grid = grid
+        self.confidence = confidence
+        self.top = 0  # scene row of the current window row (band row 0)
+        self._own_rows = exclusive_ranges(grid.row_starts, grid.window_height, grid.height)
+        self._own_cols = exclusive_ranges(grid.col_starts, grid.window_width, grid.width)
+        self._next_row = dict(itertools.pairwise(grid.row_starts))
+        self._next_col = dict(itertools.pairwise(grid.col_starts))
+        band = min(grid.window_height, grid.height)
+        self.classes = np.zeros((band, grid.width), np.uint8)
+        self.conf = np.zeros((band, grid.width), np.uint8)
+        # the column strip: columns [self._col_origin, ...) of the current window row's own rows
+        # that the windows so far cover up to self._col_end and a later window covers too
+        shared_cols = max(
+            [a + grid.window_width - b for a, b in itertools.pairwise(grid.col_starts)] + [0]
+        )
+        self._col_sums = np.zeros((num_classes, band, shared_cols), np.float32)
+        self._col_weights = np.zeros((band, shared_cols), np.float32)
+        self._col_origin = self._col_end = 0
+        self._scratch = np.empty((num_classes, HOST_ADD_ROWS, grid.window_width), np.float32)
+        # rows the current window row shares with those above, from its top
+        self._upper = _RowStrip.zeros(0, num_classes, 0, grid.width)
+        self._spare: _RowStrip | None = None  # arrays of the last finished strip, for reuse
+        self._lower = self._strip_below(0)
+
+    def _strip_below(self, row_off: int) -> _RowStrip:
+        """Zeroed: the strip of the rows the window row at ``row_off`` shares with the next ones,
+        from the next row's start (0 rows for the last row)."""
+        below = self._next_row.get(row_off)
+        bottom = min(row_off + self.grid.window_height, self.grid.height)
+        spare = self._spare or _RowStrip.zeros(0, self.num_classes, 0, self.grid.width)
+        self._spare = None
+        return spare.reset(below or bottom, bottom - below if below is not None else 0)
+
+    def add(
+        self,
+        logits: np.ndarray,
+        weights: np.ndarray,
+        valid: np.ndarray,
+        row_off: int,
+        col_off: int,
+    ) -> None:
+        """Add one window's logits (K, h, w) (any strides: a view of channels-last logits) times
+        ``weights`` (h, w) at scene (row_off, col_off); ``valid`` (h, w) marks pixels with data.
+        Windows of a window row come left to right, window rows top to bottom (:meth:`release`
+        between them); parts beyond the scene (padding) are cut off."""
+        if row_off != self.top:
+            raise ValueError(
+                f"window at row {row_off} is not in the current window row (row {self.top}): "
+                "windows must come in row order, released between rows"
+            )
+        h = min(logits.shape[-2], self.grid.height - row_off)
+        w = min(logits.shape[-1], self.grid.width - col_off)
+        # window rows [0, a): shared with the rows above (the upper strip), [a, b): this window
+        # row's own, [b, h): shared with the rows below only (the lower strip)
+        first, stop = self._own_rows[row_off]
+        a, b = first - row_off, max(first, stop) - row_off
+        cols = slice(col_off, col_off + w)
+        lower = self._lower
+        for strip, r0, r1 in ((self._upper, 0, a), (lower, b, h)):
+            if r0 < r1:
+                s0 = row_off + r0 - strip.row0
+                s1 = s0 + r1 - r0
+                add_weighted(
+                    strip.sums[:, s0:s1, cols], logits[:, r0:r1, :w], weights[r0:r1, :w],
+                    self._scratch,
+                )  # fmt: skip
+                strip.weights[s0:s1, cols] += weights[r0:r1, :w]
+                strip.valid[s0:s1, cols] = valid[r0:r1, :w]
+        if a < b:
+            self._add_own_rows(logits, weights, valid, a, b, col_off, w)
+
+    def _add_own_rows(
+        self,
+        logits: np.ndarray,
+        weights: np.ndarray,
+        valid: np.ndarray,
+        a: int,
+        b: int,
+        col_off: int,
+        w: int,
+    ) -> None:
+        """Rows [a, b) of a window (those of its window row alone) at scene column ``col_off``,
+        ``w`` columns: columns shared with earlier windows into the column strip (finished where
+        no later window reaches), its own columns directly, those shared with later windows only
+        into the column strip."""
+        if self._col_origin != col_off:
+            raise ValueError(
+                f"window at column {col_off} after the column strip's {self._col_origin}"
+            )
+        following = self._next_col.get(col_off)
+        done = following if following is not None else col_off + w  # final after this window
+        shared = min(self._col_end, col_off + w) - col_off  # window columns [0, shared): earlier
+        sums, weights_sum = self._col_sums[:, a:b], self._col_weights[a:b]
+        if shared > 0:
+            add_weighted(
+                sums[:, :, :shared], logits[:, a:b, :shared], weights[a:b, :shared], self._scratch
+            )
+            weights_sum[:, :shared] += weights[a:b, :shared]
+            final = min(shared, done - col_off)
+            self._finish(sums[:, :, :final], weights_sum[:, :final], valid[a:b, :final], a, col_off)
+        first, stop = self._own_cols[col_off]
+        c, d = first - col_off, max(first, stop) - col_off
+        self._finish_own(logits, valid, a, b, c, d, col_off)
+        if following is None:
+            self._col_origin = self._col_end = 0  # the next window row starts at column 0
+            return
+        carried = self._col_end - following  # columns [following, self._col_end): three windows
+        if carried > 0:
+            start = following - col_off
+            sums[:, :, :carried] = sums[:, :, start : start + carried]
+            weights_sum[:, :carried] = weights_sum[:, start : start + carried]
+        fresh = max(self._col_end, following) - col_off  # window columns [fresh, w): later only
+        if fresh < w:
+            at = fresh + col_off - following
+            np.multiply(
+                logits[:, a:b, fresh:w], weights[a:b, fresh:w], out=sums[:, :, at : at + w - fresh]
+            )
+            weights_sum[:, at : at + w - fresh] = weights[a:b, fresh:w]
+        self._col_origin, self._col_end = following, col_off + w
+
+    def _finish(
+        self, sums: np.ndarray, weights: np.ndarray, valid: np.ndarray, row: int, col: int
+    ) -> None:
+        """Classes (and confidence) of blended sums (K, h, w) into the band at (row, scene col)."""
+        classes, conf = finish_blended(sums, weights, valid, self.confidence)
+        h, w = classes.shape
+        self.classes[row : row + h, col : col + w] = classes
+        if conf is not None:
+            self.conf[row : row + h, col : col + w] = conf
+
+    def _finish_own(
+        self, logits: np.ndarray, valid: np.ndarray, r0: int, r1: int, c0: int, c1: int, col: int
+    ) -> None:
+        """Class (argmax + 1, 0 without data) and confidence of logits[:, r0:r1, c0:c1] into the
+        band (same rows, scene column ``col + c0``), by blocks of rows (the logits may be a strided
+        view of channels-last memory)."""
+        if c0 >= c1:
+            return
+        for top in range(r0, r1, HOST_ADD_ROWS):
+            stop = min(r1, top + HOST_ADD_ROWS)
+            block = logits[:, top:stop, c0:c1]
+            if not block[0].flags.c_contiguous:  # channels-last logits: planes, in the cache
+                planes = self._scratch[:, : stop - top, : c1 - c0]
+                np.copyto(planes, block)
+                block = planes
+            classes = argmax_planes(block)
+            classes += 1
+            classes *= valid[top:stop, c0:c1]
+            target = (slice(top, stop), slice(col + c0, col + c1))
+            self.classes[target] = classes
+            if self.confidence:
+                conf = confidence_of_mean(np.ascontiguousarray(block.transpose(1, 2, 0)))
+                conf[~valid[top:stop, c0:c1]] = 0
+                self.conf[target] = conf
+
+    def release(
+        self, upto: int, confidence: bool = False
+    ) -> tuple[int, np.ndarray, np.ndarray | None]:
+        """Finish the current window row: scene rows ``[top, upto)`` (``upto`` the next window
+        row's start, or the scene height after the last): ``(row_off, classes uint8 (n, width),
+        confidence uint8 or None)``, as :meth:`RowBandAccumulator.release`."""
+        row_off = self.top
+        end = min(upto, self.grid.height)
+        upper, lower = self._upper, self._lower
+        final = min(upper.row0 + upper.rows, end) - row_off  # upper rows no later window covers
+        if final > 0:
+            assert upper.row0 == row_off, (upper.row0, row_off)
+            self._finish(upper.sums[:, :final], upper.weights[:final], upper.valid[:final], 0, 0)
+        if upper.rows > final:  # rows three window rows share: on to the lower strip
+            at = end - lower.row0
+            rows = slice(at, at + upper.rows - final)
+            lower.sums[:, rows] = upper.sums[:, final:]
+            lower.weights[rows] = upper.weights[final:]
+            lower.valid[rows] = upper.valid[final:]
+        classes = self.classes[: end - row_off].copy()  # the writer keeps them; the band is reused
+        conf = self.conf[: end - row_off].copy() if confidence else None
+        self.top = end
+        self._spare, self._upper = upper, lower
+        if end < self.grid.height:
+            self._lower = self._strip_below(end)
+        return row_off, classes, conf
 
 
 def exclusive_ranges(starts: Sequence[int], size: int, length: int) -> dict[int, tuple[int, int]]:
@@ -972,12 +1102,14 @@ def blend_rows(
     float32 either way.
     """
     device = torch.device(device)
-    accumulator = RowBandAccumulator(
-        num_classes, grid.window_height, grid.width, device,
-        grid=grid if HOST_OWN_PIXELS_DIRECT else None, confidence=confidence,
-    )  # fmt: skip
+    accumulator: RowBandAccumulator | HostStripAccumulator
+    if device.type == "cpu" and HOST_OWN_PIXELS_DIRECT:
+        accumulator = HostStripAccumulator(num_classes, grid, confidence)
+    else:
+        accumulator = RowBandAccumulator(num_classes, grid.window_height, grid.width, device)
+    on_host = device.type == "cpu"
     weights_np = blend_weights(grid.window_height, grid.window_width, blend)
-    weights = weights_np if accumulator.on_host else torch.from_numpy(weights_np).to(device)
+    weights = weights_np if on_host else torch.from_numpy(weights_np).to(device)
     amp = autocast_dtype(device, precision)
     channels_last = uses_channels_last(device, amp, layout)
     with torch.inference_mode():
@@ -994,7 +1126,7 @@ def blend_rows(
                 x = x.contiguous()
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                 logits = infer_logits(model, x, tta=tta)
-            if accumulator.on_host:
+            if on_host:
                 valid: Any = valids
             else:
                 weighted = logits.contiguous() * weights
@@ -1002,12 +1134,13 @@ def blend_rows(
             for i, (row_off, col_off) in enumerate(offsets):
                 if row_off > accumulator.top:
                     emit_rows(accumulator.release(row_off, confidence))
-                if accumulator.on_host:
+                if on_host:
                     # weighted and added by blocks of rows, in NumPy: torch's two OpenMP threads
                     # made a window's multiply 4-7x slower on a loaded 2-core machine (waiting for
                     # each other), and a whole window's product leaves the cache
-                    accumulator.add(logits[i].numpy(), weights, valid[i], row_off, col_off)
+                    accumulator.add(logits[i].numpy(), weights_np, valid[i], row_off, col_off)
                 else:
+                    assert isinstance(accumulator, RowBandAccumulator)
                     accumulator.add(weighted[i], weights, valid[i], row_off, col_off, weighted=True)
             if copied is not None:
                 copied.synchronize()
