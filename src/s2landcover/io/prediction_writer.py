@@ -17,25 +17,31 @@ block row (block height x scene width bytes) plus GDAL's block cache; never the 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+from xml.etree import ElementTree
 
 import numpy as np
 import rasterio
 import rasterio.shutil
+from affine import Affine
 from rasterio.windows import Window
 
 from s2landcover.classes import ClassTable
 from s2landcover.errors import InputError
+from s2landcover.io.atomic import partial_path
 from s2landcover.io.qgis_styles import write_class_style, write_confidence_style
 from s2landcover.io.rasters import (
     BLOCK_SIZE,
     Grid,
+    geotiff_profile,
     grid_of,
     open_raster,
+    overview_factors,
 )
 from s2landcover.io.windowed import RasterWriter
 
@@ -176,6 +182,7 @@ class StreamingRasterWriter:
         self._rows_written = 0
         self._buffer: np.ndarray | None = None
         self._buffered = 0
+        self._pyramid: ModePyramid | None = None
 
     def __enter__(self) -> StreamingRasterWriter:
         # The stage: zstd level 1 without predictor (fast to write); the COG: DEFLATE level 6 with
@@ -183,6 +190,12 @@ class StreamingRasterWriter:
         # (RasterWriter with cog_options). Free space for the stage and the COG (uint8,
         # compressed: a rough lower bound) is checked and leftovers of a killed run removed,
         # the stage included, before anything is written.
+        factors = overview_factors(self.grid.width, self.grid.height)
+        pyramid = self.overview_resampling.upper() == "MODE" and bool(factors)
+        stage = partial_path(self.out_path, "stage")
+        scratch = [stage.with_suffix(".vrt")] + [
+            ModePyramid.level_path(self.out_path, f) for f in (factors if pyramid else [])
+        ]
         self._writer = RasterWriter(
             self.out_path,
             self.grid,
@@ -196,15 +209,35 @@ class StreamingRasterWriter:
                 "LEVEL": 6,
                 "PREDICTOR": "YES",
                 "OVERVIEW_RESAMPLING": self.overview_resampling,
+                **({"OVERVIEWS": "FORCE_USE_EXISTING"} if pyramid else {}),
             },
             classes=self.classes,
             descriptions=[self.description] if self.classes is None and self.description else None,
             compressed_fraction=0.05,
             style=self._style,
+            cog_source=self._cog_source if pyramid else None,
+            scratch=scratch if pyramid else (),
         )
         self._writer.__enter__()
         self._buffer = np.zeros((self._writer.profile["blockysize"], self.grid.width), np.uint8)
+        if pyramid:
+            try:
+                self._pyramid = ModePyramid(
+                    self.out_path, self.grid, factors, self.nodata, self._writer.profile
+                )
+            except BaseException as error:
+                self._writer.__exit__(type(error), error, error.__traceback__)
         return self
+
+    def _cog_source(self, stage: Path) -> Path:
+        # the stage is closed: close the level stages, the COG driver copies a VRT of them all
+        assert self._pyramid is not None
+        try:
+            self._pyramid.close()
+        except BaseException:
+            self._pyramid.abort()
+            raise
+        return self._pyramid.write_vrt(stage, stage.with_suffix(".vrt"))
 
     @property
     def _dataset(self) -> Any:
@@ -250,6 +283,8 @@ class StreamingRasterWriter:
         assert self._buffer is not None
         window = Window(0, self._rows_written, self.grid.width, self._buffered)
         self._dataset.write(self._buffer[: self._buffered], 1, window=window)
+        if self._pyramid is not None:
+            self._pyramid.push(self._buffer[: self._buffered])
         self._rows_written += self._buffered
         self._buffered = 0
 
@@ -267,5 +302,242 @@ class StreamingRasterWriter:
                         f"only {self._rows_written} of {self.grid.height} rows were written"
                     )
             except BaseException as error:
+                self._abort_pyramid()
                 return self._writer.__exit__(type(error), error, error.__traceback__)
+        else:
+            self._abort_pyramid()
         return self._writer.__exit__(exc_type, exc, tb)
+
+    def _abort_pyramid(self) -> None:
+        if self._pyramid is not None:
+            self._pyramid.abort()
+
+
+# --- the class map's overviews, built while its rows stream (issue 20) -------------------------
+
+
+def cog_overview_sizes(width: int, height: int, count: int) -> list[tuple[int, int]]:
+    """(width, height) in pixels of the ``count`` overviews GDAL's COG driver makes (measured with
+    GDAL 3.10): each level halves the previous one, rounded down (a 301 x 203 px raster gets
+    150 x 101, then 75 x 50), never below 1 px."""
+    sizes = []
+    for _ in range(count):
+        width, height = max(1, width // 2), max(1, height // 2)
+        sizes.append((width, height))
+    return sizes
+
+
+def gdal_overview_windows(n_src: int, n_dst: int) -> tuple[np.ndarray, np.ndarray]:
+    """Source pixel ranges ``[start, end)`` of each of ``n_dst`` overview pixels along one axis of
+    ``n_src`` pixels, by GDAL's rule for MODE overviews (``GDALResampleChunk_Mode``): ratio
+    ``r = n_src / n_dst``, start ``int(i r + 1e-8)``, end ``ceil((i + 1) r - 1e-8)`` (at least
+    start + 1), the last range reaching the end. ``n_src = 2 n_dst``: pairs; an odd ``n_src``
+    (a ratio a little above 2) gives windows of 2 or 3 pixels that may share their edge pixel.
+    """
+    ratio = n_src / n_dst
+    i = np.arange(n_dst, dtype=np.float64)
+    start = (i * ratio + 1e-8).astype(np.int64)
+    end = np.ceil((i + 1) * ratio - 1e-8).astype(np.int64)
+    end = np.minimum(np.maximum(end, start + 1), n_src)
+    end[-1] = n_src
+    return start, end
+
+
+def mode_of_stack(values: Sequence[np.ndarray], nodata: int = 0) -> np.ndarray:
+    """The per-pixel mode of ``values`` (same-shaped uint8 arrays, in GDAL's scan order: the
+    window's rows top to bottom, each left to right), as GDAL's MODE resampling picks it:
+    ``nodata`` never votes and comes out only where every value is ``nodata``; among values tied
+    for the most votes wins the one that reached that count first in scan order (GDAL keeps the
+    running maximum and replaces it only on a strictly larger count). Vectorised: n (n - 1) / 2
+    comparisons of whole arrays, no loop over pixels.
+    """
+    n = len(values)
+    valid = [v != nodata for v in values]
+    seen = [valid[i].astype(np.uint8) for i in range(n)]  # count of v_i at positions <= i
+    later = [np.zeros(values[0].shape, np.uint8) for _ in range(n)]  # ... at positions > i
+    for i in range(n):
+        for j in range(i + 1, n):
+            same = (values[i] == values[j]) & valid[i]
+            seen[j] += same
+            later[i] += same
+    most = np.maximum.reduce([s + t for s, t in zip(seen, later, strict=True)])
+    out = np.full(values[0].shape, nodata, np.uint8)
+    for i in reversed(range(n)):
+        np.copyto(out, values[i], where=(seen[i] == most) & valid[i])
+    return out
+
+
+class _ModeLevel:
+    """One overview level computed from the rows of the level above (or the full resolution),
+    streamed: :meth:`push` takes the next source rows and returns the overview rows they
+    complete. Holds at most the source rows of one push plus the 1-2 rows the next window
+    shares."""
+
+    def __init__(self, src_size: tuple[int, int], dst_size: tuple[int, int], nodata: int) -> None:
+        (self.src_w, self.src_h), (self.dst_w, self.dst_h) = src_size, dst_size
+        self.nodata = nodata
+        self.x0, self.x1 = gdal_overview_windows(self.src_w, self.dst_w)
+        self.y0, self.y1 = gdal_overview_windows(self.src_h, self.dst_h)
+        self.pairs_x = self.src_w == 2 * self.dst_w  # windows are the pairs (2i, 2i + 1)
+        # column k of window i, or the appended no-data column where the window is shorter
+        width = int((self.x1 - self.x0).max())
+        self.cols = [np.where(self.x0 + k < self.x1, self.x0 + k, self.src_w) for k in range(width)]
+        self.rows_k = int((self.y1 - self.y0).max())
+        self.buffer = np.empty((0, self.src_w), np.uint8)
+        self.base = 0  # source row of buffer[0]
+        self.done = 0  # overview rows returned
+
+    def push(self, rows: np.ndarray) -> np.ndarray:
+        """Take the next source rows (uint8, (n, source width)); return the overview rows
+        ``[done, done + m)`` that they complete (m may be 0)."""
+        buffer = np.concatenate([self.buffer, rows]) if len(self.buffer) else rows
+        available = self.base + len(buffer)
+        stop = int(np.searchsorted(self.y1, available, side="right"))
+        out = np.empty((0, self.dst_w), np.uint8)
+        if stop > self.done:
+            out = self._reduce(buffer, self.done, stop)
+            self.done = stop
+        keep_from = int(self.y0[stop]) if stop < self.dst_h else available
+        self.buffer = buffer[keep_from - self.base :].copy()
+        self.base = keep_from
+        return out
+
+    def _reduce(self, buffer: np.ndarray, first: int, stop: int) -> np.ndarray:
+        y0, y1 = self.y0[first:stop] - self.base, self.y1[first:stop] - self.base
+        pad = np.full((1, self.src_w), self.nodata, np.uint8)
+        padded = np.concatenate([buffer, pad])
+        row_sets = [padded[np.where(y0 + k < y1, y0 + k, len(buffer))] for k in range(self.rows_k)]
+        values: list[np.ndarray] = []
+        for rows in row_sets:
+            if self.pairs_x:
+                values += [rows[:, 0::2], rows[:, 1::2]]
+            else:
+                wide = np.concatenate([rows, np.full((len(rows), 1), self.nodata, np.uint8)], 1)
+                values += [wide[:, cols] for cols in self.cols]
+        return mode_of_stack(values, self.nodata)
+
+
+class ModePyramid:
+    """The class map's MODE overviews, computed from its rows as they stream and written to one
+    small stage GeoTIFF per level (``.<name>.stage.ovr<factor>.tif`` beside the output), for
+    GDAL's COG driver to copy as the file's overviews.
+
+    The overviews equal what GDAL 3.10's COG driver built itself with ``OVERVIEW_RESAMPLING=MODE``
+    (tested bitwise, odd sizes included): the sizes of :func:`cog_overview_sizes`; each level
+    from the level above (cascading, as GDAL does: factor 4 from factor 2, not from the full
+    resolution); pixel windows by :func:`gdal_overview_windows`; the vote by
+    :func:`mode_of_stack`. Memory: per level one block row of its stage and the source rows of
+    one push; never a function of the height.
+    """
+
+    def __init__(
+        self, out_path: Path, grid: Grid, factors: Sequence[int], nodata: int, profile: dict
+    ) -> None:
+        self.grid = grid
+        self.nodata = nodata
+        self.factors = list(factors)
+        sizes = cog_overview_sizes(grid.width, grid.height, len(self.factors))
+        self.paths = [self.level_path(out_path, f) for f in self.factors]
+        self.levels: list[_ModeLevel] = []
+        self.writers: list[_BlockRowWriter] = []
+        previous = (grid.width, grid.height)
+        for path, size in zip(self.paths, sizes, strict=True):
+            self.levels.append(_ModeLevel(previous, size, nodata))
+            level_grid = Grid(
+                grid.crs,
+                grid.transform @ Affine.scale(grid.width / size[0], grid.height / size[1]),
+                size[0],
+                size[1],
+            )
+            level_profile = geotiff_profile(level_grid, 1, "uint8", nodata)
+            level_profile.update(
+                {k: v for k, v in profile.items() if k in ("compress", "zstd_level", "num_threads")}
+            )
+            level_profile.pop("predictor", None)
+            level_profile.pop("zlevel", None)
+            try:
+                self.writers.append(_BlockRowWriter(rasterio.open(path, "w", **level_profile)))
+            except BaseException:
+                self.abort()
+                raise
+            previous = size
+
+    @staticmethod
+    def level_path(out_path: Path, factor: int) -> Path:
+        """The stage of the overview of ``factor``: ``.<name>.stage.ovr<factor>.tif`` beside
+        the output (a name the next run removes if this one is killed)."""
+        return partial_path(out_path, f"stage.ovr{factor}").with_suffix(".tif")
+
+    def push(self, rows: np.ndarray) -> None:
+        """Take the next rows of the full-resolution class map (in order, from the top)."""
+        for level, writer in zip(self.levels, self.writers, strict=True):
+            rows = level.push(rows)
+            if not len(rows):
+                break
+            writer.write_rows(rows)
+
+    def close(self) -> None:
+        """Flush and close every level's stage (all rows must have been pushed)."""
+        for writer in self.writers:
+            writer.close()
+
+    def abort(self) -> None:
+        """Close every level's stage without checks (their files are removed by the owner)."""
+        for writer in self.writers:
+            with contextlib.suppress(Exception):
+                writer.dataset.close()
+
+    def write_vrt(self, stage: Path, vrt: Path) -> Path:
+        """A VRT of the closed ``stage`` (its band, colour table, nodata, description and
+        metadata, as GDAL's VRT driver copies them) whose band names the level stages as its
+        ``<Overview>`` elements; GDAL's COG driver copies those as the output's overviews."""
+        with rasterio.Env(GDAL_PAM_ENABLED="NO"):
+            rasterio.shutil.copy(str(stage), str(vrt), driver="VRT")
+        tree = ElementTree.parse(vrt)
+        band = tree.getroot().find("VRTRasterBand")
+        if band is None:
+            raise RuntimeError(f"GDAL wrote no VRTRasterBand in {vrt}")
+        for path in self.paths:
+            overview = ElementTree.SubElement(band, "Overview")
+            source = ElementTree.SubElement(overview, "SourceFilename", relativeToVRT="1")
+            source.text = path.name
+            ElementTree.SubElement(overview, "SourceBand").text = "1"
+        tree.write(vrt)
+        return vrt
+
+
+class _BlockRowWriter:
+    """Rows of a single-band uint8 GeoTIFF written in order, buffered to whole block rows (no
+    compressed block written twice)."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+        self.buffer = np.zeros((dataset.profile["blockysize"], dataset.width), np.uint8)
+        self.buffered = 0
+        self.written = 0
+
+    def write_rows(self, rows: np.ndarray) -> None:
+        done = 0
+        while done < len(rows):
+            take = min(len(rows) - done, len(self.buffer) - self.buffered)
+            self.buffer[self.buffered : self.buffered + take] = rows[done : done + take]
+            self.buffered += take
+            done += take
+            if self.buffered == len(self.buffer):
+                self.flush()
+
+    def flush(self) -> None:
+        if self.buffered:
+            window = Window(0, self.written, self.dataset.width, self.buffered)
+            self.dataset.write(self.buffer[: self.buffered], 1, window=window)
+            self.written += self.buffered
+            self.buffered = 0
+
+    def close(self) -> None:
+        self.flush()
+        if self.written != self.dataset.height:
+            raise RuntimeError(
+                f"overview stage {self.dataset.name}: {self.written} of "
+                f"{self.dataset.height} rows computed"
+            )
+        self.dataset.close()

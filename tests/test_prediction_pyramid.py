@@ -1,0 +1,182 @@
+"""The class map's MODE overviews built while its rows stream (io.prediction_writer.ModePyramid):
+equal to GDAL's own (COG driver, OVERVIEW_RESAMPLING=MODE), in the COG, nothing left behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rio_cogeo.cogeo import cog_validate
+
+from s2landcover.classes import ClassTable
+from s2landcover.io import prediction_writer
+from s2landcover.io.prediction_writer import (
+    StreamingRasterWriter,
+    _ModeLevel,
+    cog_overview_sizes,
+    mode_of_stack,
+)
+from s2landcover.io.rasters import Grid, overview_factors
+from s2landcover.io.windowed import RasterWriter
+
+CLASSES = ClassTable.from_dict(
+    {
+        "names": ["A", "B", "C"],
+        "colors": ["#112233", "#445566", "#778899"],
+        "codes": [[1], [2], [3]],
+        "water": [],
+    }
+)
+STAGE = {"compress": "zstd", "zstd_level": 1, "zlevel": None, "predictor": None}
+COG = {"COMPRESS": "DEFLATE", "LEVEL": 6, "PREDICTOR": "YES", "OVERVIEW_RESAMPLING": "MODE"}
+
+
+def grid(width: int, height: int) -> Grid:
+    return Grid(CRS.from_epsg(32631), Affine(10, 0, 4e5, 0, -10, 5e6), width, height)
+
+
+def class_map(width: int, height: int, seed: int) -> np.ndarray:
+    """Few values (many ties in a window), no data (0) in a corner and scattered, 255 too."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 4, (height, width)).astype(np.uint8)
+    labels[rng.random((height, width)) < 0.05] = 255
+    labels[: height // 5, : width // 3] = 0
+    return labels
+
+
+def overviews(path: Path) -> list[np.ndarray]:
+    with rasterio.open(path) as src:
+        count = len(src.overviews(1))
+    levels = []
+    for level in range(count):
+        with rasterio.open(path, overview_level=level) as src:
+            levels.append(src.read(1))
+    return levels
+
+
+@pytest.mark.parametrize(
+    "size,band",
+    [
+        ((301, 203), 1),  # odd both ways (windows of 3 px), rows one by one
+        ((517, 334), 37),
+        ((600, 400), 400),
+        ((2051, 600), 100),  # three levels: 1025 x 300 (odd, from full), 512 x 150, 256 x 75
+    ],
+)
+def test_streamed_mode_overviews_equal_gdals_and_the_file_is_byte_identical(
+    tmp_path: Path, size: tuple[int, int], band: int
+) -> None:
+    width, height = size
+    labels = class_map(width, height, seed=width)
+    ours, gdals = tmp_path / "ours.tif", tmp_path / "gdal.tif"
+    with StreamingRasterWriter(
+        ours, grid(width, height), classes=CLASSES, overview_resampling="MODE"
+    ) as writer:
+        for row in range(0, height, band):
+            writer.write_rows(row, labels[row : row + band])
+    # the path before: GDAL's COG driver builds the MODE overviews from the full-resolution stage
+    with RasterWriter(
+        gdals, grid(width, height), 1, "uint8", 0, cog=True, profile=STAGE, cog_options=COG,
+        classes=CLASSES,
+    ) as writer:  # fmt: skip
+        writer.dataset.write(labels, 1)
+    ours_levels, gdal_levels = overviews(ours), overviews(gdals)
+    assert len(ours_levels) == len(overview_factors(width, height)) >= 1
+    for ours_level, gdal_level, (w, h) in zip(
+        ours_levels, gdal_levels, cog_overview_sizes(width, height, len(gdal_levels)), strict=True
+    ):
+        assert ours_level.shape == gdal_level.shape == (h, w)
+        np.testing.assert_array_equal(ours_level, gdal_level)
+    assert ours.read_bytes() == gdals.read_bytes()
+    assert cog_validate(str(ours))[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "gdal.tif",
+        "gdal.tif.aux.xml",
+        "ours.qml",
+        "ours.tif",
+        "ours.tif.aux.xml",
+    ]  # no level stage or VRT left
+
+
+def test_the_cogs_overviews_are_the_streamed_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GDAL copies the level stages (OVERVIEWS=FORCE_USE_EXISTING), it does not recompute them."""
+    monkeypatch.setattr(
+        prediction_writer, "mode_of_stack", lambda values, nodata=0: np.full_like(values[0], 7)
+    )
+    labels = class_map(600, 400, seed=1)
+    out = tmp_path / "pred.tif"
+    with StreamingRasterWriter(
+        out, grid(600, 400), classes=CLASSES, overview_resampling="MODE"
+    ) as w:
+        w.write_rows(0, labels)
+    levels = overviews(out)
+    assert len(levels) == 2 and all((level == 7).all() for level in levels)
+
+
+@pytest.mark.parametrize(
+    "window,expected",
+    [
+        ([1, 2, 2, 1], 2),  # tie 2-2: 2 reaches two votes first (scan position 2)
+        ([1, 2, 1, 2], 1),
+        ([2, 1, 1, 2], 1),
+        ([1, 2, 3, 4], 1),  # all tied at one vote: the first
+        ([0, 3, 0, 0], 3),  # no data never votes
+        ([0, 2, 3, 2], 2),
+        ([0, 0, 0, 0], 0),  # no data only where everything is no data
+        ([255, 255, 4, 0], 255),  # 'not observed' is a class like any other
+        ([1, 2, 3, 3, 2, 1, 1, 2, 0], 1),  # a 3 x 3 window (odd sizes): 1 reaches 3 first
+    ],
+)
+def test_mode_rule_ties_and_no_data(window: list[int], expected: int) -> None:
+    values = [np.array([[v]], np.uint8) for v in window]
+    assert mode_of_stack(values, nodata=0)[0, 0] == expected
+
+
+def test_a_level_streams_with_a_few_rows_in_memory() -> None:
+    labels = class_map(41, 203, seed=3)
+    whole = _ModeLevel((41, 203), (20, 101), nodata=0).push(labels)
+    level = _ModeLevel((41, 203), (20, 101), nodata=0)
+    parts = []
+    for row in range(0, 203, 5):
+        parts.append(level.push(labels[row : row + 5]))
+        assert len(level.buffer) <= 2  # at most the rows the next window shares (odd height)
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+    assert whole.shape == (101, 20)
+
+
+def test_level_stages_are_removed_on_error_and_after_a_killed_run(tmp_path: Path) -> None:
+    out = tmp_path / "pred.tif"
+    labels = class_map(600, 400, seed=2)
+    with pytest.raises(RuntimeError, match="boom"):
+        with StreamingRasterWriter(
+            out, grid(600, 400), classes=CLASSES, overview_resampling="MODE"
+        ) as w:
+            w.write_rows(0, labels[:300])
+            assert (tmp_path / ".pred.tif.stage.ovr2.tif").exists()
+            assert (tmp_path / ".pred.tif.stage.ovr4.tif").exists()
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(RuntimeError, match="only 300 of 400 rows"):
+        with StreamingRasterWriter(
+            out, grid(600, 400), classes=CLASSES, overview_resampling="MODE"
+        ) as w:
+            w.write_rows(0, labels[:300])
+    assert list(tmp_path.iterdir()) == []
+    # what a killed run leaves (level stages, the VRT) goes with the next run
+    for name in (".pred.tif.stage.ovr2.tif", ".pred.tif.stage.vrt", ".pred.tif.stage.tif"):
+        (tmp_path / name).write_bytes(b"x")
+    with StreamingRasterWriter(
+        out, grid(600, 400), classes=CLASSES, overview_resampling="MODE"
+    ) as w:
+        w.write_rows(0, labels)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "pred.qml",
+        "pred.tif",
+        "pred.tif.aux.xml",
+    ]
