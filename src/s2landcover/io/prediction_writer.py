@@ -9,10 +9,13 @@ model order, one read per band of rows (so overlapping windows do not read a blo
 Writing: :class:`StreamingRasterWriter` receives finished rows in order, buffers them to whole block
 rows and hands them to the package's one raster writer
 (:class:`~s2landcover.io.windowed.RasterWriter`): a tiled stage GeoTIFF beside the output, at the
-end re-encoded by GDAL's COG driver (overviews by the package's policy built from the stage,
-internal tiles, DEFLATE) at a temporary name that is renamed to the output only when everything
-succeeded. Memory: one
-block row (block height x scene width bytes) plus GDAL's block cache; never the scene height.
+end re-encoded by GDAL's COG driver (overviews by the package's policy, internal tiles, DEFLATE)
+at a temporary name that is renamed to the output only when everything succeeded. The class
+map's MODE overviews are not a second pass over the output at the end: :class:`ModePyramid`
+computes them from the rows as they stream (in the writer thread) into one small stage per
+level, and the COG driver copies them (byte-identical to the file GDAL's own MODE pass made).
+Memory: one block row (block height x scene width bytes) per file plus GDAL's block cache;
+never the scene height.
 """
 
 from __future__ import annotations
@@ -153,6 +156,13 @@ class StreamingRasterWriter:
     ``<stem>.qml`` is written beside it: paletted with exactly the classes (and 255 "Not
     observed" when ``classes.not_observed``), or without ``classes`` (the confidence raster, 0..255)
     a grey ramp; on an error nothing is left at ``out_path`` and the stage file is removed.
+
+    With ``overview_resampling="MODE"`` (the class map) the overviews are computed while the rows
+    stream (:class:`ModePyramid`, level stages ``.<name>.stage.ovr<f>.tif``) and the COG driver
+    copies them from a VRT of the stage (``.<name>.stage.vrt``) with
+    ``OVERVIEWS=FORCE_USE_EXISTING``; the level stages and the VRT go with the stage, on success
+    and on error, and a killed run's are removed by the next. Other resamplings (the confidence
+    raster: NEAREST) are still built by the COG driver from the stage at the end.
 
     Args:
         out_path: the final GeoTIFF.
@@ -351,6 +361,18 @@ def mode_of_stack(values: Sequence[np.ndarray], nodata: int = 0) -> np.ndarray:
     running maximum and replaces it only on a strictly larger count). Vectorised: n (n - 1) / 2
     comparisons of whole arrays, no loop over pixels.
     """
+    # most windows of a class map hold one value: those need no vote
+    uniform = values[0] == values[1] if len(values) > 1 else np.ones(values[0].shape, bool)
+    for v in values[2:]:
+        uniform &= values[0] == v
+    out = values[0].copy()
+    mixed = ~uniform
+    if mixed.any():
+        out[mixed] = _vote([v[mixed] for v in values], nodata)
+    return out
+
+
+def _vote(values: Sequence[np.ndarray], nodata: int) -> np.ndarray:
     n = len(values)
     valid = [v != nodata for v in values]
     seen = [valid[i].astype(np.uint8) for i in range(n)]  # count of v_i at positions <= i
@@ -383,6 +405,7 @@ class _ModeLevel:
         width = int((self.x1 - self.x0).max())
         self.cols = [np.where(self.x0 + k < self.x1, self.x0 + k, self.src_w) for k in range(width)]
         self.rows_k = int((self.y1 - self.y0).max())
+        self.pairs_y = self.src_h == 2 * self.dst_h
         self.buffer = np.empty((0, self.src_w), np.uint8)
         self.base = 0  # source row of buffer[0]
         self.done = 0  # overview rows returned
@@ -404,9 +427,15 @@ class _ModeLevel:
 
     def _reduce(self, buffer: np.ndarray, first: int, stop: int) -> np.ndarray:
         y0, y1 = self.y0[first:stop] - self.base, self.y1[first:stop] - self.base
-        pad = np.full((1, self.src_w), self.nodata, np.uint8)
-        padded = np.concatenate([buffer, pad])
-        row_sets = [padded[np.where(y0 + k < y1, y0 + k, len(buffer))] for k in range(self.rows_k)]
+        if self.pairs_y:  # rows (2r, 2r + 1): views
+            start = int(y0[0])
+            row_sets = [buffer[start + k : int(y1[-1]) : 2] for k in range(2)]
+        else:
+            pad = np.full((1, self.src_w), self.nodata, np.uint8)
+            padded = np.concatenate([buffer, pad])
+            row_sets = [
+                padded[np.where(y0 + k < y1, y0 + k, len(buffer))] for k in range(self.rows_k)
+            ]
         values: list[np.ndarray] = []
         for rows in row_sets:
             if self.pairs_x:
