@@ -30,6 +30,7 @@ from xml.etree import ElementTree
 
 import numpy as np
 import rasterio
+import rasterio.env
 import rasterio.shutil
 from affine import Affine
 from rasterio.windows import Window
@@ -337,20 +338,57 @@ def cog_overview_sizes(width: int, height: int, count: int) -> list[tuple[int, i
     return sizes
 
 
-def gdal_overview_windows(n_src: int, n_dst: int) -> tuple[np.ndarray, np.ndarray]:
+def gdal_overview_windows(
+    n_src: int, n_dst: int, chunk: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Source pixel ranges ``[start, end)`` of each of ``n_dst`` overview pixels along one axis of
     ``n_src`` pixels, by GDAL's rule for MODE overviews (``GDALResampleChunk_Mode``): ratio
     ``r = n_src / n_dst``, start ``int(i r + 1e-8)``, end ``ceil((i + 1) r - 1e-8)`` (at least
     start + 1), the last range reaching the end. ``n_src = 2 n_dst``: pairs; an odd ``n_src``
     (a ratio a little above 2) gives windows of 2 or 3 pixels that may share their edge pixel.
+
+    ``chunk``: GDAL computes the overview from chunks of ``chunk`` source rows
+    (:func:`gdal_chunk_rows`); the overview row ``i`` belongs to the chunk ``[top, bottom)`` with
+    ``int(0.5 + top / r) <= i < int(0.5 + bottom / r)`` and its window is clipped to it (this
+    changes a window only where it crosses a chunk's edge, so only for an odd ``n_src``).
     """
     ratio = n_src / n_dst
     i = np.arange(n_dst, dtype=np.float64)
     start = (i * ratio + 1e-8).astype(np.int64)
     end = np.ceil((i + 1) * ratio - 1e-8).astype(np.int64)
+    if chunk is not None and chunk < n_src:
+        tops = np.arange(0, n_src, chunk)
+        first_row = (0.5 + tops / ratio).astype(np.int64)  # first overview row of each chunk
+        owner = np.searchsorted(first_row, np.arange(n_dst), side="right") - 1
+        top = tops[owner]
+        bottom = np.minimum(top + chunk, n_src)
+        start = np.maximum(start, top)
+        end = np.where(end == start, end + 1, end)
+        end = np.minimum(end, n_src)
+        end[-1] = n_src
+        end = np.minimum(end, bottom)
+        return start, end
     end = np.minimum(np.maximum(end, start + 1), n_src)
     end[-1] = n_src
     return start, end
+
+
+def gdal_chunk_rows(src_size: tuple[int, int], dst_size: tuple[int, int], block_rows: int) -> int:
+    """The source rows per chunk with which GDAL 3.10 (``GDALRegenerateOverviews``, a paletted
+    byte band) computes an overview of ``dst_size`` from ``src_size`` (width, height in px): the
+    source's block height (at least twice the factor), doubled while twice a chunk stays under
+    GDAL's default ``GDAL_OVR_CHUNK_MAX_SIZE`` (10 MiB; one byte per pixel). Measured: with this
+    rule the overviews are byte-identical to GDAL's on random class maps of 1,500-7,000 px a
+    side and a 10,980 px Sentinel-2 tile (a chunk edge cuts the windows of an odd-sized level);
+    a non-default ``GDAL_OVR_CHUNK_MAX_SIZE`` is not followed."""
+    (src_w, src_h), (dst_w, dst_h) = src_size, dst_size
+    factor = max(int(src_w / dst_w + 0.5), int(src_h / dst_h + 0.5))
+    limit = 10 * 1024 * 1024
+    rows = max(block_rows, 2 * factor)
+    if rows * src_w <= limit:
+        while 2 * rows * src_w < limit:
+            rows *= 2
+    return rows
 
 
 def mode_of_stack(values: Sequence[np.ndarray], nodata: int = 0) -> np.ndarray:
@@ -395,11 +433,17 @@ class _ModeLevel:
     complete. Holds at most the source rows of one push plus the 1-2 rows the next window
     shares."""
 
-    def __init__(self, src_size: tuple[int, int], dst_size: tuple[int, int], nodata: int) -> None:
+    def __init__(
+        self,
+        src_size: tuple[int, int],
+        dst_size: tuple[int, int],
+        nodata: int,
+        chunk_rows: int | None = None,
+    ) -> None:
         (self.src_w, self.src_h), (self.dst_w, self.dst_h) = src_size, dst_size
         self.nodata = nodata
         self.x0, self.x1 = gdal_overview_windows(self.src_w, self.dst_w)
-        self.y0, self.y1 = gdal_overview_windows(self.src_h, self.dst_h)
+        self.y0, self.y1 = gdal_overview_windows(self.src_h, self.dst_h, chunk_rows)
         self.pairs_x = self.src_w == 2 * self.dst_w  # windows are the pairs (2i, 2i + 1)
         # column k of window i, or the appended no-data column where the window is shorter
         width = int((self.x1 - self.x0).max())
@@ -454,9 +498,13 @@ class ModePyramid:
     The overviews equal what GDAL 3.10's COG driver built itself with ``OVERVIEW_RESAMPLING=MODE``
     (tested bitwise, odd sizes included): the sizes of :func:`cog_overview_sizes`; each level
     from the level above (cascading, as GDAL does: factor 4 from factor 2, not from the full
-    resolution); pixel windows by :func:`gdal_overview_windows`; the vote by
-    :func:`mode_of_stack`. Memory: per level one block row of its stage and the source rows of
-    one push; never a function of the height.
+    resolution); pixel windows by :func:`gdal_overview_windows`, cut at the edges of GDAL's
+    chunks of source rows (:func:`gdal_chunk_rows`: the stage's blocks for the first level, GTiff
+    overview blocks, ``GDAL_TIFF_OVR_BLOCKSIZE`` or 128 rows, for the next); the vote by
+    :func:`mode_of_stack`. This is GDAL's behaviour as measured, not a documented contract: a
+    GDAL other than 3.10 may cut chunks elsewhere (the test compares with the installed GDAL).
+    Memory: per level one block row of its stage and the source rows of one push; never a
+    function of the height.
     """
 
     def __init__(
@@ -470,8 +518,13 @@ class ModePyramid:
         self.levels: list[_ModeLevel] = []
         self.writers: list[_BlockRowWriter] = []
         previous = (grid.width, grid.height)
+        # GDAL's source of level 1 is the stage, of the next levels the level above in the COG
+        # driver's temporary overview file (GTiff overview blocks: GDAL_TIFF_OVR_BLOCKSIZE)
+        block_rows = int(profile["blockysize"])
         for path, size in zip(self.paths, sizes, strict=True):
-            self.levels.append(_ModeLevel(previous, size, nodata))
+            chunk = gdal_chunk_rows(previous, size, block_rows)
+            self.levels.append(_ModeLevel(previous, size, nodata, chunk))
+            block_rows = int(rasterio.env.get_gdal_config("GDAL_TIFF_OVR_BLOCKSIZE") or 128)
             level_grid = Grid(
                 grid.crs,
                 grid.transform @ Affine.scale(grid.width / size[0], grid.height / size[1]),
