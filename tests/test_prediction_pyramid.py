@@ -1,5 +1,5 @@
-"""The class map's MODE overviews built while its rows stream (io.prediction_writer.ModePyramid):
-equal to GDAL's own (COG driver, OVERVIEW_RESAMPLING=MODE), in the COG, nothing left behind."""
+"""Overviews built while the rows stream (io.prediction_writer.OverviewPyramid): the class map's
+MODE and the confidence raster's NEAREST, equal to GDAL's own (COG driver), nothing left behind."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from s2landcover.io import prediction_writer
 from s2landcover.io.prediction_writer import (
     StreamingRasterWriter,
     _ModeLevel,
+    _NearestLevel,
     cog_overview_sizes,
     gdal_chunk_rows,
     gdal_overview_windows,
@@ -216,3 +217,36 @@ def test_byte_identical_across_a_chunk_edge(tmp_path: Path) -> None:
     ) as writer:  # fmt: skip
         writer.dataset.write(labels, 1)
     assert ours.read_bytes() == gdals.read_bytes()
+
+
+@pytest.mark.parametrize("size", [(301, 203), (600, 400), (2051, 600), (3001, 2999)])
+def test_streamed_nearest_overviews_of_the_confidence_raster_are_gdals(
+    tmp_path: Path, size: tuple[int, int]
+) -> None:
+    width, height = size
+    confidence = np.random.default_rng(width).integers(0, 256, (height, width)).astype(np.uint8)
+    ours, gdals = tmp_path / "ours.tif", tmp_path / "gdal.tif"
+    with StreamingRasterWriter(ours, grid(width, height), description="confidence") as writer:
+        for row in range(0, height, 333):
+            writer.write_rows(row, confidence[row : row + 333])
+    with RasterWriter(
+        gdals, grid(width, height), 1, "uint8", 0, cog=True, profile=STAGE,
+        cog_options={**COG, "OVERVIEW_RESAMPLING": "NEAREST"}, descriptions=["confidence"],
+    ) as writer:  # fmt: skip
+        writer.dataset.write(confidence, 1)
+    assert len(overviews(ours)) == len(overview_factors(width, height))
+    assert ours.read_bytes() == gdals.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gdal.tif", "ours.qml", "ours.tif"]
+
+
+def test_a_nearest_level_streams_row_by_row() -> None:
+    values = np.random.default_rng(4).integers(0, 256, (203, 41)).astype(np.uint8)
+    whole = _NearestLevel((41, 203), (20, 101)).push(values)
+    level = _NearestLevel((41, 203), (20, 101))
+    parts = []
+    for row in range(203):
+        parts.append(level.push(values[row : row + 1]))
+        assert len(level.buffer) <= 1  # only a picked row not yet used
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+    picks = [int(0.5 + i * 203 / 101) for i in range(101)]  # GDAL: int(0.5 + i * ratio)
+    np.testing.assert_array_equal(whole[:, 0], values[picks, 0])

@@ -10,10 +10,11 @@ Writing: :class:`StreamingRasterWriter` receives finished rows in order, buffers
 rows and hands them to the package's one raster writer
 (:class:`~s2landcover.io.windowed.RasterWriter`): a tiled stage GeoTIFF beside the output, at the
 end re-encoded by GDAL's COG driver (overviews by the package's policy, internal tiles, DEFLATE)
-at a temporary name that is renamed to the output only when everything succeeded. The class
-map's MODE overviews are not a second pass over the output at the end: :class:`ModePyramid`
-computes them from the rows as they stream (in the writer thread) into one small stage per
-level, and the COG driver copies them (byte-identical to the file GDAL's own MODE pass made).
+at a temporary name that is renamed to the output only when everything succeeded. The
+overviews (the class map's MODE, the confidence raster's NEAREST) are not a second pass over
+the output at the end: :class:`OverviewPyramid` computes them from the rows as they stream (in
+the writer thread) into one small stage per level, and the COG driver copies them
+(byte-identical to the file GDAL's own overview pass made).
 Memory: one block row (block height x scene width bytes) per file plus GDAL's block cache;
 never the scene height.
 """
@@ -158,12 +159,12 @@ class StreamingRasterWriter:
     observed" when ``classes.not_observed``), or without ``classes`` (the confidence raster, 0..255)
     a grey ramp; on an error nothing is left at ``out_path`` and the stage file is removed.
 
-    With ``overview_resampling="MODE"`` (the class map) the overviews are computed while the rows
-    stream (:class:`ModePyramid`, level stages ``.<name>.stage.ovr<f>.tif``) and the COG driver
-    copies them from a VRT of the stage (``.<name>.stage.vrt``) with
-    ``OVERVIEWS=FORCE_USE_EXISTING``; the level stages and the VRT go with the stage, on success
-    and on error, and a killed run's are removed by the next. Other resamplings (the confidence
-    raster: NEAREST) are still built by the COG driver from the stage at the end.
+    With ``overview_resampling`` "MODE" (the class map) or "NEAREST" (the confidence raster)
+    the overviews are computed while the rows stream (:class:`OverviewPyramid`, level stages
+    ``.<name>.stage.ovr<f>.tif``) and the COG driver copies them from a VRT of the stage
+    (``.<name>.stage.vrt``) with ``OVERVIEWS=FORCE_USE_EXISTING``; the level stages and the VRT
+    go with the stage, on success and on error, and a killed run's are removed by the next.
+    Another resampling is left to the COG driver at the end (from the stage).
 
     Args:
         out_path: the final GeoTIFF.
@@ -193,7 +194,7 @@ class StreamingRasterWriter:
         self._rows_written = 0
         self._buffer: np.ndarray | None = None
         self._buffered = 0
-        self._pyramid: ModePyramid | None = None
+        self._pyramid: OverviewPyramid | None = None
 
     def __enter__(self) -> StreamingRasterWriter:
         # The stage: zstd level 1 without predictor (fast to write); the COG: DEFLATE level 6 with
@@ -202,10 +203,10 @@ class StreamingRasterWriter:
         # compressed: a rough lower bound) is checked and leftovers of a killed run removed,
         # the stage included, before anything is written.
         factors = overview_factors(self.grid.width, self.grid.height)
-        pyramid = self.overview_resampling.upper() == "MODE" and bool(factors)
+        pyramid = self.overview_resampling.upper() in ("MODE", "NEAREST") and bool(factors)
         stage = partial_path(self.out_path, "stage")
         scratch = [stage.with_suffix(".vrt")] + [
-            ModePyramid.level_path(self.out_path, f) for f in (factors if pyramid else [])
+            OverviewPyramid.level_path(self.out_path, f) for f in (factors if pyramid else [])
         ]
         self._writer = RasterWriter(
             self.out_path,
@@ -233,8 +234,13 @@ class StreamingRasterWriter:
         self._buffer = np.zeros((self._writer.profile["blockysize"], self.grid.width), np.uint8)
         if pyramid:
             try:
-                self._pyramid = ModePyramid(
-                    self.out_path, self.grid, factors, self.nodata, self._writer.profile
+                self._pyramid = OverviewPyramid(
+                    self.out_path,
+                    self.grid,
+                    factors,
+                    self.nodata,
+                    self._writer.profile,
+                    self.overview_resampling,
                 )
             except BaseException as error:
                 self._writer.__exit__(type(error), error, error.__traceback__)
@@ -490,12 +496,47 @@ class _ModeLevel:
         return mode_of_stack(values, self.nodata)
 
 
-class ModePyramid:
-    """The class map's MODE overviews, computed from its rows as they stream and written to one
-    small stage GeoTIFF per level (``.<name>.stage.ovr<factor>.tif`` beside the output), for
-    GDAL's COG driver to copy as the file's overviews.
+def gdal_nearest_picks(n_src: int, n_dst: int) -> np.ndarray:
+    """The source pixel of each of ``n_dst`` overview pixels along an axis of ``n_src`` pixels, by
+    GDAL's NEAREST overview rule: ``int(0.5 + i r)``, ``r = n_src / n_dst`` (pixel ``2 i`` for a
+    factor of 2; measured byte-identical to GDAL 3.10's COG driver, odd sizes included)."""
+    ratio = n_src / n_dst
+    return np.minimum((0.5 + np.arange(n_dst) * ratio).astype(np.int64), n_src - 1)
 
-    The overviews equal what GDAL 3.10's COG driver built itself with ``OVERVIEW_RESAMPLING=MODE``
+
+class _NearestLevel:
+    """One NEAREST overview level from the rows of the level above, streamed like
+    :class:`_ModeLevel`: overview pixel (i, j) is source pixel (picks_y[i], picks_x[j])."""
+
+    def __init__(self, src_size: tuple[int, int], dst_size: tuple[int, int]) -> None:
+        (self.src_w, self.src_h), (self.dst_w, self.dst_h) = src_size, dst_size
+        self.xs = gdal_nearest_picks(self.src_w, self.dst_w)
+        self.ys = gdal_nearest_picks(self.src_h, self.dst_h)
+        self.buffer = np.empty((0, self.src_w), np.uint8)
+        self.base = 0  # source row of buffer[0]
+        self.done = 0  # overview rows returned
+
+    def push(self, rows: np.ndarray) -> np.ndarray:
+        """Take the next source rows; return the overview rows they complete (maybe none)."""
+        buffer = np.concatenate([self.buffer, rows]) if len(self.buffer) else rows
+        available = self.base + len(buffer)
+        stop = int(np.searchsorted(self.ys, available, side="left"))
+        out = buffer[self.ys[self.done : stop] - self.base][:, self.xs]
+        self.done = stop
+        keep_from = min(int(self.ys[stop]), available) if stop < self.dst_h else available
+        self.buffer = buffer[keep_from - self.base :].copy()
+        self.base = keep_from
+        return out
+
+
+class OverviewPyramid:
+    """The overviews of a uint8 raster, MODE (class map) or NEAREST (confidence), computed from
+    its rows as they stream and written to one small stage GeoTIFF per level
+    (``.<name>.stage.ovr<factor>.tif`` beside the output), for GDAL's COG driver to copy as the
+    file's overviews.
+
+    NEAREST: each level from the level above, pixel :func:`gdal_nearest_picks`. MODE: the
+    overviews equal what GDAL 3.10's COG driver built itself with ``OVERVIEW_RESAMPLING=MODE``
     (tested bitwise, odd sizes included): the sizes of :func:`cog_overview_sizes`; each level
     from the level above (cascading, as GDAL does: factor 4 from factor 2, not from the full
     resolution); pixel windows by :func:`gdal_overview_windows`, cut at the edges of GDAL's
@@ -508,14 +549,20 @@ class ModePyramid:
     """
 
     def __init__(
-        self, out_path: Path, grid: Grid, factors: Sequence[int], nodata: int, profile: dict
+        self,
+        out_path: Path,
+        grid: Grid,
+        factors: Sequence[int],
+        nodata: int,
+        profile: dict,
+        resampling: str = "MODE",
     ) -> None:
         self.grid = grid
         self.nodata = nodata
         self.factors = list(factors)
         sizes = cog_overview_sizes(grid.width, grid.height, len(self.factors))
         self.paths = [self.level_path(out_path, f) for f in self.factors]
-        self.levels: list[_ModeLevel] = []
+        self.levels: list[_ModeLevel | _NearestLevel] = []
         self.writers: list[_BlockRowWriter] = []
         previous = (grid.width, grid.height)
         # GDAL's source of level 1 is the stage, of the next levels the level above in the COG
@@ -523,7 +570,10 @@ class ModePyramid:
         block_rows = int(profile["blockysize"])
         for path, size in zip(self.paths, sizes, strict=True):
             chunk = gdal_chunk_rows(previous, size, block_rows)
-            self.levels.append(_ModeLevel(previous, size, nodata, chunk))
+            if resampling.upper() == "NEAREST":
+                self.levels.append(_NearestLevel(previous, size))
+            else:
+                self.levels.append(_ModeLevel(previous, size, nodata, chunk))
             block_rows = int(rasterio.env.get_gdal_config("GDAL_TIFF_OVR_BLOCKSIZE") or 128)
             level_grid = Grid(
                 grid.crs,
