@@ -1,12 +1,14 @@
-"""The class map's writer (``StreamingRasterWriter``, MODE overviews): CPU while the rows stream
-and wall / CPU seconds of its end (close + the COG driver's copy), this tree against another.
+"""The class map's writer (``StreamingRasterWriter``, MODE overviews; ``--resampling NEAREST``:
+the confidence raster's): CPU while the rows stream and wall / CPU seconds of its end (close +
+the COG driver's copy), this tree against another.
 
 Each run is a subprocess that writes one SIZE x SIZE uint8 class map in bands of 512 rows, as
 ``s2lc predict``'s writer thread does (one thread here, so "stream CPU" is the writer thread's
 own), and times the end (``__exit__``: closing the stage, the overview stages, the COG copy)
 with process CPU (user + system, GDAL's threads included). The class map: ``--class-map`` (a
 GeoTIFF, e.g. the ``out.tif`` of ``bench_predict_host.py --workdir DIR``; its top-left SIZE x SIZE)
-or, without it, a synthetic map of smooth regions (6 classes, a no-data border). Runs of both
+or, without it, a synthetic map of smooth regions (6 classes, a no-data border; NEAREST: a smooth
+synthetic confidence, 1..255). Runs of both
 trees are interleaved over ``--repeats`` rounds; medians are quoted.
 
 Example (issue 20; the tree before the streamed overviews as the baseline):
@@ -44,7 +46,18 @@ def synthetic_class_map(size: int, seed: int = 0) -> np.ndarray:
     return labels
 
 
-def child(labels_path: str) -> None:
+def synthetic_confidence(size: int, seed: int = 0) -> np.ndarray:
+    """Smooth values 1..255 (upsampled coarse noise) with per-pixel jitter, 0 on the border."""
+    from scipy.ndimage import zoom
+
+    rng = np.random.default_rng(seed)
+    smooth = zoom(rng.random((size // 64 + 1, size // 64 + 1)), 64, order=1)[:size, :size]
+    values = np.clip(smooth * 200 + rng.normal(0, 8, (size, size)) + 40, 1, 255).astype(np.uint8)
+    values[:64], values[:, :64] = 0, 0
+    return values
+
+
+def child(labels_path: str, resampling: str) -> None:
     from affine import Affine
     from rasterio.crs import CRS
 
@@ -70,7 +83,10 @@ def child(labels_path: str) -> None:
 
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "prediction.tif"
-        writer = StreamingRasterWriter(out, grid, classes=classes, overview_resampling="MODE")
+        if resampling == "MODE":
+            writer = StreamingRasterWriter(out, grid, classes=classes, overview_resampling="MODE")
+        else:
+            writer = StreamingRasterWriter(out, grid, description="confidence")
         writer.__enter__()
         cpu0, thread0 = cpu(), time.thread_time()
         for row in range(0, height, 512):
@@ -97,18 +113,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--class-map", type=Path, default=None)
     parser.add_argument("--baseline-src", type=Path, default=None)
+    parser.add_argument("--resampling", choices=["MODE", "NEAREST"], default="MODE")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child)
+        child(args.child, args.resampling)
         return
     if args.class_map is not None:
         import rasterio
 
         with rasterio.open(args.class_map) as src:
             labels = src.read(1)[: args.size, : args.size]
-    else:
+    elif args.resampling == "MODE":
         labels = synthetic_class_map(args.size)
+    else:
+        labels = synthetic_confidence(args.size)
     trees = [("this tree", SRC)] + (
         [("baseline", args.baseline_src)] if args.baseline_src is not None else []
     )
@@ -120,11 +139,12 @@ def main() -> None:
             for name, src in trees:
                 env = {**os.environ, "PYTHONPATH": str(src)}
                 command = [sys.executable, __file__, "--child", labels_path]
+                command += ["--resampling", args.resampling]
                 done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
                 results[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
     height, width = labels.shape
     print(
-        f"class map {width:,} x {height:,} px, median of {args.repeats}, "
+        f"{args.resampling}: {width:,} x {height:,} px, median of {args.repeats}, "
         f"load average {os.getloadavg()[0]:.1f} at the end\n"
     )
     keys = ["stream_thread_cpu_s", "stream_cpu_s", "end_wall_s", "end_cpu_s", "bytes"]

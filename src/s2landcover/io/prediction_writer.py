@@ -521,7 +521,12 @@ class _NearestLevel:
         buffer = np.concatenate([self.buffer, rows]) if len(self.buffer) else rows
         available = self.base + len(buffer)
         stop = int(np.searchsorted(self.ys, available, side="left"))
-        out = buffer[self.ys[self.done : stop] - self.base][:, self.xs]
+        rows_out = self.ys[self.done : stop] - self.base
+        if self.src_h == 2 * self.dst_h and len(rows_out):  # rows 2i: a view
+            picked = buffer[int(rows_out[0]) : int(rows_out[-1]) + 1 : 2]
+        else:
+            picked = buffer[rows_out]
+        out = picked[:, ::2] if self.src_w == 2 * self.dst_w else picked[:, self.xs]
         self.done = stop
         keep_from = min(int(self.ys[stop]), available) if stop < self.dst_h else available
         self.buffer = buffer[keep_from - self.base :].copy()
