@@ -250,3 +250,29 @@ def test_a_nearest_level_streams_row_by_row() -> None:
     np.testing.assert_array_equal(np.concatenate(parts), whole)
     picks = [int(0.5 + i * 203 / 101) for i in range(101)]  # GDAL: int(0.5 + i * ratio)
     np.testing.assert_array_equal(whole[:, 0], values[picks, 0])
+
+
+def test_the_room_checked_before_the_cog_copy_counts_the_level_stages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from s2landcover.io import windowed
+
+    calls: list[tuple[float, int, int]] = []
+    real = windowed.check_written
+
+    def recording(
+        path: Path, needs_more_bytes: float = 0, output_bytes: float | None = None
+    ) -> None:
+        stage = (tmp_path / ".pred.tif.stage.tif").stat().st_size
+        levels = sum(p.stat().st_size for p in tmp_path.glob(".pred.tif.stage.ovr*.tif"))
+        calls.append((needs_more_bytes, stage, levels))
+        real(path, needs_more_bytes, output_bytes)
+
+    monkeypatch.setattr(windowed, "check_written", recording)
+    out = tmp_path / "pred.tif"
+    with StreamingRasterWriter(
+        out, grid(600, 400), classes=CLASSES, overview_resampling="MODE"
+    ) as w:
+        w.write_rows(0, class_map(600, 400, seed=3))
+    ((needs, stage, levels),) = calls
+    assert levels > 0 and needs == pytest.approx(1.4 * (stage + levels))
