@@ -88,7 +88,10 @@ class RasterWriter:
       (:func:`~s2landcover.io.rasters.copy_as_cog`) to the temporary name, renamed.
     - ``cog=True`` and ``cog_options``: the stage (fast to write, e.g. zstd level 1) is re-encoded
       by GDAL's COG driver with ``cog_options`` (compression, level, predictor, resampling),
-      which builds the policy's overviews from it (``OVERVIEW_COUNT``) while copying.
+      which builds the policy's overviews from it (``OVERVIEW_COUNT``) while copying;
+      ``cog_source`` (called with the closed stage) may name another dataset to copy instead,
+      e.g. a VRT of the stage with overviews already computed (``OVERVIEWS=FORCE_USE_EXISTING``
+      in ``cog_options``); ``scratch``: its files beside the output, removed like the stage.
 
     A class raster gets its category names in ``<name>.aux.xml``; ``style`` (a QGIS style
     writer, called with the final path) runs once the raster is in place. Before anything is
@@ -120,6 +123,8 @@ class RasterWriter:
         overview_resampling: Resampling = Resampling.nearest,
         compressed_fraction: float = COMPRESSED_FRACTION,
         style: Callable[[Path], Any] | None = None,
+        cog_source: Callable[[Path], Path] | None = None,
+        scratch: Sequence[Path] = (),
     ) -> None:
         self.path = Path(path)
         self.grid = grid
@@ -142,6 +147,8 @@ class RasterWriter:
         )
         self.overview_resampling = overview_resampling
         self.style = style
+        self.cog_source = cog_source
+        self.scratch = list(scratch)
         raw = grid.width * grid.height * count * np.dtype(dtype).itemsize
         size = raw * compressed_fraction
         self.needs_bytes = (2 if cog else 1) * (size + overview_bytes(size, self.overviews))
@@ -191,7 +198,11 @@ class RasterWriter:
         assert self._tmp is not None
         written = self._stage or self._tmp
         if self.cog_options is not None:
-            stage_bytes = written.stat().st_size  # the COG: about the same + overviews
+            source = self.cog_source(written) if self.cog_source is not None else written
+            # the COG: about the same + overviews (or + the overviews' own stages, scratch)
+            stage_bytes = written.stat().st_size + sum(
+                p.stat().st_size for p in self.scratch if p.suffix == ".tif" and p.exists()
+            )
             check_written(self._tmp.parent, stage_bytes * 1.4, output_bytes=stage_bytes * 1.4)
             options = {
                 "OVERVIEW_COUNT": len(self.overviews),
@@ -200,7 +211,7 @@ class RasterWriter:
                 "NUM_THREADS": "ALL_CPUS",
                 **self.cog_options,
             }
-            rasterio.shutil.copy(str(written), str(self._tmp), driver="COG", **options)
+            rasterio.shutil.copy(str(source), str(self._tmp), driver="COG", **options)
         else:
             # after closing (every block flushed): room checked, then overviews
             finish_overviews(written, self.overviews, self.overview_resampling, self.profile)
@@ -213,6 +224,9 @@ class RasterWriter:
         if self._stage is not None:
             self._stage.unlink(missing_ok=True)
             Path(f"{self._stage}.aux.xml").unlink(missing_ok=True)
+        for path in self.scratch:
+            path.unlink(missing_ok=True)
+            Path(f"{path}.aux.xml").unlink(missing_ok=True)
 
     def _fail(self, error: BaseException) -> None:
         """Remove everything, then raise ``error`` (a :class:`NoSpaceError` when the device is
