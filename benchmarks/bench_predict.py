@@ -66,8 +66,39 @@ def metadata(num_classes: int, encoder: str, tile_size: int) -> dict:
     }
 
 
+def scene_blocks(height: int, width: int, block_rows: int = 1024):
+    """The synthetic scene's pixels by bands of ``block_rows`` rows: ``(top, (4, rows, width)
+    uint16)``, smooth spatial patterns per band, a no-data strip (0) on the left."""
+    cols = np.arange(width, dtype=np.float32)[None, :]
+    for top in range(0, height, block_rows):
+        rows = np.arange(top, min(height, top + block_rows), dtype=np.float32)[:, None]
+        block = np.empty((len(BANDS), rows.shape[0], width), dtype=np.uint16)
+        for b in range(len(BANDS)):
+            pattern = np.sin(rows / (37.0 + 11 * b)) * np.cos(cols / (53.0 - 7 * b))
+            block[b] = (1600 + 300 * b + 800 * pattern).astype(np.uint16)
+        block[:, :, : width // 50] = 0  # no-data strip
+        yield top, block
+
+
+def write_stack_scene(path: Path, height: int, width: int) -> None:
+    """The synthetic scene in the layout the pipeline's ingest writes (and ``s2lc predict`` reads
+    in a run): :class:`s2landcover.io.stack.StackWriter` (band-interleaved COG, blocks of 512 px,
+    zstd level 1, nodata 0, overviews, band names, scale and offset)."""
+    from s2landcover.io.rasters import Grid
+    from s2landcover.io.stack import StackWriter
+
+    grid = Grid(rasterio.crs.CRS.from_string(CRS), TRANSFORM, width, height)
+    with StackWriter(
+        path, grid, len(BANDS), "uint16", descriptions=BANDS,
+        scales=[SCALE] * len(BANDS), offsets=[OFFSET] * len(BANDS), tile_size=512,
+    ) as writer:  # fmt: skip
+        for top, block in scene_blocks(height, width):
+            writer.write(Window(0, top, width, block.shape[1]), block)
+
+
 def write_scene(path: Path, height: int, width: int, block_rows: int = 1024) -> None:
-    """A synthetic scene stack: smooth spatial patterns per band, a no-data strip on the left."""
+    """A synthetic scene stack (:func:`scene_blocks`): tiled 512, pixel-interleaved, DEFLATE level
+    1 with the horizontal predictor."""
     profile = {
         "driver": "GTiff",
         "width": width,
@@ -86,16 +117,9 @@ def write_scene(path: Path, height: int, width: int, block_rows: int = 1024) -> 
         "bigtiff": "IF_SAFER",
         "num_threads": "ALL_CPUS",
     }
-    cols = np.arange(width, dtype=np.float32)[None, :]
     with rasterio.open(path, "w", **profile) as dst:
-        for top in range(0, height, block_rows):
-            rows = np.arange(top, min(height, top + block_rows), dtype=np.float32)[:, None]
-            block = np.empty((len(BANDS), rows.shape[0], width), dtype=np.uint16)
-            for b in range(len(BANDS)):
-                pattern = np.sin(rows / (37.0 + 11 * b)) * np.cos(cols / (53.0 - 7 * b))
-                block[b] = (1600 + 300 * b + 800 * pattern).astype(np.uint16)
-            block[:, :, : width // 50] = 0  # no-data strip
-            dst.write(block, window=Window(0, top, width, rows.shape[0]))
+        for top, block in scene_blocks(height, width, block_rows):
+            dst.write(block, window=Window(0, top, width, block.shape[1]))
         dst.descriptions = tuple(BANDS)
         dst.scales = (SCALE,) * len(BANDS)
         dst.offsets = (OFFSET,) * len(BANDS)

@@ -36,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _measure import python_command, run_measured
-from bench_predict import metadata, stand_in_network, write_scene
+from bench_predict import metadata, stand_in_network, write_scene, write_stack_scene
 
 # (label, prediction settings); the first is the reference (the defaults before issue 20).
 SETTINGS = [
@@ -148,6 +148,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument(
+        "--layout",
+        choices=("deflate", "stack"),
+        default="deflate",
+        help="scene file layout: deflate (pixel-interleaved, DEFLATE + predictor: the tables "
+        "before 2026-12-02) or stack (the ingest's StackWriter: band-interleaved, zstd 1)",
+    )
+    parser.add_argument(
         "--baseline-src",
         type=Path,
         default=None,
@@ -169,9 +176,12 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     scenes = {}
     for name, height in (("square", args.size), ("tall", 2 * args.size)):
-        scenes[name] = workdir / f"scene_{name}_{args.size}.tif"
+        suffix = "" if args.layout == "deflate" else "_stack"
+        scenes[name] = workdir / f"scene_{name}_{args.size}{suffix}.tif"
         if not scenes[name].exists():
-            write_scene(scenes[name], height, args.size)
+            (write_scene if args.layout == "deflate" else write_stack_scene)(
+                scenes[name], height, args.size
+            )
     trees: list[tuple[str, Path | None]] = [("this tree", None)]
     if args.baseline_src is not None:
         trees.insert(0, ("baseline", args.baseline_src.resolve()))
@@ -187,9 +197,9 @@ def main() -> None:
     load = os.getloadavg()
     print(
         f"scene {args.size:,} px wide (square {args.size:,}^2, tall {2 * args.size:,} x "
-        f"{args.size:,}), stand-in 3x3 conv network, K = 6, {args.threads} threads, median of "
-        f"{args.repeats} interleaved rounds, load average {load[0]:.1f} / {load[1]:.1f} / "
-        f"{load[2]:.1f} (1 / 5 / 15 min) at the end"
+        f"{args.size:,}), scene layout {args.layout}, stand-in 3x3 conv network, K = 6, "
+        f"{args.threads} threads, median of {args.repeats} interleaved rounds, load average "
+        f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min) at the end"
         + (f"; baseline: {args.baseline_src}" if args.baseline_src is not None else "")
         + "\n"
     )
