@@ -334,7 +334,8 @@ def test_output_is_a_cog_on_the_scene_grid_with_colours(
         assert dst.colormap(1)[3] == (0x21, 0x71, 0xB5, 255)
         assert json.loads(dst.tags(1)["CLASS_NAMES"]) == ["no data", "Forest", "Bare soil", "Water"]
         assert dst.overviews(1), "no overviews"
-        assert dst.profile["tiled"] and dst.compression is not None
+        assert dst.profile["tiled"] and dst.compression.name.lower() == "zstd"
+        assert "PREDICTOR" not in dst.tags(ns="IMAGE_STRUCTURE")  # none for class codes
     nodata = np.all(stored == 0, axis=0)
     assert (classes[nodata] == 0).all()
     assert classes[~nodata].min() >= 1 and classes[~nodata].max() <= 3
@@ -343,6 +344,7 @@ def test_output_is_a_cog_on_the_scene_grid_with_colours(
     assert "Water" in Path(f"{out}.aux.xml").read_text()
     with rasterio.open(confidence_path(out)) as conf:
         confidence = conf.read(1)
+        assert conf.tags(ns="IMAGE_STRUCTURE")["PREDICTOR"] == "2"  # continuous values
     assert (confidence[nodata] == 0).all() and confidence[~nodata].min() >= 255 // 3
     assert cog_validate(str(confidence_path(out)))[0]
     assert sorted(p.name for p in out.parent.iterdir()) == [

@@ -22,6 +22,7 @@ from s2landcover.io.prediction_writer import (
     gdal_chunk_rows,
     gdal_overview_windows,
     mode_of_stack,
+    prediction_cog_options,
 )
 from s2landcover.io.rasters import Grid, overview_factors
 from s2landcover.io.windowed import RasterWriter
@@ -35,7 +36,7 @@ CLASSES = ClassTable.from_dict(
     }
 )
 STAGE = {"compress": "zstd", "zstd_level": 1, "zlevel": None, "predictor": None}
-COG = {"COMPRESS": "DEFLATE", "LEVEL": 6, "PREDICTOR": "YES", "OVERVIEW_RESAMPLING": "MODE"}
+COG = prediction_cog_options(categorical=True, overview_resampling="MODE")
 
 
 def grid(width: int, height: int) -> Grid:
@@ -231,7 +232,7 @@ def test_streamed_nearest_overviews_of_the_confidence_raster_are_gdals(
             writer.write_rows(row, confidence[row : row + 333])
     with RasterWriter(
         gdals, grid(width, height), 1, "uint8", 0, cog=True, profile=STAGE,
-        cog_options={**COG, "OVERVIEW_RESAMPLING": "NEAREST"}, descriptions=["confidence"],
+        cog_options=prediction_cog_options(False, "NEAREST"), descriptions=["confidence"],
     ) as writer:  # fmt: skip
         writer.dataset.write(confidence, 1)
     assert len(overviews(ours)) == len(overview_factors(width, height))
