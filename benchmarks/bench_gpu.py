@@ -119,9 +119,7 @@ def bench_network(
     return {"mpx_s": runs * batch * window * window / elapsed / 1e6, "runs": runs}
 
 
-def bench_predict(
-    device: torch.device, size: int, bands: list[str], workdir: Path, batch: int
-) -> dict:
+def bench_predict(device: torch.device, size: int, bands: list[str], workdir: Path) -> dict:
     import torch
 
     from s2landcover.models import build_segmentation_model
@@ -134,14 +132,19 @@ def bench_predict(
     model = build_segmentation_model("Unet", "resnet34", len(bands), NUM_CLASSES).eval()
     from s2landcover.config import validate_config
 
-    cfg = {**validate_config({})["prediction"], "batch_size": batch}  # the defaults, this batch
+    cfg = validate_config({})["prediction"]  # the defaults: batch_size auto
     out = workdir / f"pred_{len(bands)}b.tif"
     started = time.perf_counter()
     summary = predict_scene_with_model(
         model, metadata(bands, 300), scene, out, cfg, device=str(device), progress=False
     )
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "mpx_s": size * size / seconds / 1e6, "windows": summary["windows"]}
+    return {
+        "seconds": seconds,
+        "mpx_s": size * size / seconds / 1e6,
+        "windows": summary["windows"],
+        "batch_size": summary["batch_size"],
+    }
 
 
 def bench_train(
@@ -213,7 +216,6 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     size = 256 if args.smoke else args.size
     window, net_batch, net_seconds = (64, 2, 0.0) if args.smoke else (1024, 16, 10.0)
-    pred_batch = 4 if args.smoke else 32
     tile, chips, train_batch, workers, steps = (
         (32, 8, 4, 0, 1) if args.smoke else (256, 512, 64, 8, 40)
     )
@@ -228,11 +230,11 @@ def main(argv: list[str] | None = None) -> None:
                  f"{result['mpx_s']:.3g} Mpx/s")
             )  # fmt: skip
         for bands in (BANDS_10[:4], BANDS_10):
-            result = bench_predict(device, size, bands, workdir, pred_batch)
+            result = bench_predict(device, size, bands, workdir)
             rows.append(
                 (f"predict_scene {size}² tile, {len(bands)} bands (read to COG)",
                  f"{result['seconds']:.2f} s, {result['mpx_s']:.3g} Mpx/s, "
-                 f"{result['windows']} windows")
+                 f"{result['windows']} windows, batch {result['batch_size']} (auto)")
             )  # fmt: skip
         result = bench_train(device, workdir, tile, chips, train_batch, workers, steps)
         rows.append(

@@ -331,6 +331,7 @@ def child_predict_in_memory(p: dict[str, Any]) -> dict[str, Any]:
 
     from s2landcover.predict import (
         choose_device,
+        effective_batch_size,
         model_from_checkpoint,
         stitch_in_memory,
         window_grid,
@@ -365,8 +366,11 @@ def child_predict_in_memory(p: dict[str, Any]) -> dict[str, Any]:
     # The windows predict_scene uses for these settings (margin-based by default).
     grid = window_grid(cfg, int(meta["tile_size"]), *image.shape[1:], device)
     num_classes = len(meta["classes"]["names"])
+    batch_size = effective_batch_size(
+        cfg["batch_size"], grid.window_height, grid.window_width, device
+    )
     blended = stitch_in_memory(
-        OnDevice(model).eval(), image, grid, num_classes, cfg["blend"], batch_size=cfg["batch_size"]
+        OnDevice(model).eval(), image, grid, num_classes, cfg["blend"], batch_size=batch_size
     )
     labels = (blended.argmax(axis=0) + 1).astype(np.uint8)
     labels[~valid] = 0

@@ -448,11 +448,12 @@ def mosaic_scene(scene: Path, out: Path, repeat: int) -> Path:
 
 class BackendNetwork:
     """Stands for the network in :func:`s2landcover.predict.predict_scene_with_model`: builds the
-    backend on the first batch (batch size from the config, window from the batch) and calls
-    it (what the hook in predict.py does once the window grid is known)."""
+    backend on the first batch (for its shape: the effective batch size and window that
+    predict.py gives the network) and calls it (what the hook in predict.py does once the window
+    grid is known)."""
 
-    def __init__(self, model: Any, backend: str, batch_size: int, dtype: Any) -> None:
-        self.model, self.backend, self.batch_size, self.dtype = model, backend, batch_size, dtype
+    def __init__(self, model: Any, backend: str, dtype: Any) -> None:
+        self.model, self.backend, self.dtype = model, backend, dtype
         self.network: Any = None
         self.build_s = 0.0
 
@@ -468,7 +469,7 @@ class BackendNetwork:
             from s2landcover.inference_backends import network_for_backend
 
             started = time.perf_counter()
-            shape = (self.batch_size, *x.shape[1:])
+            shape = tuple(x.shape)
             self.network = network_for_backend(self.model, shape, self.dtype, self.backend)
             self.build_s = time.perf_counter() - started
         return self.network(x)
@@ -486,7 +487,7 @@ def end_to_end_worker(conn: Any, backend: str, args: dict[str, Any]) -> None:
     model, metadata = load_model(args["checkpoint"], args["channels"])
     cfg = validate_config({})["prediction"]
     dtype = autocast_dtype(torch.device("cpu"), cfg["precision"])
-    network = BackendNetwork(model, backend, int(cfg["batch_size"]), dtype)
+    network = BackendNetwork(model, backend, dtype)
     conn.send("ready")
     while True:
         message = conn.recv()

@@ -81,6 +81,8 @@ def test_every_schema_key_has_type_description_default():
         ({"tile_size": "300"}, "tile_size = '300' has the wrong type"),
         ({"tile_size": 0}, "tile_size = 0 is out of range"),
         ({"split": {"fractions": {"train": 0.7, "val": 0.2}}}, "split.fractions must sum to 1"),
+        ({"prediction": {"batch_size": "big"}}, "prediction.batch_size = 'big': expected an"),
+        ({"prediction": {"batch_size": 0}}, "prediction.batch_size = 0 is out of range"),
         (
             {
                 "classes": [

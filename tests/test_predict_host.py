@@ -13,6 +13,7 @@ import rasterio
 import torch
 
 from s2landcover import predict as predict_module
+from s2landcover.errors import InputError
 from s2landcover.io import checkpoints
 from s2landcover.predict import (
     InputNormalization,
@@ -245,6 +246,11 @@ def test_cpu_batches_are_capped_in_pixels_and_do_not_change_the_output(
     assert effective_batch_size(4, 320, 320, "cpu") == 4
     assert effective_batch_size(64, 320, 320, "cpu") == CPU_BATCH_PIXELS // 320**2
     assert effective_batch_size(4, 1024, 1024, "cuda") == 4  # GPUs: as configured
+    assert effective_batch_size("auto", 1024, 1024, "cpu") == 1  # auto on a CPU: 4, capped
+    assert effective_batch_size("auto", 320, 320, "cpu") == 4
+    for wrong in ("big", 0, True):
+        with pytest.raises(InputError, match=r"prediction\.batch_size"):
+            effective_batch_size(wrong, 320, 320, "cpu")  # type: ignore[arg-type]
     outputs = []
     for batch_size in (1, 5):
         out = tmp_path / f"b{batch_size}" / "p.tif"
@@ -256,6 +262,21 @@ def test_cpu_batches_are_capped_in_pixels_and_do_not_change_the_output(
         outputs.append(read_outputs(out))
     assert np.array_equal(outputs[0][0], outputs[1][0])
     assert np.array_equal(outputs[0][1], outputs[1][1])
+
+
+def test_auto_batch_size_on_a_gpu_fills_its_share_of_free_memory_within_the_input_cap() -> None:
+    """``batch_size: auto`` on CUDA: half the free memory at the measured bytes per window, at
+    most GPU_BATCH_INPUT_BYTES of float32 input (pinned host buffers), at least one window."""
+    from s2landcover.predict import GPU_BATCH_INPUT_BYTES, GPU_MEMORY_SHARE, device_batch_size
+
+    gib = 2**30
+    window_input = 4 * 4 * 1024 * 1024  # 4 bands, 1,024^2, float32: 16 MiB
+    # 80 GiB free, 1 GiB per window: 40 by memory, 16 by input -> 16
+    assert device_batch_size(80 * gib, gib, window_input) == GPU_BATCH_INPUT_BYTES // window_input
+    # 10 GiB free, 1 GiB per window: 5 by memory
+    assert device_batch_size(10 * gib, gib, window_input) == int(10 * GPU_MEMORY_SHARE)
+    assert device_batch_size(gib // 4, gib, window_input) == 1  # too little: still one window
+    assert device_batch_size(80 * gib, gib // 8, 10 * 4 * 1024 * 1024) == 6  # 10 bands: input cap
 
 
 def test_cpu_accumulator_weights_by_blocks_of_rows_as_one_product() -> None:

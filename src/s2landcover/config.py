@@ -139,6 +139,9 @@ def _check_prediction(prediction: Mapping[str, Any]) -> None:
         raise ConfigError(
             f"prediction.window = {window} must be a multiple of 32 (U-Net downsampling), >= 32"
         )
+    batch_size = prediction["batch_size"]
+    if isinstance(batch_size, str) and batch_size != "auto":
+        raise ConfigError(f"prediction.batch_size = {batch_size!r}: expected an integer or 'auto'")
 
 
 # Checks of one section alone: they run on the whole config at workflow start and again on each

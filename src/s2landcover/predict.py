@@ -768,17 +768,70 @@ CPU_BATCH_PIXELS = 1 << 20
 
 
 def effective_batch_size(
-    batch_size: int, window_height: int, window_width: int, device: torch.device | str = "cpu"
+    batch_size: int | str, window_height: int, window_width: int, device: torch.device | str = "cpu"
 ) -> int:
-    """Windows per network call: ``prediction.batch_size``, on a CPU at most
-    :data:`CPU_BATCH_PIXELS` window pixels (at least one window). The windows' logits do not
-    depend on the batch they are in (every layer of an eval-mode network is per sample), so this
-    changes the speed, not the output."""
-    if batch_size < 1:
-        raise InputError(f"prediction.batch_size is {batch_size}; expected at least 1")
+    """Windows per network call: ``prediction.batch_size`` (``auto``: 4, the setting before
+    ``auto``; on CUDA :func:`predict_scene_with_model` sizes ``auto`` from the device's memory
+    instead, :func:`device_batch_size`), on a CPU at most :data:`CPU_BATCH_PIXELS` window pixels
+    (at least one window). The windows' logits do not depend on the batch they are in (every
+    layer of an eval-mode network is per sample), so this changes the speed, not the output."""
+    if batch_size == "auto":
+        batch_size = 4
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise InputError(
+            f"prediction.batch_size is {batch_size!r}; expected 'auto' or an integer >= 1"
+        )
     if torch.device(device).type != "cpu":
         return batch_size
     return max(1, min(batch_size, CPU_BATCH_PIXELS // (window_height * window_width)))
+
+
+# ``batch_size: auto`` on a GPU: the batches may take this share of the device memory free once
+# the model is on it (the rest: the row-band accumulator, about 4 * (K + 1) * window * width bytes,
+# and the allocator's fragmentation), and one batch's float32 input at most this many bytes (each
+# of the 4 batch buffers is pinned host memory: 1 GiB pinned in all).
+GPU_MEMORY_SHARE = 0.5
+GPU_BATCH_INPUT_BYTES = 256 * 2**20
+
+
+def device_batch_size(free_bytes: int, bytes_per_window: int, input_bytes_per_window: int) -> int:
+    """Windows per batch that fill a GPU: :data:`GPU_MEMORY_SHARE` of ``free_bytes`` (free device
+    memory) at ``bytes_per_window`` each (one window's peak device memory through the network,
+    its float32 logits and their weighted copy included: :func:`cuda_bytes_per_window`), at most
+    :data:`GPU_BATCH_INPUT_BYTES` of input (``input_bytes_per_window``: C x h x w x 4), at least 1.
+    """
+    by_memory = int(free_bytes * GPU_MEMORY_SHARE) // max(1, bytes_per_window)
+    by_input = GPU_BATCH_INPUT_BYTES // max(1, input_bytes_per_window)
+    return max(1, min(by_memory, by_input))
+
+
+def cuda_bytes_per_window(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    channels: int,
+    window_height: int,
+    window_width: int,
+    num_classes: int,
+    device: torch.device,
+    amp: torch.dtype | None,
+    channels_last: bool,
+    tta: bool = False,
+) -> int:
+    """Peak CUDA memory (bytes) one window takes through ``model`` as :func:`blend_rows` runs it
+    (autocast, layout, tta), measured with one zero window, plus its float32 logits weighted
+    (the accumulator's input). The model's weights, already on the device, are not counted."""
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    x = torch.zeros((1, channels, window_height, window_width), device=device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+        logits = infer_logits(model, x, tta=tta)
+    torch.cuda.synchronize(device)
+    peak = torch.cuda.max_memory_allocated(device) - before
+    del x, logits
+    torch.cuda.empty_cache()
+    return peak + 4 * num_classes * window_height * window_width
 
 
 def default_readers() -> int:
@@ -1536,9 +1589,6 @@ def predict_scene_with_model(
     )
     blend = prediction_cfg["blend"]
     blend_weights_1d(1, blend)  # checks the name before any work
-    batch_size = effective_batch_size(
-        int(prediction_cfg["batch_size"]), grid.window_height, grid.window_width, torch_device
-    )
     tta = bool(prediction_cfg["tta"])
     with_confidence = bool(prediction_cfg["confidence"])
     norm = InputNormalization(
@@ -1554,6 +1604,23 @@ def predict_scene_with_model(
     model = model.to(torch_device).eval()
     if uses_channels_last(torch_device, amp, layout):
         model = model.to(memory_format=torch.channels_last)
+    requested_batch = prediction_cfg["batch_size"]
+    if requested_batch == "auto" and torch_device.type == "cuda":
+        per_window = cuda_bytes_per_window(
+            model, len(norm.scales), grid.window_height, grid.window_width, classes.num_classes,
+            torch_device, amp, uses_channels_last(torch_device, amp, layout), tta,
+        )  # fmt: skip
+        free_bytes, _ = torch.cuda.mem_get_info(torch_device)
+        input_bytes = 4 * len(norm.scales) * grid.window_height * grid.window_width
+        batch_size = device_batch_size(free_bytes, per_window, input_bytes)
+        log.info(
+            "batch_size auto: %d windows (%.0f MiB per window on %s, %.1f GiB free)",
+            batch_size, per_window / 2**20, torch_device, free_bytes / 2**30,
+        )  # fmt: skip
+    else:
+        batch_size = effective_batch_size(
+            requested_batch, grid.window_height, grid.window_width, torch_device
+        )
     backend = str(prediction_cfg["backend"])
     if backend != "eager" and tta and grid.window_height != grid.window_width:
         log.warning(
