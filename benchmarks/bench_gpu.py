@@ -36,6 +36,7 @@ from affine import Affine
 from rasterio.windows import Window
 
 sys.path.insert(0, str(Path(__file__).parent))
+from bench_predict import scene_blocks
 from bench_training import make_store
 
 if TYPE_CHECKING:
@@ -49,22 +50,17 @@ NUM_CLASSES = 6
 
 
 def write_tile(path: Path, size: int, bands: list[str], block_rows: int = 1024) -> None:
-    """A synthetic scene stack, ``size`` x ``size`` px at 10 m (UTM 31N), per the stack contract."""
+    """A synthetic scene stack, ``size`` x ``size`` px at 10 m (UTM 31N), per the stack contract
+    (the pixels of :func:`bench_predict.scene_blocks`, a no-data strip on the left)."""
     profile = {
         "driver": "GTiff", "width": size, "height": size, "count": len(bands), "dtype": "uint16",
         "nodata": 0, "crs": "EPSG:32631", "transform": Affine(10, 0, 399960, 0, -10, 4600020),
         "tiled": True, "blockxsize": 512, "blockysize": 512, "compress": "deflate", "zlevel": 1,
         "predictor": 2, "bigtiff": "IF_SAFER", "num_threads": "ALL_CPUS",
     }  # fmt: skip
-    cols = np.arange(size, dtype=np.float32)[None, :]
     with rasterio.open(path, "w", **profile) as dst:
-        for top in range(0, size, block_rows):
-            rows = np.arange(top, min(size, top + block_rows), dtype=np.float32)[:, None]
-            block = np.empty((len(bands), rows.shape[0], size), dtype=np.uint16)
-            for b in range(len(bands)):
-                pattern = np.sin(rows / (37.0 + 11 * b)) * np.cos(cols / (53.0 - 3 * b))
-                block[b] = (1600 + 200 * b + 800 * pattern).astype(np.uint16)
-            dst.write(block, window=Window(0, top, size, rows.shape[0]))
+        for top, block in scene_blocks(size, size, block_rows, len(bands)):
+            dst.write(block, window=Window(0, top, size, block.shape[1]))
         dst.descriptions = tuple(bands)
         dst.scales = (SCALE,) * len(bands)
         dst.offsets = (OFFSET,) * len(bands)

@@ -66,14 +66,14 @@ def metadata(num_classes: int, encoder: str, tile_size: int) -> dict:
     }
 
 
-def scene_blocks(height: int, width: int, block_rows: int = 1024):
-    """The synthetic scene's pixels by bands of ``block_rows`` rows: ``(top, (4, rows, width)
+def scene_blocks(height: int, width: int, block_rows: int = 1024, bands: int = len(BANDS)):
+    """The synthetic scene's pixels by bands of ``block_rows`` rows: ``(top, (bands, rows, width)
     uint16)``, smooth spatial patterns per band, a no-data strip (0) on the left."""
     cols = np.arange(width, dtype=np.float32)[None, :]
     for top in range(0, height, block_rows):
         rows = np.arange(top, min(height, top + block_rows), dtype=np.float32)[:, None]
-        block = np.empty((len(BANDS), rows.shape[0], width), dtype=np.uint16)
-        for b in range(len(BANDS)):
+        block = np.empty((bands, rows.shape[0], width), dtype=np.uint16)
+        for b in range(bands):
             pattern = np.sin(rows / (37.0 + 11 * b)) * np.cos(cols / (53.0 - 7 * b))
             block[b] = (1600 + 300 * b + 800 * pattern).astype(np.uint16)
         block[:, :, : width // 50] = 0  # no-data strip
