@@ -101,6 +101,50 @@ def test_window_batches_are_the_former_per_window_arithmetic_for_any_worker_coun
             assert np.array_equal(a, b)  # bitwise, sign of zero aside (-0.0 == 0.0)
 
 
+def test_network_input_on_device_is_the_host_normalisation_value_for_value() -> None:
+    """Batches of stored values (window_batches(normalise=False)) normalised by
+    network_input_on_device equal the host's batches bitwise (sign of zero included), for uint16
+    values above 2^15 (the signed view of their bits) and for uint8 and int16 scenes."""
+    from s2landcover.predict import network_input_on_device, torch_bits
+
+    grid = WindowGrid.with_margin(100, 150, 64, 8)
+    for dtype, high in ((np.uint16, 65535), (np.uint8, 255), (np.int16, 30000)):
+        stored = np.random.default_rng(3).integers(0, high, (4, 100, 150), endpoint=True)
+        stored = stored.astype(dtype)
+        stored[:, :20, :30] = 0
+        stored[1, 50:60, :] = 0  # one band only: valid
+        norm = InputNormalization((SCALE,) * 4, (OFFSET,) * 4, tuple(MEAN), tuple(STD), 0.0)
+        gain, bias = (torch.from_numpy(a) for a in norm.gain_bias())
+        bands = [(r, stored[:, r : r + grid.window_height]) for r in grid.row_starts]
+        host = list(window_batches(iter(bands), grid, norm, 2))
+        raw = list(window_batches(iter(bands), grid, norm, 2, normalise=False))
+        assert len(host) == len(raw)
+        for (offsets, expected, _), (raw_offsets, values, raw_valids) in zip(
+            host, raw, strict=True
+        ):
+            assert offsets == raw_offsets and values.dtype == dtype
+            valid = torch.from_numpy(np.stack(raw_valids))
+            got = network_input_on_device(torch_bits(values), values.dtype, gain, bias, valid)
+            assert got.dtype == torch.float32
+            assert np.array_equal(got.numpy().view(np.int32), expected.view(np.int32)), dtype
+
+
+def test_normalising_on_the_device_gives_the_same_map(scene: Path, tmp_path: Path) -> None:
+    """predict_scene_with_model with the batches normalised on the inference device (the CUDA
+    default; here forced on the CPU) writes the same classes and confidence."""
+    outputs = {}
+    for on_device in (False, True):
+        out = tmp_path / str(on_device) / "p.tif"
+        summary = predict_scene_with_model(
+            SpectralContextModel(), metadata(), scene, out, prediction_cfg(**CFG),
+            progress=False, normalise_on_device=on_device,
+        )  # fmt: skip
+        assert summary["normalised_on"] == ("device" if on_device else "host")
+        outputs[on_device] = read_outputs(out)
+    assert np.array_equal(outputs[False][0], outputs[True][0])
+    assert np.array_equal(outputs[False][1], outputs[True][1])
+
+
 def test_normalise_row_band_zeroes_only_pixels_without_data() -> None:
     stored = np.array([[[0, 5], [0, 7]], [[0, 0], [3, 9]]], dtype=np.uint16)  # (2, 2, 2)
     valid = valid_pixels(stored, 0)
@@ -235,6 +279,8 @@ def test_pinned_host_array_falls_back_to_plain_memory_without_cuda() -> None:
     array = pinned_host_array((2, 3, 4))
     assert isinstance(array, np.ndarray) and array.shape == (2, 3, 4)
     assert array.dtype == np.float32 and array.flags.writeable
+    stored = pinned_host_array((2, 3), np.uint16)
+    assert stored.shape == (2, 3) and stored.dtype == np.uint16 and stored.flags.writeable
 
 
 def test_cpu_batches_are_capped_in_pixels_and_do_not_change_the_output(

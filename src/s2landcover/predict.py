@@ -18,16 +18,19 @@ class 0 in the output.
 Streaming: windows are visited row by row. A reader thread reads one band of rows (window height x
 scene width) per window row (GDAL decoding its compressed blocks on ``readers`` threads), normalises
 it once, band-first, and cuts it into channels-last windows, batched (the normalisation by blocks
-of rows and the window copies run on ``readers`` threads too); the main thread runs the network
+of rows and the window copies run on ``readers`` threads too); on a CUDA device the batches hold
+the stored values instead, in pinned host memory, copied without blocking and normalised on the
+device (:func:`network_input_on_device`). The main thread runs the network
 (``torch.inference_mode``; bf16/fp16 autocast and channels_last where they pay) and adds the
 weighted logits into a row-band accumulator (K x window height x scene width, float32, on the
-inference device; on a CUDA device the batches come from pinned host memory, copied without
-blocking). When the next window row starts at row r, every row above r is final: its classes
-(argmax + 1) go to a writer thread that streams them into a tiled GeoTIFF, converted to a COG at the
-end. Peak memory therefore grows with the window and the scene width, never with the scene height:
-about ``4 * (K + 1) * window * width`` bytes for the accumulator, ``(2 + 4) * C * window * width``
-for the read and normalised row band, the queued batches (on a CPU at most 2^20 window pixels
-each: :func:`effective_batch_size`) and the network's activations.
+inference device; on a CPU only the strips windows share: :class:`HostStripAccumulator`). When
+the next window row starts at row r, every row above r is final: its classes (argmax + 1) go to
+a writer thread that streams them, with their overviews, into a tiled GeoTIFF, copied to a COG
+at the end. Peak memory therefore grows with the window and the scene width, never with the scene
+height: about ``4 * (K + 1) * window * width`` bytes for the accumulator (on a CPU the shared
+strips only), ``(2 + 4) * C * window * width`` for the read and normalised row band, the
+queued batches (on a CPU at most 2^20 window pixels each: :func:`effective_batch_size`) and the
+network's activations.
 
 Logit channel ``i`` is class ``i + 1``; the output holds 1..K and 0 where the scene has no data.
 
@@ -843,13 +846,43 @@ def default_readers() -> int:
     return max(1, min(4, cpus))
 
 
-def pinned_host_array(shape: tuple[int, ...]) -> np.ndarray:
-    """A float32 host array in page-locked (pinned) memory, for non-blocking copies to a CUDA
-    device; plain memory where pinning is not available (no CUDA)."""
+def pinned_host_array(shape: tuple[int, ...], dtype: np.dtype | type = np.float32) -> np.ndarray:
+    """A host array (``dtype``, default float32) in page-locked (pinned) memory, for non-blocking
+    copies to a CUDA device; plain memory where pinning is not available (no CUDA)."""
+    dtype = np.dtype(dtype)
     try:
-        return torch.empty(shape, dtype=torch.float32, pin_memory=True).numpy()
+        raw = torch.empty(math.prod(shape) * dtype.itemsize, dtype=torch.uint8, pin_memory=True)
     except RuntimeError:
-        return np.empty(shape, dtype=np.float32)
+        return np.empty(shape, dtype=dtype)
+    return raw.numpy().view(dtype).reshape(shape)
+
+
+def torch_bits(array: np.ndarray) -> torch.Tensor:
+    """``array`` as a tensor sharing its memory; unsigned integers of 16 bits or more as the
+    signed type of their size (the same bits: PyTorch's uint16/32/64 support few operations)."""
+    if array.dtype.kind == "u" and array.dtype.itemsize > 1:
+        array = array.view(f"i{array.dtype.itemsize}")
+    return torch.from_numpy(array)
+
+
+def network_input_on_device(
+    stored: torch.Tensor,
+    stored_dtype: np.dtype,
+    gain: torch.Tensor,
+    bias: torch.Tensor,
+    valid: torch.Tensor,
+) -> torch.Tensor:
+    """Network input (float32, channels last (B, h, w, C)) of a batch of stored values
+    (:func:`torch_bits` of (B, h, w, C) ``stored_dtype``) on the inference device: the arithmetic
+    of :func:`normalise_row_band`, value for value (``float32(stored) * gain``, then ``+ bias``,
+    then pixels without data (``valid`` (B, h, w) False) times 0); ``gain``, ``bias`` (C,)."""
+    if stored_dtype.kind == "u" and stored_dtype.itemsize > 1:  # the unsigned value of the bits
+        wide = torch.int64 if stored_dtype.itemsize >= 4 else torch.int32
+        stored = stored.to(wide).bitwise_and_((1 << (8 * stored_dtype.itemsize)) - 1)
+    x = stored.to(torch.float32) * gain
+    x += bias
+    x *= valid.unsqueeze(-1)
+    return x
 
 
 # --------------------------------------------------------------------------------------------
@@ -981,8 +1014,9 @@ def window_batches(
     norm: InputNormalization,
     batch_size: int,
     buffers: int = 4,
-    allocate: Callable[[tuple[int, ...]], np.ndarray] | None = None,
+    allocate: Callable[[tuple[int, ...], np.dtype], np.ndarray] | None = None,
     workers: int = 1,
+    normalise: bool = True,
 ) -> Iterator[tuple[list[tuple[int, int]], np.ndarray, list[np.ndarray]]]:
     """Cut bands of rows (``(row_off, stored (C, rows, width))``, one per row of windows, in order)
     into batches ``(offsets, input (B, h, w, C) float32, channels last, valid [B x (h, w) bool])``
@@ -998,14 +1032,18 @@ def window_batches(
     the batches are the same, value for value, in the same order. An error in a worker is raised
     here, and the workers are stopped (pending work cancelled) before it propagates.
 
-    The batch arrays cycle through ``buffers`` preallocated buffers (``allocate(shape)``: e.g.
-    pinned host memory for CUDA; default ``np.empty``): a consumer must be done with a batch
+    ``normalise`` False: the batches hold the stored values (the file's dtype) for
+    :func:`network_input_on_device` to normalise on the inference device (half the bytes of
+    float32 to cut, pin and copy for uint16 scenes, and no normalisation pass on the host).
+
+    The batch arrays cycle through ``buffers`` preallocated buffers (``allocate(shape, dtype)``:
+    e.g. pinned host memory for CUDA; default ``np.empty``): a consumer must be done with a batch
     before it takes the ``buffers - 1``-th next one (:func:`prefetch` with depth 2 keeps at most 3
     in flight besides the one being filled).
     """
     gain, bias = norm.gain_bias()
     shape = (batch_size, grid.window_height, grid.window_width, len(norm.scales))
-    make = allocate or (lambda s: np.empty(s, dtype=np.float32))
+    make = allocate or (lambda s, d: np.empty(s, dtype=d))
     pool: list[np.ndarray] = []
     used = 0
     offsets: list[tuple[int, int]] = []
@@ -1029,39 +1067,42 @@ def window_batches(
 
     def copy_window(target: np.ndarray, source: np.ndarray) -> Callable[[], Any]:
         # torch's transposing copy: 2x NumPy's (np.copyto of the transposed view)
-        return lambda: torch.from_numpy(target).copy_(torch.from_numpy(source).permute(1, 2, 0))
+        return lambda: torch_bits(target).copy_(torch_bits(source).permute(1, 2, 0))
 
     try:
         for row_off, stored in row_bands:
             stored = pad_to(stored, grid.window_height, grid.window_width)  # pointwise ops commute
             valid = valid_pixels(stored, norm.nodata)
-            all_valid = bool(valid.all())
-            if normalised is None or normalised.shape != stored.shape:
-                normalised = np.empty(stored.shape, dtype=np.float32)
-            rows = stored.shape[1]
-            step = -(-rows // max(1, workers))
-            run_all(
-                [
-                    functools.partial(
-                        normalise_row_band,
-                        stored[:, r : r + step],
-                        gain,
-                        bias,
-                        None if all_valid else valid[r : r + step],
-                        normalised[:, r : r + step],
-                    )
-                    for r in range(0, rows, step)
-                ]
-            )
+            source = stored
+            if normalise:
+                all_valid = bool(valid.all())
+                if normalised is None or normalised.shape != stored.shape:
+                    normalised = np.empty(stored.shape, dtype=np.float32)
+                rows = stored.shape[1]
+                step = -(-rows // max(1, workers))
+                run_all(
+                    [
+                        functools.partial(
+                            normalise_row_band,
+                            stored[:, r : r + step],
+                            gain,
+                            bias,
+                            None if all_valid else valid[r : r + step],
+                            normalised[:, r : r + step],
+                        )
+                        for r in range(0, rows, step)
+                    ]
+                )
+                source = normalised
             copies = []
             for col_off in grid.col_starts:
                 if batch is None:
                     if len(pool) < buffers:
-                        pool.append(make(shape))
+                        pool.append(make(shape, source.dtype))
                     batch = pool[used % len(pool)] if len(pool) == buffers else pool[-1]
                     used += 1
                 cols = slice(col_off, col_off + grid.window_width)
-                copies.append(copy_window(batch[len(offsets)], normalised[:, :, cols]))
+                copies.append(copy_window(batch[len(offsets)], source[:, :, cols]))
                 offsets.append((row_off, col_off))
                 valids.append(valid[:, cols])
                 if len(offsets) == batch_size:
@@ -1145,6 +1186,7 @@ def blend_rows(
     on_batch: Callable[[int], None] | None = None,
     precision: str = "auto",
     layout: str = "auto",
+    normalisation: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> None:
     """Run ``model`` on window batches in row order and emit finished rows, top to bottom.
 
@@ -1152,7 +1194,9 @@ def blend_rows(
     covering the whole scene exactly once, in order. Memory: the accumulator (K + 1 float32 and one
     bool per pixel of a window-high band of the scene) plus one batch. ``precision``: see
     :func:`autocast_dtype`; ``layout``: see :func:`uses_channels_last`; logits are accumulated in
-    float32 either way.
+    float32 either way. ``normalisation`` (gain, bias) float32 per band: the batches hold stored
+    values (:func:`window_batches` with ``normalise=False``), normalised here on ``device``
+    (:func:`network_input_on_device`); None: they are network input already.
     """
     device = torch.device(device)
     accumulator: RowBandAccumulator | HostStripAccumulator
@@ -1165,16 +1209,27 @@ def blend_rows(
     weights = weights_np if on_host else torch.from_numpy(weights_np).to(device)
     amp = autocast_dtype(device, precision)
     channels_last = uses_channels_last(device, amp, layout)
+    gain_bias: tuple[torch.Tensor, torch.Tensor] | None = None
+    if normalisation is not None:
+        gain_bias = (
+            torch.from_numpy(normalisation[0]).to(device),
+            torch.from_numpy(normalisation[1]).to(device),
+        )
     with torch.inference_mode():
         for offsets, images, valids in batches:
-            # (B, h, w, C) -> NCHW view in channels-last memory: no copy when channels_last
-            x = torch.from_numpy(images).to(device, non_blocking=True).permute(0, 3, 1, 2)
+            x = torch_bits(images).to(device, non_blocking=True)
             # CUDA: the batch comes from pinned memory, copied while the host goes on; the
             # reader may refill that buffer once this loop takes the batch after next, so the
             # copy (only the copy, not the network) is waited for before the loop goes on
             copied = torch.cuda.Event() if device.type == "cuda" else None
             if copied is not None:
                 copied.record()
+            valid_on_device = None
+            if gain_bias is not None:
+                valid_on_device = torch.from_numpy(np.stack(valids)).to(device)
+                x = network_input_on_device(x, images.dtype, *gain_bias, valid_on_device)
+            # (B, h, w, C) -> NCHW view in channels-last memory: no copy when channels_last
+            x = x.permute(0, 3, 1, 2)
             if not channels_last:
                 x = x.contiguous()
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
@@ -1183,7 +1238,9 @@ def blend_rows(
                 valid: Any = valids
             else:
                 weighted = logits.contiguous() * weights
-                valid = torch.from_numpy(np.stack(valids)).to(device)
+                valid = valid_on_device
+                if valid is None:
+                    valid = torch.from_numpy(np.stack(valids)).to(device)
             for i, (row_off, col_off) in enumerate(offsets):
                 if row_off > accumulator.top:
                     emit_rows(accumulator.release(row_off, confidence))
@@ -1558,12 +1615,17 @@ def predict_scene_with_model(
     grid_shift: int = 0,
     validity_path: str | Path | None = None,
     readers: int | None = None,
+    normalise_on_device: bool | None = None,
 ) -> dict[str, Any]:
     """:func:`predict_scene` with a model already built (any module mapping (B, C, h, w) normalised
     input to (B, K, h, w) logits) and its checkpoint metadata.
 
     ``readers``: threads that decode (GDAL), normalise and cut the scene's rows (None:
-    :func:`default_readers`); the output does not depend on it.
+    :func:`default_readers`); the output does not depend on it. ``normalise_on_device``: the
+    readers cut stored values and the inference device normalises them
+    (:func:`network_input_on_device`; None: on CUDA, where it takes the host's normalisation
+    pass away and halves the bytes to pin and copy of uint16 scenes); the same network input,
+    value for value, as the host's normalisation.
 
     ``grid_shift`` moves the inner window starts by that many pixels (0 in production; tests use
     half a window to check that the result does not depend on where windows fall).
@@ -1579,6 +1641,7 @@ def predict_scene_with_model(
         scene_path, out_path, metadata, ClassTable.from_dict(metadata["classes"]), validity_path
     )
     torch_device = choose_device(device)
+    on_device = torch_device.type == "cuda" if normalise_on_device is None else normalise_on_device
     grid = window_grid(
         prediction_cfg, int(metadata["tile_size"]), scene.grid.height, scene.grid.width,
         torch_device, shift=grid_shift,
@@ -1610,8 +1673,11 @@ def predict_scene_with_model(
             model, len(norm.scales), grid.window_height, grid.window_width, classes.num_classes,
             torch_device, amp, uses_channels_last(torch_device, amp, layout), tta,
         )  # fmt: skip
+        input_values = len(norm.scales) * grid.window_height * grid.window_width
+        if on_device:  # the stored batch on the device and its widened integers: <= 4 + 8 B
+            per_window += 12 * input_values
         free_bytes, _ = torch.cuda.mem_get_info(torch_device)
-        input_bytes = 4 * len(norm.scales) * grid.window_height * grid.window_width
+        input_bytes = 4 * input_values
         batch_size = device_batch_size(free_bytes, per_window, input_bytes)
         log.info(
             "batch_size auto: %d windows (%.0f MiB per window on %s, %.1f GiB free)",
@@ -1665,6 +1731,7 @@ def predict_scene_with_model(
                     batch_size,
                     allocate=pinned_host_array if torch_device.type == "cuda" else None,
                     workers=readers,
+                    normalise=not on_device,
                 ),
                 depth=2,
             )
@@ -1673,6 +1740,7 @@ def predict_scene_with_model(
                     network, batches, grid, classes.num_classes, writer_thread.put, torch_device,
                     blend=blend, tta=tta, confidence=with_confidence, on_batch=report,
                     precision=precision, layout=layout,
+                    normalisation=norm.gain_bias() if on_device else None,
                 )  # fmt: skip
         finally:
             writer_thread.close()
@@ -1693,6 +1761,7 @@ def predict_scene_with_model(
         "device": str(torch_device),
         "precision": str(amp).removeprefix("torch.") if amp is not None else "float32",
         "channels_last": uses_channels_last(torch_device, amp, layout),
+        "normalised_on": "device" if on_device else "host",
         "backend": backend,
         "seconds": round(seconds, 3),
         "megapixels_per_second": round(megapixels / seconds, 4),
