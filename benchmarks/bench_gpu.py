@@ -140,6 +140,7 @@ def bench_predict(device: torch.device, size: int, bands: list[str], workdir: Pa
         "mpx_s": size * size / seconds / 1e6,
         "windows": summary["windows"],
         "batch_size": summary["batch_size"],
+        "normalised_on": summary["normalised_on"],
     }
 
 
@@ -230,7 +231,8 @@ def main(argv: list[str] | None = None) -> None:
             rows.append(
                 (f"predict_scene {size}² tile, {len(bands)} bands (read to COG)",
                  f"{result['seconds']:.2f} s, {result['mpx_s']:.3g} Mpx/s, "
-                 f"{result['windows']} windows, batch {result['batch_size']} (auto)")
+                 f"{result['windows']} windows, batch {result['batch_size']} (auto), "
+                 f"normalised on the {result['normalised_on']}")
             )  # fmt: skip
         result = bench_train(device, workdir, tile, chips, train_batch, workers, steps)
         rows.append(

@@ -107,3 +107,27 @@ def test_backends_benchmark_smoke_mode_measures_and_compares_each_backend(
     assert default[1] == default[5] == "1.00"  # the ratios are to today's default
     assert float(default[2]) >= 90.0 and float(default[3]) > 0.0  # bf16 rounds the logits
     sys.modules.pop("bench_predict_backends", None)
+
+
+def test_readers_benchmark_cuts_every_window_in_both_modes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bench_readers' measured child on a tiny scene: every window of the grid, normalised on the
+    host and as stored values, with one and with two reader threads."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import bench_readers
+
+    from s2landcover.config import validate_config
+    from s2landcover.predict import window_grid
+
+    scene = tmp_path / "scene.tif"
+    bench_readers.write_scene(scene, 1200, 1700)
+    grid = window_grid(validate_config({})["prediction"], 300, 1200, 1700, "cpu")
+    assert grid.count > 2  # several rows and columns of windows
+    counts = {
+        (normalise, readers): bench_readers.child(scene, normalise, readers)["windows"]
+        for normalise in (True, False)
+        for readers in (1, 2)
+    }
+    assert set(counts.values()) == {grid.count}, counts
+    sys.modules.pop("bench_readers", None)
