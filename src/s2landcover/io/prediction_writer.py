@@ -23,7 +23,7 @@ never the scene height.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -213,9 +213,7 @@ class StreamingRasterWriter:
         self.nodata = nodata
         self.overview_resampling = overview_resampling
         self._writer: Any = None
-        self._rows_written = 0
-        self._buffer: np.ndarray | None = None
-        self._buffered = 0
+        self._rows: _BlockRowWriter | None = None
         self._pyramid: OverviewPyramid | None = None
 
     def __enter__(self) -> StreamingRasterWriter:
@@ -250,7 +248,6 @@ class StreamingRasterWriter:
             scratch=scratch if pyramid else (),
         )
         self._writer.__enter__()
-        self._buffer = np.zeros((self._writer.profile["blockysize"], self.grid.width), np.uint8)
         if pyramid:
             try:
                 self._pyramid = OverviewPyramid(
@@ -263,6 +260,9 @@ class StreamingRasterWriter:
                 )
             except BaseException as error:
                 self._writer.__exit__(type(error), error, error.__traceback__)
+        self._rows = _BlockRowWriter(
+            self._writer.dataset, self._pyramid.push if self._pyramid is not None else None
+        )
         return self
 
     def _cog_source(self, stage: Path) -> Path:
@@ -290,39 +290,17 @@ class StreamingRasterWriter:
         """Write rows ``[row_off, row_off + len(rows))`` (uint8, shape (n, scene width)); bands of
         rows must come in order without gaps. Rows are buffered to whole block rows so that
         no compressed block is written twice."""
-        if row_off != self._rows_written + self._buffered:
+        assert self._rows is not None
+        if row_off != self._rows.next_row:
             raise ValueError(
-                f"rows must come in order: got row {row_off}, "
-                f"expected {self._rows_written + self._buffered}"
+                f"rows must come in order: got row {row_off}, expected {self._rows.next_row}"
             )
         if rows.shape[-1] != self.grid.width or row_off + rows.shape[0] > self.grid.height:
             raise ValueError(
                 f"rows {row_off}..{row_off + rows.shape[0]} x {rows.shape[-1]} "
                 f"do not fit {self.grid.describe()}"
             )
-        assert self._buffer is not None
-        done = 0
-        while done < rows.shape[0]:
-            take = min(rows.shape[0] - done, self._buffer.shape[0] - self._buffered)
-            self._buffer[self._buffered : self._buffered + take] = rows[done : done + take]
-            self._buffered += take
-            done += take
-            if (
-                self._buffered == self._buffer.shape[0]
-                or self._rows_written + self._buffered == self.grid.height
-            ):
-                self._flush()
-
-    def _flush(self) -> None:
-        if self._buffered == 0:
-            return
-        assert self._buffer is not None
-        window = Window(0, self._rows_written, self.grid.width, self._buffered)
-        self._dataset.write(self._buffer[: self._buffered], 1, window=window)
-        if self._pyramid is not None:
-            self._pyramid.push(self._buffer[: self._buffered])
-        self._rows_written += self._buffered
-        self._buffered = 0
+        self._rows.write_rows(rows)
 
     def __exit__(
         self,
@@ -332,11 +310,8 @@ class StreamingRasterWriter:
     ) -> bool:
         if exc is None:
             try:
-                self._flush()
-                if self._rows_written != self.grid.height:
-                    raise RuntimeError(
-                        f"only {self._rows_written} of {self.grid.height} rows were written"
-                    )
+                assert self._rows is not None
+                self._rows.finish(f"{self.out_path}: rows written")
             except BaseException as error:
                 self._abort_pyramid()
                 return self._writer.__exit__(type(error), error, error.__traceback__)
@@ -663,14 +638,22 @@ class OverviewPyramid:
 
 
 class _BlockRowWriter:
-    """Rows of a single-band uint8 GeoTIFF written in order, buffered to whole block rows (no
-    compressed block written twice)."""
+    """Rows of a single-band uint8 GeoTIFF (an open ``dataset``) written in order from the top,
+    buffered to whole block rows so that no compressed block is written twice (the last, partial
+    block row as soon as it is complete); ``on_flush`` receives each block row written (the class
+    map's overview pyramid). Memory: one block row."""
 
-    def __init__(self, dataset: Any) -> None:
+    def __init__(self, dataset: Any, on_flush: Callable[[np.ndarray], None] | None = None) -> None:
         self.dataset = dataset
+        self.on_flush = on_flush
         self.buffer = np.zeros((dataset.profile["blockysize"], dataset.width), np.uint8)
         self.buffered = 0
         self.written = 0
+
+    @property
+    def next_row(self) -> int:
+        """The row the next :meth:`write_rows` starts at."""
+        return self.written + self.buffered
 
     def write_rows(self, rows: np.ndarray) -> None:
         done = 0
@@ -679,21 +662,25 @@ class _BlockRowWriter:
             self.buffer[self.buffered : self.buffered + take] = rows[done : done + take]
             self.buffered += take
             done += take
-            if self.buffered == len(self.buffer):
+            if self.buffered == len(self.buffer) or self.next_row == self.dataset.height:
                 self.flush()
 
     def flush(self) -> None:
         if self.buffered:
+            rows = self.buffer[: self.buffered]
             window = Window(0, self.written, self.dataset.width, self.buffered)
-            self.dataset.write(self.buffer[: self.buffered], 1, window=window)
+            self.dataset.write(rows, 1, window=window)
+            if self.on_flush is not None:
+                self.on_flush(rows)
             self.written += self.buffered
             self.buffered = 0
 
-    def close(self) -> None:
+    def finish(self, what: str) -> None:
+        """Flush; raise a RuntimeError naming ``what`` unless every row was written."""
         self.flush()
         if self.written != self.dataset.height:
-            raise RuntimeError(
-                f"overview stage {self.dataset.name}: {self.written} of "
-                f"{self.dataset.height} rows computed"
-            )
+            raise RuntimeError(f"{what}: only {self.written} of {self.dataset.height} rows")
+
+    def close(self) -> None:
+        self.finish(f"overview stage {self.dataset.name}")
         self.dataset.close()
