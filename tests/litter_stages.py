@@ -112,7 +112,7 @@ def run(stage: str, folder: Path, kill_at: int | None = None, out: Path | None =
         )  # fmt: skip
     elif stage == "prediction":
         if kill_at:
-            _kill_at(pw.StreamingRasterWriter, "_flush", kill_at)
+            _kill_at(pw._BlockRowWriter, "flush", kill_at)  # the stage's and the levels' block rows
         from s2landcover.io.rasters import Grid
 
         grid = Grid(rasterio.crs.CRS.from_epsg(32631), TRANSFORM, SIZE, SIZE)
