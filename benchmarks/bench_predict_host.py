@@ -12,6 +12,15 @@ threads): on a shared, loaded machine the wall clock mostly measures the other j
 this job needs; "per core" below is that figure. Per phase: CPU seconds of each thread (reader,
 main, writer) and the COG rewrite (``rasterio.shutil.copy``, GDAL threads not included).
 
+``--device-stand-in``: what the host does in a GPU run, alone. The network, the blend and the
+argmax (all on the device in a GPU run) are replaced by a stand-in that takes each batch as a
+device copy would (no host CPU) and hands the writer the class rows of a fixed synthetic class
+map (the no-data strip as 0): what remains is the readers (decode, cut; this tree cuts stored
+values for the device to normalise, as on CUDA, a tree without that option normalises on the
+host) and the writer (stage GeoTIFF, overviews, COG). This is the machinery the issue's "today
+8-15 Mpx/s" and "44-73 ms per Mpx on the host" describe; host-to-device copies and pinned
+allocations are not in it (DMA, and a one-off allocation).
+
 ``--baseline-src DIR`` also runs every setting with the package at ``DIR`` (e.g. a checkout of
 the commit before issue 20's host-side work), interleaved with this tree's runs in the same rounds,
 so that "x baseline" compares the machinery of both trees under the same load.
@@ -34,6 +43,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).parent))
 from _measure import python_command, run_measured
 from bench_predict import metadata, stand_in_network, write_scene, write_stack_scene
@@ -44,23 +55,74 @@ SETTINGS = [
      {"window": None, "overlap": 0.25, "precision": "float32", "layout": "contiguous"}),
     ("defaults: auto (1024) px, margin 64, float32, NHWC", {"precision": "float32"}),
 ]  # fmt: skip
+# --device-stand-in: each tree's defaults on a GPU. 16 windows of 1,024 px: what batch_size auto
+# takes on a large GPU for a 4-band scene (256 MiB of float32 input per batch, the cap of
+# s2landcover.predict.device_batch_size); 4: the default before batch_size auto.
+DEVICE_SETTINGS = [
+    ("before: 320 px, overlap 0.25, batch 4", {"window": None, "overlap": 0.25, "batch_size": 4}),
+    ("defaults on a GPU: auto (1024) px, margin 64, batch 16", {"batch_size": 16}),
+]  # fmt: skip
+
+# The stand-in device's class map: smooth blobs of K = 6 classes (a pattern of the synthetic
+# scene's first band, in 6 levels), repeated every CLASS_TILE px.
+CLASS_TILE = 2048
 
 
-def child(scene: Path, out: Path, cfg: dict, threads: int) -> dict:
-    """One measured run in this process: wall and CPU seconds, per-thread CPU by phase."""
+def class_band(width: int, num_classes: int) -> np.ndarray:
+    """(CLASS_TILE, width) uint8 classes 1..K, 0 over the scene's no-data strip (width // 50)."""
+    rows = np.arange(CLASS_TILE, dtype=np.float32)[:, None]
+    cols = np.arange(width, dtype=np.float32)[None, :]
+    pattern = np.sin(rows / 37.0) * np.cos(cols / 53.0)  # in [-1, 1]
+    classes = 1 + np.minimum(num_classes - 1, ((pattern + 1) / 2 * num_classes).astype(np.uint8))
+    classes[:, : width // 50] = 0
+    return classes
+
+
+def device_stand_in(classes: np.ndarray):
+    """A ``blend_rows`` whose network, blend and argmax take no host CPU (a GPU's share): each
+    batch is taken (a device copy would read it by DMA), and at each window row's end the finished
+    rows of ``classes`` (:func:`class_band`, repeated down the scene) go to the writer."""
+
+    def blend_rows(model, batches, grid, num_classes, emit_rows, *args, **kwargs):
+        confidence = kwargs.get("confidence", False)
+        on_batch = kwargs.get("on_batch")
+
+        def emit(top: int, end: int) -> None:
+            rows = classes[np.arange(top, end) % CLASS_TILE]  # a fresh array: the writer keeps it
+            emit_rows((top, rows, (rows * 40).astype(np.uint8) if confidence else None))
+
+        top = 0
+        for offsets, _images, _valids in batches:
+            for row_off, _ in offsets:
+                if row_off > top:
+                    emit(top, row_off)
+                    top = row_off
+            if on_batch is not None:
+                on_batch(len(offsets))
+        emit(top, grid.height)
+
+    return blend_rows
+
+
+def child(scene: Path, out: Path, cfg: dict, threads: int, on_device: bool = False) -> dict:
+    """One measured run in this process: wall and CPU seconds, per-thread CPU by phase;
+    ``on_device``: with :func:`device_stand_in` for the device's share of a GPU run."""
+    import inspect
     import threading
 
     import rasterio.shutil
     import torch
 
-    from s2landcover import predict
+    from s2landcover import cli, predict
 
-    try:  # the CLI's process settings of `s2lc predict` (trees before it: threads only)
-        from s2landcover.cli import process_settings
-    except ImportError:
-        torch.set_num_threads(threads)
+    # the CLI's process settings of `s2lc predict` (trees before them: threads only); on_device:
+    # as on CUDA (torch's CPU threads: prediction_torch_threads, in trees that have it)
+    if on_device and hasattr(cli, "prediction_torch_threads"):
+        threads = cli.prediction_torch_threads(threads, "cuda")
+    if hasattr(cli, "process_settings"):
+        cli.process_settings(threads, reuse_freed_memory=True)
     else:
-        process_settings(threads, reuse_freed_memory=True)
+        torch.set_num_threads(threads)
     cpu_by_thread: dict[str, float] = {}
     lock = threading.Lock()
 
@@ -113,13 +175,22 @@ def child(scene: Path, out: Path, cfg: dict, threads: int) -> dict:
     forward = model.forward
     model.forward = timed("main: network + weights", forward)  # type: ignore[method-assign]
     meta = metadata(6, "resnet18", 300)
+    options = {}
+    if on_device:
+        with rasterio.open(scene) as dataset:
+            classes = class_band(dataset.width, 6)
+        predict.blend_rows = device_stand_in(classes)
+        if "normalise_on_device" in inspect.signature(predict.predict_scene_with_model).parameters:
+            options["normalise_on_device"] = True  # the CUDA default: readers cut stored values
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu0 = usage.ru_utime + usage.ru_stime
     started = time.perf_counter()
     from s2landcover.config import validate_config
 
     cfg = {**validate_config({})["prediction"], **cfg}  # the setting over the config's defaults
-    summary = predict.predict_scene_with_model(model, meta, scene, out, cfg, progress=False)
+    summary = predict.predict_scene_with_model(
+        model, meta, scene, out, cfg, progress=False, **options
+    )
     wall = time.perf_counter() - started
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {
@@ -130,10 +201,18 @@ def child(scene: Path, out: Path, cfg: dict, threads: int) -> dict:
     }
 
 
-def measure(scene: Path, out: Path, cfg: dict, threads: int, src: Path | None = None) -> dict:
+def measure(
+    scene: Path,
+    out: Path,
+    cfg: dict,
+    threads: int,
+    src: Path | None = None,
+    on_device: bool = False,
+) -> dict:
     """Run :func:`child` in its own process (`_measure.run_measured`): figures + peak RSS (MiB);
     ``src``: the package tree to import (None: the one this process would import)."""
     argv = ["--child", json.dumps(cfg), "--scene", str(scene), "--out", str(out)]
+    argv += ["--device-stand-in"] if on_device else []
     env = dict(os.environ)
     if src is not None:
         env["PYTHONPATH"] = str(src)
@@ -155,6 +234,12 @@ def main() -> None:
         "before 2026-12-02) or stack (the ingest's StackWriter: band-interleaved, zstd 1)",
     )
     parser.add_argument(
+        "--device-stand-in",
+        action="store_true",
+        help="the host side of a GPU run alone: network, blend and argmax replaced by a stand-in "
+        "that costs no host CPU (see the module docstring)",
+    )
+    parser.add_argument(
         "--baseline-src",
         type=Path,
         default=None,
@@ -167,7 +252,13 @@ def main() -> None:
     if args.child:
         print(
             json.dumps(
-                child(Path(args.scene), Path(args.out), json.loads(args.child), args.threads)
+                child(
+                    Path(args.scene),
+                    Path(args.out),
+                    json.loads(args.child),
+                    args.threads,
+                    args.device_stand_in,
+                )
             )
         )
         return
@@ -185,20 +276,30 @@ def main() -> None:
     trees: list[tuple[str, Path | None]] = [("this tree", None)]
     if args.baseline_src is not None:
         trees.insert(0, ("baseline", args.baseline_src.resolve()))
-    rows = [(tree, label) for tree, _ in trees for label, _ in SETTINGS]
+    settings = DEVICE_SETTINGS if args.device_stand_in else SETTINGS
+    rows = [(tree, label) for tree, _ in trees for label, _ in settings]
     runs: dict[tuple[str, str, str], list[dict]] = {}
     for _ in range(args.repeats):
         for shape in scenes:
             for tree, src in trees:
-                for label, cfg in SETTINGS:
-                    figures = measure(scenes[shape], workdir / "out.tif", cfg, args.threads, src)
+                for label, cfg in settings:
+                    figures = measure(
+                        scenes[shape], workdir / "out.tif", cfg, args.threads, src,
+                        args.device_stand_in,
+                    )  # fmt: skip
                     runs.setdefault((tree, label, shape), []).append(figures)
                     print(tree, label, shape, json.dumps(figures), file=sys.stderr)
     load = os.getloadavg()
     print(
         f"scene {args.size:,} px wide (square {args.size:,}^2, tall {2 * args.size:,} x "
-        f"{args.size:,}), scene layout {args.layout}, stand-in 3x3 conv network, K = 6, "
-        f"{args.threads} threads, median of {args.repeats} interleaved rounds, load average "
+        f"{args.size:,}), scene layout {args.layout}, "
+        + (
+            "the host side of a GPU run (network, blend and argmax: a stand-in device at no "
+            "host cost), K = 6, "
+            if args.device_stand_in
+            else "stand-in 3x3 conv network, K = 6, "
+        )
+        + f"{args.threads} threads, median of {args.repeats} interleaved rounds, load average "
         f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min) at the end"
         + (f"; baseline: {args.baseline_src}" if args.baseline_src is not None else "")
         + "\n"

@@ -131,3 +131,30 @@ def test_readers_benchmark_cuts_every_window_in_both_modes(
     }
     assert set(counts.values()) == {grid.count}, counts
     sys.modules.pop("bench_readers", None)
+
+
+def test_host_benchmark_device_stand_in_writes_every_row_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bench_predict_host --device-stand-in (in its own process: it patches the predict module):
+    the prediction's machinery with the device's share replaced writes the stand-in's class rows,
+    each once and in place, and its readers cut stored values (no host normalisation)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import bench_predict_host
+    import numpy as np
+    import rasterio
+    from bench_predict import write_stack_scene
+
+    scene, out = tmp_path / "scene.tif", tmp_path / "out.tif"
+    write_stack_scene(scene, 700, 1100)
+    settings = {"window": 256, "batch_size": 3}
+    figures = bench_predict_host.measure(scene, out, settings, 1, on_device=True)
+    with rasterio.open(out) as dataset:
+        classes = dataset.read(1)
+    band = bench_predict_host.class_band(1100, 6)
+    assert np.array_equal(classes, band[np.arange(700) % bench_predict_host.CLASS_TILE])
+    assert figures["windows"] > 4
+    assert "readers: no-data mask" in figures["phases"]  # the readers ran, in this tree's code
+    assert "readers: normalise" not in figures["phases"]  # stored values, as on CUDA
+    sys.modules.pop("bench_predict_host", None)
+    sys.modules.pop("bench_predict", None)
