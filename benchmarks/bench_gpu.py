@@ -118,6 +118,7 @@ def bench_network(
 def bench_predict(device: torch.device, size: int, bands: list[str], workdir: Path) -> dict:
     import torch
 
+    from s2landcover.cli import prediction_torch_threads, process_settings
     from s2landcover.models import build_segmentation_model
     from s2landcover.predict import predict_scene_with_model
 
@@ -130,10 +131,22 @@ def bench_predict(device: torch.device, size: int, bands: list[str], workdir: Pa
 
     cfg = validate_config({})["prediction"]  # the defaults: batch_size auto
     out = workdir / f"pred_{len(bands)}b.tif"
-    started = time.perf_counter()
-    summary = predict_scene_with_model(
-        model, metadata(bands, 300), scene, out, cfg, device=str(device), progress=False
+    threads = torch.get_num_threads()
+    # the process settings of `s2lc predict` on CUDA (torch's CPU threads: 1); on a CPU (the
+    # smoke test, inside the test process) the threads only
+    on_cuda = device.type == "cuda"
+    process_settings(
+        prediction_torch_threads(threads, device.type),
+        cudnn_benchmark=on_cuda,
+        reuse_freed_memory=on_cuda,
     )
+    started = time.perf_counter()
+    try:
+        summary = predict_scene_with_model(
+            model, metadata(bands, 300), scene, out, cfg, device=str(device), progress=False
+        )
+    finally:
+        torch.set_num_threads(threads)
     seconds = time.perf_counter() - started
     return {
         "seconds": seconds,

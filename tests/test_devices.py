@@ -35,3 +35,24 @@ def test_lightning_devices_turns_a_count_into_an_int() -> None:
     assert lightning_devices("0,1") == "0,1"
     assert lightning_devices("auto") == "auto"
     assert lightning_devices(3) == 3
+
+
+def test_predict_on_cuda_leaves_the_host_cpu_to_the_reader_threads(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    """`s2lc predict` gives torch one CPU thread on CUDA (the readers' window copies would
+    otherwise each fan out over every core) and the rule's threads on a CPU (the network)."""
+    from s2landcover import cli, predict
+
+    settings: dict[str, int | None] = {}
+    monkeypatch.setattr(cli, "process_settings", lambda threads, **_: settings.update(t=threads))
+    monkeypatch.setattr(predict, "predict_scene", lambda *args, **kwargs: {})
+    cases = [(True, "cuda", 1), (True, "cuda:1", 1), (True, "auto", 1), (True, "cpu", 6)]
+    for cuda, device, expected in [*cases, (False, "auto", 6)]:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda cuda=cuda: cuda)
+        argv = ["predict", "--checkpoint", str(tmp_path / "model.pt"), "--scene", "s.tif"]
+        args = cli.build_parser().parse_args(
+            [*argv, "--out", "o.tif", "--threads", "6", "--device", device]
+        )
+        cli._HANDLERS["predict"](args, cli._config_of(args))
+        assert settings["t"] == expected, (cuda, device)

@@ -122,6 +122,17 @@ def process_settings(
         reuse_freed_host_memory()
 
 
+def prediction_torch_threads(threads: int | None, device_type: str) -> int | None:
+    """torch's CPU threads for whole-scene prediction on a device of ``device_type``: ``threads``
+    (the rule's) on a CPU, where torch runs the network; 1 on CUDA, where the network runs on the
+    device and the host's work is the reader threads' (GDAL decoding and each window's copy with
+    torch): torch fanning each reader's copy out over its own OpenMP threads only adds threads
+    spinning beside the readers (4 readers x 16 threads on a 16-core GPU host). With one thread
+    the host side of a GPU run took 9 % less CPU on 2 cores
+    (``benchmarks/bench_predict_host.py --device-stand-in``, docs/benchmarks/predict.md)."""
+    return 1 if device_type == "cuda" else threads
+
+
 def _scene_entry(config: dict[str, Any], name: str) -> dict[str, Any]:
     for scene in config["scenes"]:
         if scene["name"] == name:
@@ -347,9 +358,11 @@ def _train(args: argparse.Namespace, config: dict[str, Any]) -> dict:
     needs_config=False,
 )
 def _predict(args: argparse.Namespace, config: dict[str, Any]) -> dict:
+    from s2landcover.devices import choose_device
     from s2landcover.predict import predict_scene
 
-    process_settings(args.threads, cudnn_benchmark=True, reuse_freed_memory=True)
+    threads = prediction_torch_threads(args.threads, choose_device(args.device).type)
+    process_settings(threads, cudnn_benchmark=True, reuse_freed_memory=True)
     return predict_scene(
         args.checkpoint,
         args.scene,
