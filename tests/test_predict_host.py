@@ -124,8 +124,10 @@ def test_network_input_on_device_is_the_host_normalisation_value_for_value() -> 
         ):
             assert offsets == raw_offsets and values.dtype == dtype
             valid = torch.from_numpy(np.stack(raw_valids))
+            assert values.shape[1:] == (4, grid.window_height, grid.window_width)  # band-first
             got = network_input_on_device(torch_bits(values), values.dtype, gain, bias, valid)
             assert got.dtype == torch.float32
+            got = got.permute(0, 2, 3, 1).contiguous()  # as the host's: channels last
             assert np.array_equal(got.numpy().view(np.int32), expected.view(np.int32)), dtype
 
 
