@@ -118,7 +118,7 @@ def bench_network(
 def bench_predict(device: torch.device, size: int, bands: list[str], workdir: Path) -> dict:
     import torch
 
-    from s2landcover.cli import prediction_torch_threads, process_settings
+    from s2landcover.cli import prediction_process_settings
     from s2landcover.models import build_segmentation_model
     from s2landcover.predict import predict_scene_with_model
 
@@ -134,12 +134,8 @@ def bench_predict(device: torch.device, size: int, bands: list[str], workdir: Pa
     threads = torch.get_num_threads()
     # the process settings of `s2lc predict` on CUDA (torch's CPU threads: 1); on a CPU (the
     # smoke test, inside the test process) the threads only
-    on_cuda = device.type == "cuda"
-    process_settings(
-        prediction_torch_threads(threads, device.type),
-        cudnn_benchmark=on_cuda,
-        reuse_freed_memory=on_cuda,
-    )
+    if device.type == "cuda":
+        prediction_process_settings(threads, device.type)
     started = time.perf_counter()
     try:
         summary = predict_scene_with_model(

@@ -115,11 +115,11 @@ def child(scene: Path, out: Path, cfg: dict, threads: int, on_device: bool = Fal
 
     from s2landcover import cli, predict
 
-    # the CLI's process settings of `s2lc predict` (trees before them: threads only); on_device:
-    # as on CUDA (torch's CPU threads: prediction_torch_threads, in trees that have it)
-    if on_device and hasattr(cli, "prediction_torch_threads"):
-        threads = cli.prediction_torch_threads(threads, "cuda")
-    if hasattr(cli, "process_settings"):
+    # the process settings of `s2lc predict` on the CPU, or on CUDA with on_device (trees before
+    # prediction_process_settings: their CLI's process_settings, or threads only)
+    if hasattr(cli, "prediction_process_settings"):
+        cli.prediction_process_settings(threads, "cuda" if on_device else "cpu")
+    elif hasattr(cli, "process_settings"):
         cli.process_settings(threads, reuse_freed_memory=True)
     else:
         torch.set_num_threads(threads)

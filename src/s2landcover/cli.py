@@ -125,12 +125,24 @@ def process_settings(
 def prediction_torch_threads(threads: int | None, device_type: str) -> int | None:
     """torch's CPU threads for whole-scene prediction on a device of ``device_type``: ``threads``
     (the rule's) on a CPU, where torch runs the network; 1 on CUDA, where the network runs on the
-    device and the host's work is the reader threads' (GDAL decoding and each window's copy with
-    torch): torch fanning each reader's copy out over its own OpenMP threads only adds threads
-    spinning beside the readers (4 readers x 16 threads on a 16-core GPU host). With one thread
-    the host side of a GPU run took 9 % less CPU on 2 cores
-    (``benchmarks/bench_predict_host.py --device-stand-in``, docs/benchmarks/predict.md)."""
+    device and the host's work is the reader threads' (GDAL decoding, window copies): a torch
+    operation on the host would fan out over torch's own OpenMP threads and spin beside the
+    readers (4 readers x 16 threads on a 16-core GPU host). When the readers still copied each
+    window with torch, one thread made the host side of a GPU run 12-15 % cheaper in CPU on 2
+    cores (``benchmarks/bench_predict_host.py --device-stand-in``, docs/benchmarks/predict.md);
+    since they cut stored values band-first with NumPy, it guards the rest."""
     return 1 if device_type == "cuda" else threads
+
+
+def prediction_process_settings(threads: int | None, device_type: str) -> None:
+    """The process settings of ``s2lc predict`` on a device of ``device_type`` (``cpu``,
+    ``cuda``): torch's threads by :func:`prediction_torch_threads`, cuDNN autotuning, freed large
+    blocks reused (:func:`process_settings`); the benchmarks take them from here too."""
+    process_settings(
+        prediction_torch_threads(threads, device_type),
+        cudnn_benchmark=True,
+        reuse_freed_memory=True,
+    )
 
 
 def _scene_entry(config: dict[str, Any], name: str) -> dict[str, Any]:
@@ -361,8 +373,7 @@ def _predict(args: argparse.Namespace, config: dict[str, Any]) -> dict:
     from s2landcover.devices import choose_device
     from s2landcover.predict import predict_scene
 
-    threads = prediction_torch_threads(args.threads, choose_device(args.device).type)
-    process_settings(threads, cudnn_benchmark=True, reuse_freed_memory=True)
+    prediction_process_settings(args.threads, choose_device(args.device).type)
     return predict_scene(
         args.checkpoint,
         args.scene,
