@@ -180,6 +180,11 @@ def child(scene: Path, out: Path, cfg: dict, threads: int, on_device: bool = Fal
         with rasterio.open(scene) as dataset:
             classes = class_band(dataset.width, 6)
         predict.blend_rows = device_stand_in(classes)
+        capped = getattr(predict, "effective_batch_size", None)
+        if capped is not None:  # the batch as on CUDA: no CPU cap of the window pixels per batch
+            predict.effective_batch_size = lambda size, h, w, device="cpu": capped(
+                size, h, w, "cuda"
+            )
         if "normalise_on_device" in inspect.signature(predict.predict_scene_with_model).parameters:
             options["normalise_on_device"] = True  # the CUDA default: readers cut stored values
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -197,6 +202,7 @@ def child(scene: Path, out: Path, cfg: dict, threads: int, on_device: bool = Fal
         "wall": wall,
         "cpu": usage.ru_utime + usage.ru_stime - cpu0,
         "windows": summary["windows"],
+        "batch_size": summary.get("batch_size"),  # trees before batch_size auto: not reported
         "phases": cpu_by_thread,
     }
 

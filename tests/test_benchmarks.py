@@ -147,13 +147,14 @@ def test_host_benchmark_device_stand_in_writes_every_row_once(
 
     scene, out = tmp_path / "scene.tif", tmp_path / "out.tif"
     write_stack_scene(scene, 700, 1100)
-    settings = {"window": 256, "batch_size": 3}
+    settings = {"window": 256, "batch_size": 20}  # a CPU would cap it at 16 windows of 256 px
     figures = bench_predict_host.measure(scene, out, settings, 1, on_device=True)
     with rasterio.open(out) as dataset:
         classes = dataset.read(1)
     band = bench_predict_host.class_band(1100, 6)
     assert np.array_equal(classes, band[np.arange(700) % bench_predict_host.CLASS_TILE])
     assert figures["windows"] > 4
+    assert figures["batch_size"] == 20  # as on CUDA: not capped to the CPU's window pixels
     assert "readers: no-data mask" in figures["phases"]  # the readers ran, in this tree's code
     assert "readers: normalise" not in figures["phases"]  # stored values, as on CUDA
     sys.modules.pop("bench_predict_host", None)
