@@ -28,9 +28,9 @@ the next window row starts at row r, every row above r is final: its classes (ar
 a writer thread that streams them, with their overviews, into a tiled GeoTIFF, copied to a COG
 at the end. Peak memory therefore grows with the window and the scene width, never with the scene
 height: about ``4 * (K + 1) * window * width`` bytes for the accumulator (on a CPU the shared
-strips only), ``(2 + 4) * C * window * width`` for the read and normalised row band, the
-queued batches (on a CPU at most 2^20 window pixels each: :func:`effective_batch_size`) and the
-network's activations.
+strips only), ``(2 + 4) * C * window * width`` for the read and normalised row band (on CUDA
+``2 * C * window * width``: the stored values only), the queued batches (on a CPU at most 2^20
+window pixels each: :func:`effective_batch_size`) and the network's activations.
 
 Logit channel ``i`` is class ``i + 1``; the output holds 1..K and 0 where the scene has no data.
 
@@ -791,8 +791,11 @@ def effective_batch_size(
 
 # ``batch_size: auto`` on a GPU: the batches may take this share of the device memory free once
 # the model is on it (the rest: the row-band accumulator, about 4 * (K + 1) * window * width bytes,
-# and the allocator's fragmentation), and one batch's float32 input at most this many bytes (each
-# of the 4 batch buffers is pinned host memory: 1 GiB pinned in all).
+# and the allocator's fragmentation), and one batch's float32 input at most this many bytes (the
+# 4 batch buffers are pinned host memory holding the stored values: 512 MiB in all for uint16).
+# The host pays for large batches: with the device's share replaced by a stand-in, 16 windows of
+# 1,024 px took 3.08 s for a 10,980^2 tile against 2.94 s with 4 (docs/benchmarks/predict.md, the
+# host side of a GPU run); whether 16 buy more than 4 on a GPU is not measured yet.
 GPU_MEMORY_SHARE = 0.5
 GPU_BATCH_INPUT_BYTES = 256 * 2**20
 
