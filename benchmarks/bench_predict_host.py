@@ -15,11 +15,13 @@ main, writer) and the COG rewrite (``rasterio.shutil.copy``, GDAL threads not in
 ``--device-stand-in``: what the host does in a GPU run, alone. The network, the blend and the
 argmax (all on the device in a GPU run) are replaced by a stand-in that takes each batch as a
 device copy would (no host CPU) and hands the writer the class rows of a fixed synthetic class
-map (the no-data strip as 0): what remains is the readers (decode, cut; this tree cuts stored
-values for the device to normalise, as on CUDA, a tree without that option normalises on the
-host) and the writer (stage GeoTIFF, overviews, COG). This is the machinery the issue's "today
-8-15 Mpx/s" and "44-73 ms per Mpx on the host" describe; host-to-device copies and pinned
-allocations are not in it (DMA, and a one-off allocation).
+map (the no-data strip as 0); in this tree the device also cuts, normalises and batches the
+windows (``predict.device_window_batches``), so the stand-in takes each band of rows from the
+readers instead (:func:`device_cuts`). What remains is the readers (this tree: decode and no-data
+mask, as on CUDA; trees before it: decode and window cuts of stored values, or before that also
+the host's normalisation) and the writer (stage GeoTIFF, overviews, COG). This is the machinery
+the issue's "today 8-15 Mpx/s" and "44-73 ms per Mpx on the host" describe; host-to-device
+copies and pinned allocations are not in it (DMA, and a one-off allocation).
 
 ``--baseline-src DIR`` also runs every setting with the package at ``DIR`` (e.g. a checkout of
 the commit before issue 20's host-side work), interleaved with this tree's runs in the same rounds,
@@ -104,6 +106,21 @@ def device_stand_in(classes: np.ndarray):
     return blend_rows
 
 
+def device_cuts(bands, grid, norm, batch_size, device):
+    """A ``device_window_batches`` whose copies, cuts and normalisation take no host CPU (a GPU's
+    share): each band of rows from the readers is taken (a device copy would read it by DMA) and
+    its windows' offsets are handed on in batches of ``batch_size``, without data."""
+    offsets = []
+    for row_off, _stored, _valid in bands:
+        for col_off in grid.col_starts:
+            offsets.append((row_off, col_off))
+            if len(offsets) == batch_size:
+                yield offsets, None, None
+                offsets = []
+    if offsets:
+        yield offsets, None, None
+
+
 def child(scene: Path, out: Path, cfg: dict, threads: int, on_device: bool = False) -> dict:
     """One measured run in this process: wall and CPU seconds, per-thread CPU by phase;
     ``on_device``: with :func:`device_stand_in` for the device's share of a GPU run."""
@@ -161,6 +178,8 @@ def child(scene: Path, out: Path, cfg: dict, threads: int, on_device: bool = Fal
 
     prediction_writer.rasterio.shutil.copy = timed("COG rewrite", rasterio.shutil.copy)
     predict.window_batches = timed_iter("reader: decode, normalise, cut", predict.window_batches)
+    if hasattr(predict, "stored_row_bands"):  # the readers of the device's cuts (CUDA path)
+        predict.stored_row_bands = timed_iter("reader: decode, mask", predict.stored_row_bands)
     if hasattr(predict, "normalise_row_band"):  # reader threads (after issue 20): their own CPU
         predict.normalise_row_band = timed("readers: normalise", predict.normalise_row_band)
         predict.valid_pixels = timed("readers: no-data mask", predict.valid_pixels)
@@ -180,6 +199,8 @@ def child(scene: Path, out: Path, cfg: dict, threads: int, on_device: bool = Fal
         with rasterio.open(scene) as dataset:
             classes = class_band(dataset.width, 6)
         predict.blend_rows = device_stand_in(classes)
+        if hasattr(predict, "device_window_batches"):  # trees whose device cuts the windows
+            predict.device_window_batches = device_cuts
         capped = getattr(predict, "effective_batch_size", None)
         if capped is not None:  # the batch as on CUDA: no CPU cap of the window pixels per batch
             predict.effective_batch_size = lambda size, h, w, device="cpu": capped(

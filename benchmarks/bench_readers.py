@@ -1,13 +1,14 @@
-"""The readers of whole-scene prediction alone: decode, no-data mask, (normalisation,) window cuts.
+"""The readers of whole-scene prediction alone: decode, no-data mask, (normalisation, window cuts).
 
-What a GPU host's CPUs must sustain to keep the device busy (on CUDA the blending, the argmax and,
-by default, the normalisation run on the device): ``predict.window_batches`` over
-``io.prediction_writer.read_row_bands`` of a synthetic scene (:func:`bench_predict.scene_blocks`,
-the ``bench_predict_host.py`` file layout), at the default CPU window grid (1,024 px, margin 64),
-batches consumed and dropped, no network. Each case in its own process, interleaved rounds:
-normalised on the host (float32 batches, the CPU path) or stored values for the device to
-normalise (the CUDA default), with 1, 2 and 4 reader threads. Reports wall seconds, CPU seconds
-(all threads), megapixels per CPU-second and peak RSS.
+What a GPU host's CPUs must sustain to keep the device busy (on CUDA the window cuts, the
+normalisation, the blending and the argmax run on the device): ``io.prediction_writer.
+read_row_bands`` of a synthetic scene (:func:`bench_predict.scene_blocks`, the
+``bench_predict_host.py`` file layout) at the default CPU window grid (1,024 px, margin 64),
+either through ``predict.window_batches`` (normalised and cut on the host into batches of one
+window, the CPU path) or through ``predict.stored_row_bands`` (decoded into 4 buffers and masked,
+the CUDA default), output dropped, no network. Each case in its own process, interleaved rounds,
+with 1, 2 and 4 reader threads. Reports wall seconds, CPU seconds (all threads), megapixels per
+CPU-second and peak RSS.
 
     python benchmarks/bench_readers.py --size 10980 --repeats 3
 """
@@ -36,7 +37,7 @@ def child(scene: Path, normalise: bool, readers: int) -> dict:
         inspect_scene_bands,
         read_row_bands,
     )
-    from s2landcover.predict import window_batches, window_grid
+    from s2landcover.predict import stored_row_bands, window_batches, window_grid
     from s2landcover.radiometry import InputNormalization
 
     scene_bands = inspect_scene_bands(scene, BANDS)
@@ -50,13 +51,18 @@ def child(scene: Path, normalise: bool, readers: int) -> dict:
     started = time.perf_counter()
     windows = 0
     with bounded_block_cache(width, len(BANDS)):
-        rows = read_row_bands(
-            scene_bands, grid.row_starts, grid.window_height, reuse=True, threads=readers
-        )
-        for offsets, _batch, _valids in window_batches(
-            rows, grid, norm, 1, workers=readers, normalise=normalise
-        ):
-            windows += len(offsets)
+        if normalise:  # the CPU path: normalised, cut into batches of one window
+            rows = read_row_bands(
+                scene_bands, grid.row_starts, grid.window_height, buffers=1, threads=readers
+            )
+            for offsets, _batch, _valids in window_batches(rows, grid, norm, 1, workers=readers):
+                windows += len(offsets)
+        else:  # the CUDA path: bands of rows decoded into 4 buffers and masked; the device cuts
+            rows = read_row_bands(
+                scene_bands, grid.row_starts, grid.window_height, buffers=4, threads=readers
+            )
+            for _row_off, _stored, _valid in stored_row_bands(rows, grid, scene_bands.nodata):
+                windows += len(grid.col_starts)
     wall = time.perf_counter() - started
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime - cpu0, "windows": windows}
@@ -96,7 +102,7 @@ def main() -> None:
     megapixels = args.size * args.size / 1e6
     print(
         f"scene {args.size:,}^2, 4 bands uint16 (tiled 512, DEFLATE + predictor), windows of the "
-        f"default CPU grid, batches of 1 window dropped, median of {args.repeats} interleaved "
+        f"default CPU grid, output dropped, median of {args.repeats} interleaved "
         "rounds\n"
     )
     print("| batches | reader threads | wall s | Mpx/s | CPU s | Mpx per CPU-s | peak RSS MiB |")
@@ -106,7 +112,7 @@ def main() -> None:
         wall = statistics.median(r["wall"] for r in rs)
         cpu = statistics.median(r["cpu"] for r in rs)
         rss = statistics.median(r["peak_rss_mib"] for r in rs)
-        label = "normalised on the host (CPU path)" if normalise else "stored values (CUDA path)"
+        label = "normalised, cut (CPU path)" if normalise else "decoded, masked (CUDA path)"
         print(
             f"| {label} | {readers} | {wall:.2f} | {megapixels / wall:.1f} | {cpu:.2f} | "
             f"{megapixels / cpu:.1f} | {rss:,.0f} |"

@@ -138,7 +138,8 @@ def test_host_benchmark_device_stand_in_writes_every_row_once(
 ) -> None:
     """bench_predict_host --device-stand-in (in its own process: it patches the predict module):
     the prediction's machinery with the device's share replaced writes the stand-in's class rows,
-    each once and in place, and its readers cut stored values (no host normalisation)."""
+    each once and in place, and its readers only decode and mask (as on CUDA: no host
+    normalisation, no window cuts)."""
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     import bench_predict_host
     import numpy as np
@@ -156,6 +157,8 @@ def test_host_benchmark_device_stand_in_writes_every_row_once(
     assert figures["windows"] > 4
     assert figures["batch_size"] == 20  # as on CUDA: not capped to the CPU's window pixels
     assert "readers: no-data mask" in figures["phases"]  # the readers ran, in this tree's code
-    assert "readers: normalise" not in figures["phases"]  # stored values, as on CUDA
+    assert "reader: decode, mask" in figures["phases"]  # as on CUDA: the device cuts windows
+    assert "reader: decode, normalise, cut" not in figures["phases"]
+    assert "readers: normalise" not in figures["phases"]
     sys.modules.pop("bench_predict_host", None)
     sys.modules.pop("bench_predict", None)

@@ -101,39 +101,67 @@ def test_window_batches_are_the_former_per_window_arithmetic_for_any_worker_coun
             assert np.array_equal(a, b)  # bitwise, sign of zero aside (-0.0 == 0.0)
 
 
-def test_network_input_on_device_is_the_host_normalisation_value_for_value() -> None:
-    """Batches of stored values (window_batches(normalise=False)) normalised by
-    network_input_on_device equal the host's batches bitwise (sign of zero included), for uint16
-    values above 2^15 (the signed view of their bits) and for uint8 and int16 scenes."""
-    from s2landcover.predict import network_input_on_device, torch_bits
+def test_device_window_batches_are_the_host_batches_value_for_value() -> None:
+    """Windows cut, batched and normalised on the inference device (device_window_batches over
+    stored_row_bands) equal the host's batches bitwise (sign of zero included), in the same order
+    and with the same valid masks, for uint16 values above 2^15 (the signed view of their bits)
+    and for uint8 and int16 scenes; batches of 5 windows span two bands of rows."""
+    from s2landcover.predict import device_window_batches, stored_row_bands
 
     grid = WindowGrid.with_margin(100, 150, 64, 8)
+    assert len(grid.col_starts) == 3 and len(grid.row_starts) >= 2
     for dtype, high in ((np.uint16, 65535), (np.uint8, 255), (np.int16, 30000)):
         stored = np.random.default_rng(3).integers(0, high, (4, 100, 150), endpoint=True)
         stored = stored.astype(dtype)
         stored[:, :20, :30] = 0
         stored[1, 50:60, :] = 0  # one band only: valid
         norm = InputNormalization((SCALE,) * 4, (OFFSET,) * 4, tuple(MEAN), tuple(STD), 0.0)
-        gain, bias = (torch.from_numpy(a) for a in norm.gain_bias())
         bands = [(r, stored[:, r : r + grid.window_height]) for r in grid.row_starts]
-        host = list(window_batches(iter(bands), grid, norm, 2))
-        raw = list(window_batches(iter(bands), grid, norm, 2, normalise=False))
-        assert len(host) == len(raw)
-        for (offsets, expected, _), (raw_offsets, values, raw_valids) in zip(
-            host, raw, strict=True
+        host = list(window_batches(iter(bands), grid, norm, 5))
+        on_device = list(
+            device_window_batches(stored_row_bands(iter(bands), grid, 0.0), grid, norm, 5, "cpu")
+        )
+        assert len(host) == len(on_device) > 1
+        for (offsets, expected, valids), (got_offsets, got, got_valid) in zip(
+            host, on_device, strict=True
         ):
-            assert offsets == raw_offsets and values.dtype == dtype
-            valid = torch.from_numpy(np.stack(raw_valids))
-            assert values.shape[1:] == (4, grid.window_height, grid.window_width)  # band-first
-            got = network_input_on_device(torch_bits(values), values.dtype, gain, bias, valid)
+            assert offsets == got_offsets
             assert got.dtype == torch.float32
+            assert got.shape[1:] == (4, grid.window_height, grid.window_width)  # band-first
             got = got.permute(0, 2, 3, 1).contiguous()  # as the host's: channels last
             assert np.array_equal(got.numpy().view(np.int32), expected.view(np.int32)), dtype
+            assert np.array_equal(got_valid.numpy(), np.stack(valids))
 
 
-def test_normalising_on_the_device_gives_the_same_map(scene: Path, tmp_path: Path) -> None:
-    """predict_scene_with_model with the batches normalised on the inference device (the CUDA
-    default; here forced on the CPU) writes the same classes and confidence."""
+def test_read_row_bands_cycles_its_buffers_with_the_fresh_arrays_values(tmp_path: Path) -> None:
+    """With n buffers the bands are read into n arrays in turn (the last, shorter band a
+    contiguous prefix of one), value for value the fresh arrays of buffers=0."""
+    from s2landcover.io.prediction_writer import inspect_scene_bands, read_row_bands
+
+    stored, _ = synthetic_scene(seed=4, height=70, width=50)
+    scene = inspect_scene_bands(write_scene(tmp_path / "s.tif", stored), metadata()["bands"])
+    starts = [0, 20, 40, 60]  # 30 rows each, the last clipped to 10
+    fresh = [(r, band.copy()) for r, band in read_row_bands(scene, starts, 30)]
+    made: list[np.ndarray] = []
+
+    def allocate(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        made.append(np.empty(shape, dtype))
+        return made[-1]
+
+    bases = []
+    for (r, band), (r0, expected) in zip(
+        read_row_bands(scene, starts, 30, buffers=3, allocate=allocate), fresh, strict=True
+    ):
+        assert r == r0 and band.flags.c_contiguous
+        assert np.array_equal(band, expected)
+        bases.append(next(i for i, m in enumerate(made) if np.shares_memory(band, m)))
+    assert fresh[-1][1].shape == (4, 10, 50)
+    assert len(made) == 3 and bases == [0, 1, 2, 0]
+
+
+def test_cutting_on_the_device_gives_the_same_map(scene: Path, tmp_path: Path) -> None:
+    """predict_scene_with_model with the windows cut, normalised and batched on the inference
+    device (the CUDA default; here forced on the CPU) writes the same classes and confidence."""
     outputs = {}
     for on_device in (False, True):
         out = tmp_path / str(on_device) / "p.tif"
@@ -142,6 +170,25 @@ def test_normalising_on_the_device_gives_the_same_map(scene: Path, tmp_path: Pat
             progress=False, normalise_on_device=on_device,
         )  # fmt: skip
         assert summary["normalised_on"] == ("device" if on_device else "host")
+        outputs[on_device] = read_outputs(out)
+    assert np.array_equal(outputs[False][0], outputs[True][0])
+    assert np.array_equal(outputs[False][1], outputs[True][1])
+
+
+def test_device_batches_spanning_more_bands_than_the_readers_buffers(tmp_path: Path) -> None:
+    """A scene one window wide: a batch of 8 windows holds windows of 8 bands of rows while the
+    reader cycles 4 buffers; the batches must not share memory with them (same map)."""
+    stored, _ = synthetic_scene(seed=6, height=600, width=96)
+    narrow = write_scene(tmp_path / "narrow.tif", stored)
+    cfg = prediction_cfg(**{**CFG, "batch_size": 8})
+    outputs = {}
+    for on_device in (False, True):
+        out = tmp_path / str(on_device) / "p.tif"
+        summary = predict_scene_with_model(
+            SpectralContextModel(), metadata(), narrow, out, cfg,
+            progress=False, normalise_on_device=on_device,
+        )  # fmt: skip
+        assert summary["windows"] > 8 and summary["window_width"] == 96
         outputs[on_device] = read_outputs(out)
     assert np.array_equal(outputs[False][0], outputs[True][0])
     assert np.array_equal(outputs[False][1], outputs[True][1])

@@ -18,9 +18,10 @@ class 0 in the output.
 Streaming: windows are visited row by row. A reader thread reads one band of rows (window height x
 scene width) per window row (GDAL decoding its compressed blocks on ``readers`` threads), normalises
 it once, band-first, and cuts it into channels-last windows, batched (the normalisation by blocks
-of rows and the window copies run on ``readers`` threads too); on a CUDA device the batches hold
-the stored values instead, band-first, in pinned host memory, copied without blocking, normalised
-and put channels-last on the device (:func:`network_input_on_device`). The main thread runs the
+of rows and the window copies run on ``readers`` threads too); on a CUDA device the reader only
+decodes each band of rows into one of 4 pinned host buffers and masks its pixels without data,
+and the band goes to the device whole (copied without blocking), where the windows are cut,
+batched, normalised and put channels-last (:func:`device_window_batches`). The main thread runs the
 network (``torch.inference_mode``; bf16/fp16 autocast and channels_last where they pay) and adds
 the weighted logits into a row-band accumulator (K x window height x scene width, float32, on the
 inference device; on a CPU only the strips windows share: :class:`HostStripAccumulator`). When
@@ -29,8 +30,9 @@ a writer thread that streams them, with their overviews, into a tiled GeoTIFF, c
 at the end. Peak memory therefore grows with the window and the scene width, never with the scene
 height: about ``4 * (K + 1) * window * width`` bytes for the accumulator (on a CPU the shared
 strips only), ``(2 + 4) * C * window * width`` for the read and normalised row band (on CUDA
-``2 * C * window * width``: the stored values only), the queued batches (on a CPU at most 2^20
-window pixels each: :func:`effective_batch_size`) and the network's activations.
+``4 * 2 * C * window * width``: the 4 pinned bands of stored values), the queued batches (on a
+CPU at most 2^20 window pixels each: :func:`effective_batch_size`; on CUDA none on the host) and
+the network's activations.
 
 Logit channel ``i`` is class ``i + 1``; the output holds 1..K and 0 where the scene has no data.
 
@@ -791,11 +793,11 @@ def effective_batch_size(
 
 # ``batch_size: auto`` on a GPU: the batches may take this share of the device memory free once
 # the model is on it (the rest: the row-band accumulator, about 4 * (K + 1) * window * width bytes,
-# and the allocator's fragmentation), and one batch's float32 input at most this many bytes (the
-# 4 batch buffers are pinned host memory holding the stored values: 512 MiB in all for uint16).
-# The host pays for large batches: with the device's share replaced by a stand-in, 16 windows of
-# 1,024 px took 3.08 s for a 10,980^2 tile against 2.94 s with 4 (docs/benchmarks/predict.md, the
-# host side of a GPU run); whether 16 buy more than 4 on a GPU is not measured yet.
+# and the allocator's fragmentation), and one batch's float32 input at most this many bytes. The
+# device cuts its batches from bands of rows (device_window_batches), so their size costs the host
+# nothing (before, the host cut them into pinned buffers: 16 windows of 1,024 px took 3.08 s per
+# 10,980^2 tile against 2.94 s with 4, docs/benchmarks/predict.md); whether 16 windows buy more
+# than 4 on a GPU is not measured yet.
 GPU_MEMORY_SHARE = 0.5
 GPU_BATCH_INPUT_BYTES = 256 * 2**20
 
@@ -877,7 +879,7 @@ def network_input_on_device(
 ) -> torch.Tensor:
     """Network input (float32 (B, C, h, w), contiguous) of a batch of stored values
     (:func:`torch_bits` of (B, C, h, w) ``stored_dtype``, band-first as
-    :func:`window_batches` cuts them for the device) on the inference device: the arithmetic of
+    :func:`device_window_batches` cuts them) on the inference device: the arithmetic of
     :func:`normalise_row_band`, value for value (``float32(stored) * gain``, then ``+ bias``, then
     pixels without data (``valid`` (B, h, w) False) times 0); ``gain``, ``bias`` (C,)."""
     if stored_dtype.kind == "u" and stored_dtype.itemsize > 1:  # the unsigned value of the bits
@@ -1020,12 +1022,12 @@ def window_batches(
     buffers: int = 4,
     allocate: Callable[[tuple[int, ...], np.dtype], np.ndarray] | None = None,
     workers: int = 1,
-    normalise: bool = True,
 ) -> Iterator[tuple[list[tuple[int, int]], np.ndarray, list[np.ndarray]]]:
     """Cut bands of rows (``(row_off, stored (C, rows, width))``, one per row of windows, in order)
     into batches ``(offsets, input (B, h, w, C) float32, channels last, valid [B x (h, w) bool])``
-    (``torch.from_numpy(input).permute(0, 3, 1, 2)`` is the NCHW batch in channels-last memory);
-    with ``normalise`` False ``input`` is (B, C, h, w) of stored values instead (see below).
+    (``torch.from_numpy(input).permute(0, 3, 1, 2)`` is the NCHW batch in channels-last memory):
+    the host's share of prediction on a CPU (a CUDA device cuts its own windows:
+    :func:`device_window_batches`).
 
     Each row band is normalised once, band-first, in contiguous passes
     (:func:`normalise_row_band`, the arithmetic of
@@ -1037,13 +1039,6 @@ def window_batches(
     the batches are the same, value for value, in the same order. An error in a worker is raised
     here, and the workers are stopped (pending work cancelled) before it propagates.
 
-    ``normalise`` False: the batches hold the stored values (the file's dtype), band-first
-    (B, C, h, w), for :func:`network_input_on_device` to normalise on the inference device (half
-    the bytes of float32 to cut, pin and copy for uint16 scenes, and no normalisation pass on the
-    host) and the device to reorder to channels last: a window is then a plain copy of C x h rows
-    of the row band (~5x less CPU than the transposing copy, measured 0.9 against 4.8 ms per
-    1,024 px 4-band uint16 window).
-
     The batch arrays cycle through ``buffers`` preallocated buffers (``allocate(shape, dtype)``:
     e.g. pinned host memory for CUDA; default ``np.empty``): a consumer must be done with a batch
     before it takes the ``buffers - 1``-th next one (:func:`prefetch` with depth 2 keeps at most 3
@@ -1051,10 +1046,7 @@ def window_batches(
     """
     gain, bias = norm.gain_bias()
     bands = len(norm.scales)
-    if normalise:
-        shape = (batch_size, grid.window_height, grid.window_width, bands)
-    else:
-        shape = (batch_size, bands, grid.window_height, grid.window_width)
+    shape = (batch_size, grid.window_height, grid.window_width, bands)
     make = allocate or (lambda s, d: np.empty(s, dtype=d))
     pool: list[np.ndarray] = []
     used = 0
@@ -1078,8 +1070,6 @@ def window_batches(
                 future.cancel()
 
     def copy_window(target: np.ndarray, source: np.ndarray) -> Callable[[], Any]:
-        if not normalise:  # band-first stored values: rows copied as they are
-            return lambda: np.copyto(target, source)
         # torch's transposing copy: 2x NumPy's (np.copyto of the transposed view)
         return lambda: torch_bits(target).copy_(torch_bits(source).permute(1, 2, 0))
 
@@ -1087,36 +1077,33 @@ def window_batches(
         for row_off, stored in row_bands:
             stored = pad_to(stored, grid.window_height, grid.window_width)  # pointwise ops commute
             valid = valid_pixels(stored, norm.nodata)
-            source = stored
-            if normalise:
-                all_valid = bool(valid.all())
-                if normalised is None or normalised.shape != stored.shape:
-                    normalised = np.empty(stored.shape, dtype=np.float32)
-                rows = stored.shape[1]
-                step = -(-rows // max(1, workers))
-                run_all(
-                    [
-                        functools.partial(
-                            normalise_row_band,
-                            stored[:, r : r + step],
-                            gain,
-                            bias,
-                            None if all_valid else valid[r : r + step],
-                            normalised[:, r : r + step],
-                        )
-                        for r in range(0, rows, step)
-                    ]
-                )
-                source = normalised
+            all_valid = bool(valid.all())
+            if normalised is None or normalised.shape != stored.shape:
+                normalised = np.empty(stored.shape, dtype=np.float32)
+            rows = stored.shape[1]
+            step = -(-rows // max(1, workers))
+            run_all(
+                [
+                    functools.partial(
+                        normalise_row_band,
+                        stored[:, r : r + step],
+                        gain,
+                        bias,
+                        None if all_valid else valid[r : r + step],
+                        normalised[:, r : r + step],
+                    )
+                    for r in range(0, rows, step)
+                ]
+            )
             copies = []
             for col_off in grid.col_starts:
                 if batch is None:
                     if len(pool) < buffers:
-                        pool.append(make(shape, source.dtype))
+                        pool.append(make(shape, np.dtype(np.float32)))
                     batch = pool[used % len(pool)] if len(pool) == buffers else pool[-1]
                     used += 1
                 cols = slice(col_off, col_off + grid.window_width)
-                copies.append(copy_window(batch[len(offsets)], source[:, :, cols]))
+                copies.append(copy_window(batch[len(offsets)], normalised[:, :, cols]))
                 offsets.append((row_off, col_off))
                 valids.append(valid[:, cols])
                 if len(offsets) == batch_size:
@@ -1134,6 +1121,79 @@ def window_batches(
         close = getattr(row_bands, "close", None)
         if close is not None:  # a reader generator: closes its dataset in this thread, now
             close()
+
+
+def stored_row_bands(
+    row_bands: Iterable[tuple[int, np.ndarray]], grid: WindowGrid, nodata: float | None
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """The host's share of prediction on a CUDA device: each band of rows (``(row_off, stored
+    (C, rows, width))``, one per row of windows, in order) as ``(row_off, stored, valid (rows,
+    width) bool)``, ``stored`` padded to a window where the scene is smaller than one
+    (:func:`pad_to`; a fresh array then, else the band itself, e.g. pinned) and ``valid`` its
+    pixels with data (:func:`s2landcover.radiometry.valid_pixels`, the one no-data rule).
+    :func:`device_window_batches` cuts, normalises and batches the windows on the device.
+    """
+    try:
+        for row_off, stored in row_bands:
+            stored = pad_to(stored, grid.window_height, grid.window_width)
+            yield row_off, stored, valid_pixels(stored, nodata)
+    finally:
+        close = getattr(row_bands, "close", None)
+        if close is not None:  # a reader generator: closes its dataset in this thread, now
+            close()
+
+
+def device_window_batches(
+    bands: Iterable[tuple[int, np.ndarray, np.ndarray]],
+    grid: WindowGrid,
+    norm: InputNormalization,
+    batch_size: int,
+    device: torch.device | str,
+) -> Iterator[tuple[list[tuple[int, int]], torch.Tensor, torch.Tensor]]:
+    """Batches ``(offsets, input (B, C, h, w) float32, valid (B, h, w) bool)`` on ``device``, cut
+    there from bands of rows (:func:`stored_row_bands`: stored values and valid mask on the host).
+
+    Each band is copied to the device whole (non-blocking from pinned memory: the copy engine
+    reads it while the host goes on), then the windows are views of it, stacked into batches of
+    ``batch_size`` (a batch may span two bands) and normalised there
+    (:func:`network_input_on_device`: the host's arithmetic, value for value). The host copies
+    no window (overlapping windows would copy their shared columns twice) and pins only the bands.
+    The copy of a band is waited for before the next band is taken, so that the reader may refill
+    its host buffer once this generator takes the band after next (:func:`read_row_bands` with 4
+    buffers under :func:`prefetch` with depth 2). On a CPU (tests) the band is copied too, so no
+    batch shares memory with a reader's buffer.
+    """
+    device = torch.device(device)
+    gain, bias = (torch.from_numpy(a).to(device) for a in norm.gain_bias())
+    offsets: list[tuple[int, int]] = []
+    windows: list[torch.Tensor] = []
+    valids: list[torch.Tensor] = []
+
+    def batch(dtype: np.dtype) -> tuple[list[tuple[int, int]], torch.Tensor, torch.Tensor]:
+        valid = torch.stack(valids)
+        stored = torch.stack(windows)
+        return offsets, network_input_on_device(stored, dtype, gain, bias, valid), valid
+
+    dtype = np.dtype(np.uint16)
+    for row_off, stored, valid in bands:
+        dtype = stored.dtype
+        band = torch_bits(stored).to(device, non_blocking=True, copy=True)
+        copied = torch.cuda.Event() if device.type == "cuda" else None
+        if copied is not None:
+            copied.record()
+        band_valid = torch.from_numpy(valid).to(device, non_blocking=True)  # a fresh array
+        for col_off in grid.col_starts:
+            cols = slice(col_off, col_off + grid.window_width)
+            offsets.append((row_off, col_off))
+            windows.append(band[:, :, cols])
+            valids.append(band_valid[:, cols])
+            if len(offsets) == batch_size:
+                yield batch(dtype)
+                offsets, windows, valids = [], [], []
+        if copied is not None:
+            copied.synchronize()
+    if offsets:
+        yield batch(dtype)
 
 
 PRECISIONS = ("auto", "float32", "bfloat16")
@@ -1189,7 +1249,9 @@ def uses_channels_last(device: torch.device, amp: torch.dtype | None, layout: st
 
 def blend_rows(
     model: Callable[[torch.Tensor], torch.Tensor],
-    batches: Iterable[tuple[list[tuple[int, int]], np.ndarray, Sequence[np.ndarray]]],
+    batches: Iterable[
+        tuple[list[tuple[int, int]], np.ndarray | torch.Tensor, Sequence[np.ndarray] | torch.Tensor]
+    ],
     grid: WindowGrid,
     num_classes: int,
     emit_rows: Callable[[tuple[int, np.ndarray, np.ndarray | None]], None],
@@ -1200,7 +1262,6 @@ def blend_rows(
     on_batch: Callable[[int], None] | None = None,
     precision: str = "auto",
     layout: str = "auto",
-    normalisation: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> None:
     """Run ``model`` on window batches in row order and emit finished rows, top to bottom.
 
@@ -1208,9 +1269,9 @@ def blend_rows(
     covering the whole scene exactly once, in order. Memory: the accumulator (K + 1 float32 and one
     bool per pixel of a window-high band of the scene) plus one batch. ``precision``: see
     :func:`autocast_dtype`; ``layout``: see :func:`uses_channels_last`; logits are accumulated in
-    float32 either way. ``normalisation`` (gain, bias) float32 per band: the batches hold stored
-    values (:func:`window_batches` with ``normalise=False``), normalised here on ``device``
-    (:func:`network_input_on_device`); None: they are network input already.
+    float32 either way. A batch is ``(offsets, input, valid)``: host arrays from
+    :func:`window_batches` (input (B, h, w, C) float32, valid a list of (h, w) bool), or tensors on
+    ``device`` from :func:`device_window_batches` (input (B, C, h, w) float32, valid (B, h, w)).
     """
     device = torch.device(device)
     accumulator: RowBandAccumulator | HostStripAccumulator
@@ -1223,40 +1284,31 @@ def blend_rows(
     weights = weights_np if on_host else torch.from_numpy(weights_np).to(device)
     amp = autocast_dtype(device, precision)
     channels_last = uses_channels_last(device, amp, layout)
-    gain_bias: tuple[torch.Tensor, torch.Tensor] | None = None
-    if normalisation is not None:
-        gain_bias = (
-            torch.from_numpy(normalisation[0]).to(device),
-            torch.from_numpy(normalisation[1]).to(device),
-        )
     with torch.inference_mode():
         for offsets, images, valids in batches:
-            x = torch_bits(images).to(device, non_blocking=True)
-            # CUDA: the batch comes from pinned memory, copied while the host goes on; the
-            # reader may refill that buffer once this loop takes the batch after next, so the
-            # copy (only the copy, not the network) is waited for before the loop goes on
-            copied = torch.cuda.Event() if device.type == "cuda" else None
-            if copied is not None:
-                copied.record()
-            valid_on_device = None
-            if gain_bias is not None:  # stored values (B, C, h, w): normalised, then reordered
-                valid_on_device = torch.from_numpy(np.stack(valids)).to(device)
-                x = network_input_on_device(x, images.dtype, *gain_bias, valid_on_device)
+            copied = None
+            if isinstance(images, torch.Tensor):  # (B, C, h, w) on the device already
+                x = images.to(device)
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
             else:  # (B, h, w, C) -> NCHW view in channels-last memory: no copy when channels_last
-                x = x.permute(0, 3, 1, 2)
+                x = torch_bits(images).to(device, non_blocking=True).permute(0, 3, 1, 2)
+                # CUDA: the batch comes from pinned memory, copied while the host goes on; the
+                # reader may refill that buffer once this loop takes the batch after next, so
+                # the copy (only the copy, not the network) is waited for before the loop goes on
+                copied = torch.cuda.Event() if device.type == "cuda" else None
+                if copied is not None:
+                    copied.record()
                 if not channels_last:
                     x = x.contiguous()
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                 logits = infer_logits(model, x, tta=tta)
-            if on_host:
-                valid: Any = valids
+            if isinstance(valids, torch.Tensor):
+                valid: Any = valids.numpy() if on_host else valids.to(device)
             else:
+                valid = valids if on_host else torch.from_numpy(np.stack(valids)).to(device)
+            if not on_host:
                 weighted = logits.contiguous() * weights
-                valid = valid_on_device
-                if valid is None:
-                    valid = torch.from_numpy(np.stack(valids)).to(device)
             for i, (row_off, col_off) in enumerate(offsets):
                 if row_off > accumulator.top:
                     emit_rows(accumulator.release(row_off, confidence))
@@ -1638,10 +1690,11 @@ def predict_scene_with_model(
 
     ``readers``: threads that decode (GDAL), normalise and cut the scene's rows (None:
     :func:`default_readers`); the output does not depend on it. ``normalise_on_device``: the
-    readers cut stored values and the inference device normalises them
-    (:func:`network_input_on_device`; None: on CUDA, where it takes the host's normalisation
-    pass away and halves the bytes to pin and copy of uint16 scenes); the same network input,
-    value for value, as the host's normalisation.
+    readers only decode the bands of rows and mask their pixels without data, and the inference
+    device cuts, normalises and batches the windows (:func:`stored_row_bands`,
+    :func:`device_window_batches`; None: on CUDA, where it takes the normalisation pass and every
+    window copy away from the host and halves the bytes to pin and copy of uint16 scenes); the
+    same network input, value for value, as the host's.
 
     ``grid_shift`` moves the inner window starts by that many pixels (0 in production; tests use
     half a window to check that the result does not depend on where windows fall).
@@ -1690,9 +1743,14 @@ def predict_scene_with_model(
             torch_device, amp, uses_channels_last(torch_device, amp, layout), tta,
         )  # fmt: skip
         input_values = len(norm.scales) * grid.window_height * grid.window_width
-        if on_device:  # the stored batch, its widened integers and the band-first float32 input
-            per_window += 16 * input_values  # before its channels-last copy: <= 4 + 8 + 4 B
         free_bytes, _ = torch.cuda.mem_get_info(torch_device)
+        if on_device:  # the stacked stored values, their widened integers, the band-first
+            # float32 input before its channels-last copy (<= 2 + 4 + 4 + 4 B per value) and the
+            # band each window is a view of; two bands of stored values and valid masks
+            stored_bytes = 4  # an upper bound: stacks hold (u)int8/16 (Sentinel-2: uint16)
+            per_window += (16 + stored_bytes) * input_values
+            band_bytes = (len(norm.scales) * stored_bytes + 1) * grid.window_height * grid.width
+            free_bytes = max(0, free_bytes - 2 * band_bytes)
         input_bytes = 4 * input_values
         batch_size = device_batch_size(free_bytes, per_window, input_bytes)
         log.info(
@@ -1737,26 +1795,38 @@ def predict_scene_with_model(
     with SceneOutputs(out_path, scene, classes, with_confidence, validity_path) as outputs:
         writer_thread = BackgroundConsumer(outputs.write)
         try:
-            batches = prefetch(
-                lambda: window_batches(
-                    read_row_bands(
-                        scene, grid.row_starts, grid.window_height, reuse=True, threads=readers
+            pinned = pinned_host_array if torch_device.type == "cuda" else None
+            if on_device:  # readers: decode into 4 pinned bands and mask; the device cuts
+                read: Generator[Any, None, None] = prefetch(
+                    lambda: stored_row_bands(
+                        read_row_bands(
+                            scene, grid.row_starts, grid.window_height, buffers=4,
+                            threads=readers, allocate=pinned,
+                        ),
+                        grid,
+                        norm.nodata,
                     ),
-                    grid,
-                    norm,
-                    batch_size,
-                    allocate=pinned_host_array if torch_device.type == "cuda" else None,
-                    workers=readers,
-                    normalise=not on_device,
-                ),
-                depth=2,
-            )
-            with contextlib.closing(batches):  # stops the reader thread on errors too
+                    depth=2,
+                )  # fmt: skip
+                batches: Iterator[Any] = device_window_batches(
+                    read, grid, norm, batch_size, torch_device
+                )
+            else:  # readers: decode, normalise and cut into batches (pinned on CUDA)
+                read = prefetch(
+                    lambda: window_batches(
+                        read_row_bands(
+                            scene, grid.row_starts, grid.window_height, buffers=1, threads=readers
+                        ),
+                        grid, norm, batch_size, allocate=pinned, workers=readers,
+                    ),
+                    depth=2,
+                )  # fmt: skip
+                batches = read
+            with contextlib.closing(read):  # stops the reader thread on errors too
                 blend_rows(
                     network, batches, grid, classes.num_classes, writer_thread.put, torch_device,
                     blend=blend, tta=tta, confidence=with_confidence, on_batch=report,
                     precision=precision, layout=layout,
-                    normalisation=norm.gain_bias() if on_device else None,
                 )  # fmt: skip
         finally:
             writer_thread.close()

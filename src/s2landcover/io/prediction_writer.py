@@ -23,6 +23,7 @@ never the scene height.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,31 +110,37 @@ def read_row_bands(
     scene: SceneBands,
     row_starts: Sequence[int],
     band_height: int,
-    reuse: bool = False,
+    buffers: int = 0,
     threads: int = 1,
+    allocate: Callable[[tuple[int, ...], np.dtype], np.ndarray] | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(row_off, stored)`` per start: rows ``[row_off, row_off + band_height)`` (clipped to
-    the scene) of the model's bands, ``stored`` shaped (C, rows, scene width), the file's dtype.
+    the scene) of the model's bands, ``stored`` shaped (C, rows, scene width), the file's dtype,
+    C-contiguous.
 
-    Opens its own dataset handle, so it may run in a reader thread. Memory: one band of rows.
-    ``reuse``: every band is read into the same array (no page faults for a fresh one each
-    time), so a consumer must be done with a band before it asks for the next. ``threads`` > 1:
-    GDAL decodes the blocks of one read on that many threads (the GeoTIFF driver's
-    ``NUM_THREADS`` open option; a band of rows spans many compressed blocks).
+    Opens its own dataset handle, so it may run in a reader thread. ``buffers`` 0: each band is a
+    fresh array; n >= 1: the bands are read into n arrays in turn, made once by ``allocate(shape,
+    dtype)`` (default ``np.empty``; e.g. pinned host memory for copies to a CUDA device), so no
+    page is touched for the first time after the first n bands and a consumer must be done with a
+    band before it asks for the n-th next. Memory: ``max(1, buffers)`` bands of rows.
+    ``threads`` > 1: GDAL decodes the blocks of one read on that many threads (the GeoTIFF
+    driver's ``NUM_THREADS`` open option; a band of rows spans many compressed blocks).
     """
-    buffer: np.ndarray | None = None
+    make = allocate or (lambda shape, dtype: np.empty(shape, dtype=dtype))
+    pool: list[np.ndarray] = []  # flat arrays: a shorter last band is a contiguous prefix
     options = {"num_threads": str(threads)} if threads > 1 else {}
     with open_raster(scene.path, **options) as src:
-        dtype = src.dtypes[scene.indexes[0] - 1]
-        for row_off in row_starts:
+        dtype = np.dtype(src.dtypes[scene.indexes[0] - 1])
+        full = len(scene.indexes) * min(band_height, scene.grid.height) * scene.grid.width
+        for i, row_off in enumerate(row_starts):
             rows = min(band_height, scene.grid.height - row_off)
             window = Window(0, row_off, scene.grid.width, rows)
             shape = (len(scene.indexes), rows, scene.grid.width)
             out = None
-            if reuse:
-                if buffer is None or buffer.shape != shape:
-                    buffer = np.empty(shape, dtype=dtype)
-                out = buffer
+            if buffers > 0:
+                if len(pool) < buffers:
+                    pool.append(make((full,), dtype))
+                out = pool[i % buffers][: math.prod(shape)].reshape(shape)
             yield row_off, src.read(indexes=list(scene.indexes), window=window, out=out)
 
 
