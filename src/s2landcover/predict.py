@@ -1026,7 +1026,7 @@ def window_batches(
     """Cut bands of rows (``(row_off, stored (C, rows, width))``, one per row of windows, in order)
     into batches ``(offsets, input (B, h, w, C) float32, channels last, valid [B x (h, w) bool])``
     (``torch.from_numpy(input).permute(0, 3, 1, 2)`` is the NCHW batch in channels-last memory):
-    the host's share of prediction on a CPU (a CUDA device cuts its own windows:
+    the host's share of prediction on a CPU (a CUDA device cuts its own windows by default:
     :func:`device_window_batches`).
 
     Each row band is normalised once, band-first, in contiguous passes
