@@ -1155,7 +1155,7 @@ def device_window_batches(
 
     Each band is copied to the device whole (non-blocking from pinned memory: the copy engine
     reads it while the host goes on), then the windows are views of it, stacked into batches of
-    ``batch_size`` (a batch may span two bands) and normalised there
+    ``batch_size`` (a batch may span bands) and normalised there
     (:func:`network_input_on_device`: the host's arithmetic, value for value). The host copies
     no window (overlapping windows would copy their shared columns twice) and pins only the bands.
     The copy of a band is waited for before the next band is taken, so that the reader may refill
