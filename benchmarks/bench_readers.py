@@ -105,7 +105,9 @@ def main() -> None:
         f"default CPU grid, output dropped, median of {args.repeats} interleaved "
         "rounds\n"
     )
-    print("| readers' work | reader threads | wall s | Mpx/s | CPU s | Mpx per CPU-s | peak RSS MiB |")
+    print(
+        "| readers' work | reader threads | wall s | Mpx/s | CPU s | Mpx per CPU-s | peak RSS MiB |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for normalise, readers in cases:
         rs = runs[(normalise, readers)]
