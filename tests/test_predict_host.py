@@ -268,6 +268,32 @@ def test_an_error_in_a_reader_thread_reaches_the_caller_leaves_nothing_and_stops
     assert not reader_threads()
 
 
+def test_an_error_in_the_reader_of_the_device_path_reaches_the_caller_and_stops_it(
+    scene: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The device path (forced on the CPU): the reader's own work there, the no-data mask, fails
+    on its third band of rows."""
+    calls: list[int] = []
+
+    def failing_valid_pixels(stored: np.ndarray, nodata: float | None) -> np.ndarray:
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("reader failure for the test")
+        return valid_pixels(stored, nodata)
+
+    monkeypatch.setattr(predict_module, "valid_pixels", failing_valid_pixels)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    with pytest.raises(RuntimeError, match="reader failure for the test"):
+        predict_scene_with_model(
+            SpectralContextModel(), metadata(), scene, out_dir / "p.tif", prediction_cfg(**CFG),
+            progress=False, normalise_on_device=True,
+        )  # fmt: skip
+    assert len(calls) == 3
+    assert sorted(p.name for p in out_dir.iterdir()) == []  # no output, stage or temporary file
+    assert not reader_threads()
+
+
 class FailingModel(SpectralContextModel):
     """Raises on its second batch: the readers must stop although they did nothing wrong."""
 
@@ -282,11 +308,14 @@ class FailingModel(SpectralContextModel):
         return super().forward(x)
 
 
-def test_an_error_of_the_network_stops_the_reader_threads(scene: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("on_device", [False, True])
+def test_an_error_of_the_network_stops_the_reader_threads(
+    on_device: bool, scene: Path, tmp_path: Path
+) -> None:
     with pytest.raises(RuntimeError, match="network failure for the test"):
         predict_scene_with_model(
             FailingModel(), metadata(), scene, tmp_path / "p.tif", prediction_cfg(**CFG),
-            progress=False, readers=3,
+            progress=False, readers=3, normalise_on_device=on_device,
         )  # fmt: skip
     assert not reader_threads()
     assert not (tmp_path / "p.tif").exists()
