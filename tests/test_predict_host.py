@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -235,61 +236,47 @@ def test_argmax_planes_is_numpys_argmax_first_of_equals() -> None:
         assert np.array_equal(argmax_planes(planes), planes.argmax(axis=0))
 
 
-class FailingNormalisation:
-    """normalise_row_band that raises on its ``fail_at``-th call (0-based)."""
+class FailingCall:
+    """``function`` that raises on its ``fail_at``-th call (0-based), from any thread."""
 
-    def __init__(self, fail_at: int) -> None:
+    def __init__(self, function: Any, fail_at: int) -> None:
+        self.function = function
         self.calls = 0
         self.fail_at = fail_at
         self.lock = threading.Lock()
 
-    def __call__(self, *args: object, **kwargs: object) -> np.ndarray:
+    def __call__(self, *args: object, **kwargs: object) -> Any:
         with self.lock:
             call = self.calls
             self.calls += 1
         if call == self.fail_at:
             raise RuntimeError("reader failure for the test")
-        return normalise_row_band(*args, **kwargs)  # type: ignore[arg-type]
+        return self.function(*args, **kwargs)
 
 
-@pytest.mark.parametrize("readers", [1, 3])
+@pytest.mark.parametrize(
+    ("readers", "on_device", "readers_work"),
+    [(1, False, "normalise_row_band"), (3, False, "normalise_row_band"),
+     (2, True, "valid_pixels")],  # on the device path the readers only decode and mask
+)  # fmt: skip
 def test_an_error_in_a_reader_thread_reaches_the_caller_leaves_nothing_and_stops_the_readers(
-    readers: int, scene: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    readers: int,
+    on_device: bool,
+    readers_work: str,
+    scene: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(predict_module, "normalise_row_band", FailingNormalisation(2))
+    failing = FailingCall(getattr(predict_module, readers_work), 2)
+    monkeypatch.setattr(predict_module, readers_work, failing)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     with pytest.raises(RuntimeError, match="reader failure for the test"):
         predict_scene_with_model(
             SpectralContextModel(), metadata(), scene, out_dir / "p.tif", prediction_cfg(**CFG),
-            progress=False, readers=readers,
+            progress=False, readers=readers, normalise_on_device=on_device,
         )  # fmt: skip
-    assert sorted(p.name for p in out_dir.iterdir()) == []  # no output, stage or temporary file
-    assert not reader_threads()
-
-
-def test_an_error_in_the_reader_of_the_device_path_reaches_the_caller_and_stops_it(
-    scene: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The device path (forced on the CPU): the reader's own work there, the no-data mask, fails
-    on its third band of rows."""
-    calls: list[int] = []
-
-    def failing_valid_pixels(stored: np.ndarray, nodata: float | None) -> np.ndarray:
-        calls.append(1)
-        if len(calls) == 3:
-            raise RuntimeError("reader failure for the test")
-        return valid_pixels(stored, nodata)
-
-    monkeypatch.setattr(predict_module, "valid_pixels", failing_valid_pixels)
-    out_dir = tmp_path / "out"
-    out_dir.mkdir()
-    with pytest.raises(RuntimeError, match="reader failure for the test"):
-        predict_scene_with_model(
-            SpectralContextModel(), metadata(), scene, out_dir / "p.tif", prediction_cfg(**CFG),
-            progress=False, normalise_on_device=True,
-        )  # fmt: skip
-    assert len(calls) == 3
+    assert failing.calls == 3
     assert sorted(p.name for p in out_dir.iterdir()) == []  # no output, stage or temporary file
     assert not reader_threads()
 
