@@ -1,9 +1,9 @@
 """The readers of whole-scene prediction alone: decode, no-data mask, (normalisation, window cuts).
 
 What a GPU host's CPUs must sustain to keep the device busy (on CUDA the window cuts, the
-normalisation, the blending and the argmax run on the device): ``io.prediction_writer.
-read_row_bands`` of a synthetic scene (:func:`bench_predict.scene_blocks`, the
-``bench_predict_host.py`` file layout) at the default CPU window grid (1,024 px, margin 64),
+normalisation, the blending and the argmax run on the device):
+``io.prediction_writer.read_row_bands`` of a synthetic scene (:func:`bench_predict.scene_blocks`,
+the ``bench_predict_host.py`` file layout) at the default CPU window grid (1,024 px, margin 64),
 either through ``predict.window_batches`` (normalised and cut on the host into batches of one
 window, the CPU path) or through ``predict.stored_row_bands`` (decoded into 4 buffers and masked,
 the CUDA default), output dropped, no network. Each case in its own process, interleaved rounds,
