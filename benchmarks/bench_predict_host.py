@@ -207,7 +207,7 @@ def child(scene: Path, out: Path, cfg: dict, threads: int, on_device: bool = Fal
                 size, h, w, "cuda"
             )
         if "normalise_on_device" in inspect.signature(predict.predict_scene_with_model).parameters:
-            options["normalise_on_device"] = True  # the CUDA default: readers cut stored values
+            options["normalise_on_device"] = True  # the CUDA default: no host normalisation
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu0 = usage.ru_utime + usage.ru_stime
     started = time.perf_counter()

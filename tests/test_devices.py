@@ -40,8 +40,8 @@ def test_lightning_devices_turns_a_count_into_an_int() -> None:
 def test_predict_on_cuda_leaves_the_host_cpu_to_the_reader_threads(
     monkeypatch: pytest.MonkeyPatch, tmp_path
 ) -> None:
-    """`s2lc predict` gives torch one CPU thread on CUDA (the readers' window copies would
-    otherwise each fan out over every core) and the rule's threads on a CPU (the network)."""
+    """`s2lc predict` gives torch one CPU thread on CUDA (torch work on the host would otherwise
+    fan out over every core beside the readers) and the rule's threads on a CPU (the network)."""
     from s2landcover import cli, predict
 
     settings: dict[str, int | None] = {}

@@ -125,12 +125,12 @@ def process_settings(
 def prediction_torch_threads(threads: int | None, device_type: str) -> int | None:
     """torch's CPU threads for whole-scene prediction on a device of ``device_type``: ``threads``
     (the rule's) on a CPU, where torch runs the network; 1 on CUDA, where the network runs on the
-    device and the host's work is the reader threads' (GDAL decoding, window copies): a torch
+    device and the host's work is the reader threads' (GDAL decoding, the no-data mask): a torch
     operation on the host would fan out over torch's own OpenMP threads and spin beside the
     readers (4 readers x 16 threads on a 16-core GPU host). When the readers still copied each
     window with torch, one thread made the host side of a GPU run 12-15 % cheaper in CPU on 2
     cores (``benchmarks/bench_predict_host.py --device-stand-in``, docs/benchmarks/predict.md);
-    since they cut stored values band-first with NumPy, it guards the rest."""
+    since the device cuts the windows, it guards the rest of the host's torch work."""
     return 1 if device_type == "cuda" else threads
 
 

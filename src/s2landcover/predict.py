@@ -1143,6 +1143,12 @@ def stored_row_bands(
             close()
 
 
+# The reader thread of the CUDA path runs this many bands of rows ahead of the main thread; with
+# one band being filled and one being taken, it cycles through ROW_BAND_PREFETCH + 2 buffers.
+ROW_BAND_PREFETCH = 2
+DEVICE_ROW_BAND_BUFFERS = ROW_BAND_PREFETCH + 2
+
+
 def device_window_batches(
     bands: Iterable[tuple[int, np.ndarray, np.ndarray]],
     grid: WindowGrid,
@@ -1159,9 +1165,10 @@ def device_window_batches(
     (:func:`network_input_on_device`: the host's arithmetic, value for value). The host copies
     no window (overlapping windows would copy their shared columns twice) and pins only the bands.
     The copy of a band is waited for before the next band is taken, so that the reader may refill
-    its host buffer once this generator takes the band after next (:func:`read_row_bands` with 4
-    buffers under :func:`prefetch` with depth 2). On a CPU (tests) the band is copied too, so no
-    batch shares memory with a reader's buffer.
+    its host buffer once this generator takes the band after next (:func:`read_row_bands` with
+    :data:`DEVICE_ROW_BAND_BUFFERS` buffers under :func:`prefetch` with depth
+    :data:`ROW_BAND_PREFETCH`). On a CPU (tests) the band is copied too, so no batch shares memory
+    with a reader's buffer.
     """
     device = torch.device(device)
     gain, bias = (torch.from_numpy(a).to(device) for a in norm.gain_bias())
@@ -1688,13 +1695,13 @@ def predict_scene_with_model(
     """:func:`predict_scene` with a model already built (any module mapping (B, C, h, w) normalised
     input to (B, K, h, w) logits) and its checkpoint metadata.
 
-    ``readers``: threads that decode (GDAL), normalise and cut the scene's rows (None:
-    :func:`default_readers`); the output does not depend on it. ``normalise_on_device``: the
-    readers only decode the bands of rows and mask their pixels without data, and the inference
-    device cuts, normalises and batches the windows (:func:`stored_row_bands`,
-    :func:`device_window_batches`; None: on CUDA, where it takes the normalisation pass and every
-    window copy away from the host and halves the bytes to pin and copy of uint16 scenes); the
-    same network input, value for value, as the host's.
+    ``readers``: threads that decode (GDAL), normalise and cut the scene's rows (on the device
+    path: decode only; None: :func:`default_readers`); the output does not depend on it.
+    ``normalise_on_device``: the readers only decode the bands of rows and mask their pixels
+    without data, and the inference device cuts, normalises and batches the windows
+    (:func:`stored_row_bands`, :func:`device_window_batches`; None: on CUDA, where it takes the
+    normalisation pass and every window copy away from the host and halves the bytes to pin and
+    copy of uint16 scenes); the same network input, value for value, as the host's.
 
     ``grid_shift`` moves the inner window starts by that many pixels (0 in production; tests use
     half a window to check that the result does not depend on where windows fall).
@@ -1796,17 +1803,17 @@ def predict_scene_with_model(
         writer_thread = BackgroundConsumer(outputs.write)
         try:
             pinned = pinned_host_array if torch_device.type == "cuda" else None
-            if on_device:  # readers: decode into 4 pinned bands and mask; the device cuts
+            if on_device:  # readers: decode into pinned bands of rows and mask; the device cuts
                 read: Generator[Any, None, None] = prefetch(
                     lambda: stored_row_bands(
                         read_row_bands(
-                            scene, grid.row_starts, grid.window_height, buffers=4,
-                            threads=readers, allocate=pinned,
+                            scene, grid.row_starts, grid.window_height,
+                            buffers=DEVICE_ROW_BAND_BUFFERS, threads=readers, allocate=pinned,
                         ),
                         grid,
                         norm.nodata,
                     ),
-                    depth=2,
+                    depth=ROW_BAND_PREFETCH,
                 )  # fmt: skip
                 batches: Iterator[Any] = device_window_batches(
                     read, grid, norm, batch_size, torch_device
